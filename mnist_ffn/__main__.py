@@ -1,0 +1,3 @@
+from mnist_ffn.cli import main
+
+main()

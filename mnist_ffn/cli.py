@@ -1,0 +1,181 @@
+"""The command line: thin Typer commands that parse options and call one function each.
+
+Errors a person can fix arrive as MnistFfnError from any module and are turned into one
+line on stderr and an exit code here, and only here. Heavy modules (torch, torchvision,
+matplotlib) are imported inside the commands so that `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mnist_ffn import __version__
+from mnist_ffn.errors import MnistFfnError, UsageError
+
+app = typer.Typer(
+    name="mnist-ffn",
+    help="Train and evaluate feed-forward networks on MNIST: fast, honest, reproducible.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # every expected error is one line from main(); anything else is a bug
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class SplitName(StrEnum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="MNIST_FFN_DATA",
+        help="Folder with the four IDX files (gzipped or not), directly or under MNIST/raw. "
+        "Default: $MNIST_FFN_DATA, else ~/.cache/mnist-ffn (downloaded there if missing).",
+        show_default=False,
+    ),
+]
+DeviceOption = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then Apple MPS, then the CPU.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts instead of tables.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mnist-ffn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Train and evaluate feed-forward networks on MNIST: fast, honest, reproducible."""
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML file of overrides, e.g. configs/default.toml.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="SECTION.KEY=VALUE",
+            help="Override one config key, e.g. --set optim.lr=0.05 --set 'model.hidden=[256,128]'. Repeatable.",
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder. Default: runs/<config>-<date>-<time>.")
+    ] = None,
+    device: DeviceOption = Device.auto,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this folder from its last.pt.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the run already in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
+) -> None:
+    """Train a network and write config.toml, metrics.csv, last.pt, best.pt and summary.json to a run folder.
+
+    Settings come from the built-in defaults, then --config, then each --set. Keys:
+    model.hidden, model.activation (identity, relu, tanh, sigmoid, gelu, ...), model.dropout,
+    train.epochs, train.batch_size, train.seed, ...: see the README for all of them.
+    """
+    from mnist_ffn.config import load_config
+
+    if resume is not None and (config is not None or overrides or out is not None or force):
+        raise UsageError("--resume continues a run with its saved config; drop --config, --set, --out and --force")
+    resolved = None if resume is not None else load_config(config, overrides or [])
+
+    from mnist_ffn.data import resolve_data_dir
+    from mnist_ffn.report import print_train_summary
+    from mnist_ffn.train import train as run_training
+
+    run_dir = resume if resume is not None else out or _default_run_dir(config)
+    folder = resolve_data_dir(data_dir)
+    device_flag = "" if device is Device.auto else f" --device {device.value}"
+    summary = run_training(
+        resolved,
+        data_dir=folder,
+        out=run_dir,
+        device=device.value,
+        resume=resume is not None,
+        force=force,
+        log=None if quiet else _print_line,
+        progress_bars=not quiet,
+        resume_command=f"mnist-ffn train --resume {run_dir} --data-dir {folder}{device_flag}",
+    )
+    if not quiet:
+        print_train_summary(summary, run_dir)
+
+
+@app.command("eval")
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
+    data_dir: DataDirOption = None,
+    split: Annotated[SplitName, typer.Option("--split", help="test: the 10k test images.")] = SplitName.test,
+    as_json: JsonOption = False,
+    device: DeviceOption = Device.auto,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Refuse to run unless the checkpoint was trained on this data set."),
+    ] = None,
+) -> None:
+    """Judge a checkpoint alone: accuracy, loss, per-class accuracy and the confusion matrix."""
+    from mnist_ffn.data import resolve_data_dir
+    from mnist_ffn.evaluate import evaluate_checkpoint
+    from mnist_ffn.report import print_evaluation
+
+    report = evaluate_checkpoint(
+        checkpoint, resolve_data_dir(data_dir), split=split.value, device=device.value, expected_dataset=dataset
+    )
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_evaluation(report)
+
+
+def _default_run_dir(config: Path | None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem = f"{config.stem}-" if config is not None else ""
+    candidate = Path("runs") / f"{stem}{stamp}"
+    suffix = 2
+    while candidate.exists():
+        candidate = Path("runs") / f"{stem}{stamp}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+def _print_line(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)  # prints above any progress bar instead of through it
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="mnist-ffn")
+    except MnistFfnError as exc:
+        print(f"mnist-ffn: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,49 @@
+"""The model: an nn.Sequential of Linear + activation blocks ending in a Linear to 10 logits.
+
+Each hidden block computes z = W x + b, then a = f(z). With f = identity the whole stack
+collapses to one linear map (W2 (W1 x + b1) + b2 = W x + b), which is why `identity`
+is here: to measure what non-linearity buys.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mnist_ffn.config import ModelConfig
+from mnist_ffn.data import IMAGE_PIXELS
+
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
+    "identity": nn.Identity,
+    "none": nn.Identity,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,
+}
+
+
+def build_model(config: ModelConfig, num_classes: int = 10) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]  # accepts (N, 28, 28) images as well as (N, 784) rows
+    width = IMAGE_PIXELS
+    for hidden_width in config.hidden:
+        layers.append(nn.Linear(width, hidden_width))
+        layers.append(ACTIVATION_LAYERS[config.activation]())
+        if config.dropout > 0:
+            layers.append(nn.Dropout(config.dropout))
+        width = hidden_width
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def architecture(config: ModelConfig, num_classes: int = 10) -> str:
+    """e.g. '784-512-256-10 relu': the layer widths a person would draw."""
+    widths = "-".join(str(width) for width in [IMAGE_PIXELS, *config.hidden, num_classes])
+    return f"{widths} {config.activation}" if config.hidden else f"{widths} (softmax regression)"

@@ -1,0 +1,86 @@
+"""What people read: rich tables for training summaries, evaluations and comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def print_train_summary(summary: dict, run_dir: Path) -> None:
+    table = Table(title="Run summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    memory = summary.get("peak_memory_bytes")
+    rows = [
+        (
+            "test accuracy",
+            f"{summary['test_accuracy']:.2%}  ({summary['test_checkpoint']}, {summary['test_n']:,} images)",
+        ),
+        ("test loss", f"{summary['test_loss']:.4f}"),
+        (
+            "best epoch",
+            f"{summary['best_epoch']} of {summary['epochs']}  (val accuracy {_percent(summary['best_val_accuracy'])})",
+        ),
+        ("model", f"{summary['architecture']}, {summary['parameters']:,} parameters"),
+        ("data", f"{summary['dataset']}: {summary['train_images']:,} train / {summary['val_images']:,} val images"),
+        (
+            "speed",
+            f"{summary['train_samples_per_second']:,.0f} training samples/s "
+            f"on {summary['device']} ({summary['device_name']})",
+        ),
+        ("time", f"{summary['wall_seconds']:.1f} s training, best after {summary['time_to_best_seconds']:.1f} s"),
+        ("peak memory", f"{memory / 2**20:,.0f} MiB ({summary['peak_memory_kind']})" if memory else "unknown"),
+        ("run folder", str(run_dir)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def print_evaluation(report: dict) -> None:
+    classes = report["classes"]
+    console.print(
+        f"[bold]{report['checkpoint']}[/bold] on the {report['split']} split of {report['dataset']} "
+        f"({report['n']:,} images, {report['architecture']})"
+    )
+    console.print(f"accuracy [bold]{report['accuracy']:.2%}[/bold]   loss {report['loss']:.4f}")
+    per_class = Table(title="Per-class accuracy", title_justify="left")
+    per_class.add_column("class")
+    per_class.add_column("images", justify="right")
+    per_class.add_column("accuracy", justify="right")
+    for name, row, accuracy in zip(classes, report["confusion_matrix"], report["per_class_accuracy"], strict=True):
+        per_class.add_row(name, f"{sum(row):,}", f"{accuracy:.2%}")
+    console.print(per_class)
+    console.print(confusion_table(report["confusion_matrix"], classes))
+
+
+def confusion_table(matrix: list[list[int]], classes: list[str]) -> Table:
+    table = Table(
+        title="Confusion matrix (rows: true class, columns: predicted)",
+        title_justify="left",
+        caption=None if classes == [str(i) for i in range(len(classes))] else _legend(classes),
+        caption_justify="left",
+    )
+    table.add_column("true", style="bold")
+    for index in range(len(classes)):
+        table.add_column(str(index), justify="right")
+    for index, (name, row) in enumerate(zip(classes, matrix, strict=True)):
+        cells = [
+            f"[bold green]{count}[/]" if column == index else (f"[red]{count}[/]" if count else "[dim]0[/]")
+            for column, count in enumerate(row)
+        ]
+        label = name if name == str(index) else f"{index} {name}"
+        table.add_row(label, *cells)
+    return table
+
+
+def _legend(classes: list[str]) -> str:
+    return "columns: " + ", ".join(f"{index} {name}" for index, name in enumerate(classes))
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"

@@ -1,0 +1,377 @@
+"""The training loop: shuffled batches from device-resident tensors, SGD, evaluation, checkpoints.
+
+The hot loop does no per-sample Python work and reads nothing back from the device: each
+step's loss and correct count go into small device tensors that are read once per epoch
+(or when a checkpoint is written). Everything random comes from seeded generators whose
+states are saved, so a run resumed from any checkpoint ends bit for bit where an
+uninterrupted run would on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mnist_ffn import __version__
+from mnist_ffn.augment import Augmenter, is_enabled
+from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, model_contents, restore_model, save_checkpoint
+from mnist_ffn.config import Config
+from mnist_ffn.data import load_dataset, make_splits, shuffled_batches
+from mnist_ffn.devices import device_name, peak_memory, pick_device
+from mnist_ffn.errors import TrainingDiverged, TrainingInterrupted
+from mnist_ffn.evaluate import evaluate
+from mnist_ffn.model import architecture, build_model, count_parameters
+from mnist_ffn.optim import build_optimizer, learning_rate
+from mnist_ffn.run_folder import RunFolder
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT aborts at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = number
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every checkpoint."""
+
+    epoch: int = 0  # 0-based index of the epoch in progress (== epochs when done)
+    step_in_epoch: int = 0
+    global_step: int = 0
+    train_seconds: float = 0.0  # time spent in training steps only: the samples/s denominator
+    wall_seconds: float = 0.0  # training, evaluation and checkpoints
+    epoch_seconds: float = 0.0  # time spent so far in the epoch in progress
+    samples_seen: int = 0
+    best_val_accuracy: float = -1.0
+    best_epoch: int = 0
+    time_to_best_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self, config: Config, run: RunFolder, device: torch.device, *, log, progress_bars: bool, resume_command: str
+    ):
+        self.config, self.run, self.device = config, run, device
+        self.log = log  # callable(str) for one line per epoch; None for silence
+        self.progress_bars = progress_bars
+        self.resume_command = resume_command
+        train = config.train
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        torch.manual_seed(train.seed)  # the initial weights
+        self.model = build_model(config.model).to(device)
+        self.forward = torch.compile(self.model) if train.compile else self.model
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.shuffle_generator = torch.Generator().manual_seed(train.seed)  # on the CPU: same order on every device
+        self.augment_generator = torch.Generator(device).manual_seed(train.seed + 1)
+        self.epoch_start_state = self.shuffle_generator.get_state()
+        self.progress = Progress()
+
+    # -- setup -----------------------------------------------------------------------------------------
+
+    def load_data(self, data_dir: Path) -> None:
+        data = self.config.data
+        self.raw = load_dataset(data_dir, data.dataset, verify_checksums=data.verify_checksums, download=data.download)
+        self.splits = make_splits(self.raw, self.config.train.val_size, self.config.train.limit, self.device)
+        batch_size = self.config.train.batch_size
+        self.steps_per_epoch = math.ceil(len(self.splits["train"]) / batch_size)
+        sizes = [batch_size] * self.steps_per_epoch
+        sizes[-1] = len(self.splits["train"]) - batch_size * (self.steps_per_epoch - 1)
+        self.batch_sizes = torch.tensor(sizes, dtype=torch.float32, device=self.device)
+        self.augmenter = None
+        if is_enabled(self.config.augment):
+            background = (0.0 - self.raw.info.mean) / self.raw.info.std
+            self.augmenter = Augmenter(self.config.augment, background, self.augment_generator)
+
+    def restore(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        saved = checkpoint["progress"]
+        self.progress = Progress(**saved)
+        rng = checkpoint["rng"]
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.shuffle_generator.set_state(rng["shuffle_epoch_start"])
+        self.augment_generator.set_state(rng["augment"])
+        self.step_losses = checkpoint["epoch_partial"]["step_losses"].to(self.device)
+        self.step_correct = checkpoint["epoch_partial"]["step_correct"].to(self.device)
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def fit(self, stop: StopSignals) -> None:
+        epochs = self.config.train.epochs
+        while self.progress.epoch < epochs:
+            self._run_epoch(stop)
+            self._end_epoch()
+            if stop.received is not None:
+                self._stop(stop.received)
+
+    def _run_epoch(self, stop: StopSignals) -> None:
+        config, progress = self.config, self.progress
+        train_split = self.splits["train"]
+        self.epoch_start_state = self.shuffle_generator.get_state()
+        order = torch.randperm(len(train_split), generator=self.shuffle_generator)
+        if progress.step_in_epoch == 0:
+            self.step_losses = torch.zeros(self.steps_per_epoch, device=self.device)
+            self.step_correct = torch.zeros(self.steps_per_epoch, dtype=torch.int64, device=self.device)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if config.train.precision == "bf16"
+            else nullcontext()
+        )
+        label_smoothing = config.train.label_smoothing
+        checkpoint_every = config.train.checkpoint_every
+        self.model.train()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=progress.step_in_epoch,
+            desc=f"epoch {progress.epoch + 1}/{config.train.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if self.progress_bars else True,  # None: only on a terminal
+            file=sys.stderr,
+        )
+        started = time.perf_counter()
+        for images, labels in shuffled_batches(train_split, config.train.batch_size, order, progress.step_in_epoch):
+            lr = learning_rate(config.optim, progress.global_step, self.steps_per_epoch, config.train.epochs)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if self.augmenter is not None:
+                images = self.augmenter(images)
+            with autocast:
+                logits = self.forward(images)
+                loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            step = progress.step_in_epoch
+            self.step_losses[step] = loss.detach()
+            self.step_correct[step] = (logits.argmax(dim=1) == labels).sum()
+            progress.step_in_epoch += 1
+            progress.global_step += 1
+            progress.samples_seen += len(labels)
+            bar.update(1)
+            mid_epoch = progress.step_in_epoch < self.steps_per_epoch  # the epoch's end saves anyway
+            wants_checkpoint = checkpoint_every and progress.global_step % checkpoint_every == 0
+            if mid_epoch and (wants_checkpoint or stop.received is not None):
+                self._clock(started)
+                self._check_finite()
+                saving_started = time.perf_counter()
+                self._save(self.run.last_checkpoint)
+                self._clock(saving_started, training=False)
+                started = time.perf_counter()
+                if stop.received is not None:
+                    bar.close()
+                    self._stop(stop.received)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # make the step time honest before reading the clock
+        self._clock(started)
+        bar.close()
+        self.last_lr = lr
+
+    def _clock(self, started: float, training: bool = True) -> None:
+        """Add the time since `started` to the run's clocks; only training steps count for samples/s."""
+        elapsed = time.perf_counter() - started
+        if training:
+            self.progress.train_seconds += elapsed
+        self.progress.wall_seconds += elapsed
+        self.progress.epoch_seconds += elapsed
+
+    def _check_finite(self) -> None:
+        done = self.progress.step_in_epoch
+        finite = torch.isfinite(self.step_losses[:done])
+        if bool(finite.all()):
+            return
+        first_bad = int((~finite).nonzero()[0])
+        value = float(self.step_losses[first_bad])
+        lr = self.config.optim.lr
+        raise TrainingDiverged(
+            f"the loss became {value} at epoch {self.progress.epoch + 1}, step {first_bad + 1}; "
+            f"training stopped and {self.run.last_checkpoint} still holds the last good state; "
+            f"try a smaller learning rate, e.g. --set optim.lr={lr / 10:g}"
+        )
+
+    def _end_epoch(self) -> None:
+        progress = self.progress
+        started = time.perf_counter()
+        self._check_finite()
+        train_count = self.batch_sizes.sum()
+        train_loss = float((self.step_losses * self.batch_sizes).sum() / train_count)
+        train_accuracy = float(self.step_correct.sum() / train_count)
+        has_val = len(self.splits["val"]) > 0
+        val = evaluate(self.model, self.splits["val"], self.config.train.eval_batch_size) if has_val else None
+        self._clock(started, training=False)
+        row = {
+            "epoch": progress.epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": train_accuracy,
+            "val_loss": val.loss if val else None,
+            "val_acc": val.accuracy if val else None,
+            "lr": self.last_lr,
+            "seconds": progress.epoch_seconds,
+        }
+        progress.history.append(row)
+        progress.epoch += 1
+        progress.step_in_epoch = 0
+        progress.epoch_seconds = 0.0
+        is_best = val is None or val.accuracy > progress.best_val_accuracy
+        if is_best:
+            progress.best_val_accuracy = val.accuracy if val else train_accuracy
+            progress.best_epoch = progress.epoch
+            progress.time_to_best_seconds = progress.wall_seconds
+        self.epoch_start_state = self.shuffle_generator.get_state()  # the next epoch starts from here
+        if is_best:
+            self._save(self.run.best_checkpoint)
+        self._save(self.run.last_checkpoint)
+        self.run.write_metrics(progress.history)
+        if self.log:
+            self.log(_epoch_line(row, self.config.train.epochs))
+
+    def _save(self, path: Path) -> None:
+        progress = self.progress
+        state = {
+            **model_contents(self.config, self.model, self.raw.info),
+            "optimizer": self.optimizer.state_dict(),
+            "progress": dict(progress.__dict__),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "shuffle_epoch_start": self.epoch_start_state,
+                "augment": self.augment_generator.get_state().cpu(),
+            },
+            "epoch_partial": {"step_losses": self.step_losses.cpu(), "step_correct": self.step_correct.cpu()},
+        }
+        save_checkpoint(path, state)
+
+    def _stop(self, signal_number: int) -> None:
+        name = signal.Signals(signal_number).name
+        progress = self.progress
+        raise TrainingInterrupted(
+            f"stopped by {name} at epoch {progress.epoch + 1}, step {progress.step_in_epoch}; "
+            f"saved {self.run.last_checkpoint}; resume with: {self.resume_command}",
+            signal_number,
+        )
+
+    # -- the end ---------------------------------------------------------------------------------------
+
+    def summarize(self) -> dict:
+        best_path = self.run.best_checkpoint
+        best_model = restore_model(best_path, load_checkpoint(best_path)).to(self.device)
+        test = evaluate(best_model, self.splits["test"], self.config.train.eval_batch_size)
+        progress, history = self.progress, self.progress.history
+        return {
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "test_n": test.n,
+            "test_checkpoint": best_path.name,
+            "best_epoch": progress.best_epoch,
+            "best_val_accuracy": history[progress.best_epoch - 1]["val_acc"],
+            "epochs": len(history),
+            "final_train_loss": history[-1]["train_loss"],
+            "final_train_accuracy": history[-1]["train_acc"],
+            "wall_seconds": progress.wall_seconds,
+            "train_seconds": progress.train_seconds,
+            "train_samples_per_second": progress.samples_seen / max(progress.train_seconds, 1e-9),
+            "time_to_best_seconds": progress.time_to_best_seconds,
+            **peak_memory(self.device),
+            "dataset": self.raw.info.name,
+            "train_images": len(self.splits["train"]),
+            "val_images": len(self.splits["val"]),
+            "architecture": architecture(self.config.model),
+            "parameters": count_parameters(self.model),
+            "device": str(self.device),
+            "device_name": device_name(self.device),
+            "threads": torch.get_num_threads(),
+            "seed": self.config.train.seed,
+            "torch_version": str(torch.__version__),
+            "mnist_ffn_version": __version__,
+        }
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    width = len(str(epochs))
+    line = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+    if row["val_acc"] is not None:
+        line += f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
+    return line + f"  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
+
+
+def train(
+    config: Config | None,
+    *,
+    data_dir: Path,
+    out: Path,
+    device: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    log=print,
+    progress_bars: bool = True,
+    resume_command: str = "",
+) -> dict:
+    """Train a new run into `out` (or resume the run there) and return its summary."""
+    run = RunFolder(out)
+    checkpoint = None
+    if resume:
+        run.open_for_resume()
+        checkpoint = load_checkpoint(run.last_checkpoint)
+        config = checkpoint_config(run.last_checkpoint, checkpoint)
+    else:
+        run.create(force=force)
+    with StopSignals() as stop:
+        trainer = Trainer(
+            config,
+            run,
+            pick_device(device),
+            log=log,
+            progress_bars=progress_bars,
+            resume_command=resume_command or f"mnist-ffn train --resume {out} --data-dir {data_dir}",
+        )
+        trainer.load_data(data_dir)
+        if checkpoint is not None:
+            trainer.restore(checkpoint)
+        else:
+            run.write_config(config)
+        if log:
+            log(_start_line(trainer, resumed=checkpoint is not None))
+        trainer.fit(stop)
+        summary = trainer.summarize()
+    run.write_summary(summary)
+    return summary
+
+
+def _start_line(trainer: Trainer, resumed: bool) -> str:
+    splits, config = trainer.splits, trainer.config
+    threads = f", {torch.get_num_threads()} threads" if trainer.device.type == "cpu" else ""
+    where = f"resuming at epoch {trainer.progress.epoch + 1}" if resumed else "training"
+    return (
+        f"{where} {architecture(config.model)} ({count_parameters(trainer.model):,} parameters) "
+        f"on {trainer.device}{threads}: {len(splits['train']):,} train / {len(splits['val']):,} val images "
+        f"of {trainer.raw.info.title}, {config.train.epochs} epochs of batch {config.train.batch_size}"
+    )

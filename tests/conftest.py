@@ -1,0 +1,101 @@
+"""Shared test helpers: tiny IDX data sets written by the tests, the real data when present, the CLI in-process."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+TINY_FLAGS = ["--set", "data.verify_checksums=false", "--set", "train.val_size=100"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep the decoded-tensor cache out of the user's home, shared by all tests of a session."""
+    monkeypatch.setenv("MNIST_FFN_CACHE", str(tmp_path_factory.getbasetemp() / "tensor-cache"))
+
+
+def write_idx(path: Path, array: list | bytes, dims: tuple[int, ...], *, magic_type: int = 0x08) -> None:
+    """Write an IDX file (gzipped if the name ends in .gz): the format of the four MNIST files."""
+    header = struct.pack(">BBBB", 0, 0, magic_type, len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
+    payload = header + bytes(array)
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+
+
+def make_digits(count: int, seed: int) -> tuple[bytes, bytes]:
+    """Learnable fake digits: class k is a bright 7x7 block at one of ten places, plus speckle noise."""
+    import random
+
+    rng = random.Random(seed)
+    images = bytearray(count * 28 * 28)
+    labels = bytearray(count)
+    for index in range(count):
+        label = index % 10
+        labels[index] = label
+        top, left = 3 + (label // 5) * 12, 1 + (label % 5) * 5
+        base = index * 784
+        for row in range(top, top + 7):
+            for column in range(left, left + 7):
+                images[base + row * 28 + column] = rng.randint(180, 255)
+        for _ in range(30):
+            images[base + rng.randrange(784)] = rng.randint(0, 120)
+    return bytes(images), bytes(labels)
+
+
+def write_dataset(folder: Path, *, gz: bool = True, train: int = 600, test: int = 200, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for prefix, count, part_seed in (("train", train, seed), ("t10k", test, seed + 1)):
+        images, labels = make_digits(count, part_seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images, (count, 28, 28))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels, (count,))
+    return folder
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """A data folder in torchvision's layout (DIR/MNIST/raw) with 600 train and 200 test fake digits."""
+    root = tmp_path / "data"
+    write_dataset(root / "MNIST" / "raw")
+    return root
+
+
+def real_data_dir(dataset_folder: str = "MNIST") -> Path:
+    """The real data (../shared/data or $MNIST_FFN_DATA): skip without it, but fail under CI=true."""
+    candidates = [Path(os.environ["MNIST_FFN_DATA"])] if os.environ.get("MNIST_FFN_DATA") else []
+    candidates.append(SHARED_DATA)
+    for candidate in candidates:
+        if (candidate / dataset_folder / "raw").is_dir():
+            return candidate
+    message = f"real {dataset_folder} files not found in {', '.join(map(str, candidates))}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must have them")
+    pytest.skip(message)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m mnist_ffn ARGS` in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_ffn", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        timeout=timeout,
+        cwd=PROJECT_ROOT,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
