@@ -128,12 +128,12 @@ class Trainer:
     def fit(self, stop: StopSignals) -> None:
         epochs = self.config.train.epochs
         while self.progress.epoch < epochs:
-            self._run_epoch(stop)
-            self._end_epoch()
+            self.train_epoch(stop)
+            self.finish_epoch()
             if stop.received is not None:
                 self._stop(stop.received)
 
-    def _run_epoch(self, stop: StopSignals) -> None:
+    def train_epoch(self, stop: StopSignals) -> None:
         config, progress = self.config, self.progress
         train_split = self.splits["train"]
         self.epoch_start_state = self.shuffle_generator.get_state()
@@ -218,7 +218,7 @@ class Trainer:
             f"try a smaller learning rate, e.g. --set optim.lr={lr / 10:g}"
         )
 
-    def _end_epoch(self) -> None:
+    def finish_epoch(self) -> None:
         progress = self.progress
         started = time.perf_counter()
         self._check_finite()
