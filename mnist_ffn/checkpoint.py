@@ -60,13 +60,13 @@ def load_checkpoint(path: Path) -> dict:
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before it refuses a file
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
-            found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(exc), re.IGNORECASE)
-            what = f" ({found.group(1)})" if found else ""
+        # weights_only refuses any global (class, function) it does not know: that is code, never run.
+        found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(exc), re.IGNORECASE)
+        if found:
             raise CheckpointError(
-                f"{path}: refused: the file carries pickled code{what}, which mnist-ffn never runs"
+                f"{path}: refused: the file carries pickled code ({found.group(1)}), which mnist-ffn never runs"
             ) from None
-        raise CheckpointError(f"{path}: not a checkpoint, or truncated ({exc})") from None
+        raise CheckpointError(f"{path}: not a checkpoint, or truncated (unreadable pickle)") from None
     except Exception as exc:  # torch reports a damaged zip or pickle with many exception types
         raise CheckpointError(f"{path}: not a checkpoint, or truncated ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:

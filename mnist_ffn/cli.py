@@ -179,3 +179,6 @@ def main(argv: list[str] | None = None) -> None:
     except MnistFfnError as exc:
         print(f"mnist-ffn: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began; files are written atomically
+        print("mnist-ffn: interrupted", file=sys.stderr)
+        sys.exit(130)

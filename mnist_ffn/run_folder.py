@@ -36,18 +36,21 @@ class RunFolder:
     def holds_a_run(self) -> bool:
         return any(path.exists() for path in self.run_files())
 
-    def create(self, *, force: bool) -> None:
-        """Make the folder for a new run; an existing run is kept unless `force` says to replace it."""
+    def check_can_create(self, *, force: bool) -> None:
+        """Refuse, before anything is written, to start a new run over an existing one unless forced."""
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"--out {self.path}: exists and is not a folder")
-        if self.holds_a_run():
-            if not force:
-                raise UsageError(
-                    f"--out {self.path}: already holds a run; continue it with --resume {self.path}, "
-                    "or replace it with --force"
-                )
-            for path in self.run_files():
-                path.unlink(missing_ok=True)
+        if self.holds_a_run() and not force:
+            raise UsageError(
+                f"--out {self.path}: already holds a run; continue it with --resume {self.path}, "
+                "or replace it with --force"
+            )
+
+    def create(self, *, force: bool) -> None:
+        """Make the folder for a new run; with `force`, the files of the run already there are removed."""
+        self.check_can_create(force=force)
+        for path in self.run_files():
+            path.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         remove_leftover_temp_files(self.path)
 

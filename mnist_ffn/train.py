@@ -27,7 +27,7 @@ from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, model_conte
 from mnist_ffn.config import Config
 from mnist_ffn.data import load_dataset, make_splits, shuffled_batches
 from mnist_ffn.devices import device_name, peak_memory, pick_device
-from mnist_ffn.errors import TrainingDiverged, TrainingInterrupted
+from mnist_ffn.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
 from mnist_ffn.evaluate import evaluate
 from mnist_ffn.model import architecture, build_model, count_parameters
 from mnist_ffn.optim import build_optimizer, learning_rate
@@ -110,18 +110,27 @@ class Trainer:
             self.augmenter = Augmenter(self.config.augment, background, self.augment_generator)
 
     def restore(self, checkpoint: dict) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        saved = checkpoint["progress"]
-        self.progress = Progress(**saved)
-        rng = checkpoint["rng"]
-        torch.set_rng_state(rng["torch"])
-        if self.device.type == "cuda" and rng.get("cuda"):
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.shuffle_generator.set_state(rng["shuffle_epoch_start"])
-        self.augment_generator.set_state(rng["augment"])
-        self.step_losses = checkpoint["epoch_partial"]["step_losses"].to(self.device)
-        self.step_correct = checkpoint["epoch_partial"]["step_correct"].to(self.device)
+        partial = checkpoint.get("epoch_partial", {})
+        saved_steps = len(partial.get("step_losses", ()))
+        if saved_steps != self.steps_per_epoch:
+            raise CheckpointError(
+                f"{self.run.last_checkpoint}: written for {saved_steps} steps per epoch, but this data gives "
+                f"{self.steps_per_epoch}; resume with the data the run started with"
+            )
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.progress = Progress(**checkpoint["progress"])
+            rng = checkpoint["rng"]
+            torch.set_rng_state(rng["torch"])
+            if self.device.type == "cuda" and rng["cuda"]:
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self.shuffle_generator.set_state(rng["shuffle_epoch_start"])
+            self.augment_generator.set_state(rng["augment"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.run.last_checkpoint}: cannot resume from it ({exc})") from None
+        self.step_losses = partial["step_losses"].to(self.device)
+        self.step_correct = partial["step_correct"].to(self.device)
 
     # -- the loop --------------------------------------------------------------------------------------
 
@@ -343,7 +352,7 @@ def train(
         checkpoint = load_checkpoint(run.last_checkpoint)
         config = checkpoint_config(run.last_checkpoint, checkpoint)
     else:
-        run.create(force=force)
+        run.check_can_create(force=force)
     with StopSignals() as stop:
         trainer = Trainer(
             config,
@@ -353,10 +362,11 @@ def train(
             progress_bars=progress_bars,
             resume_command=resume_command or f"mnist-ffn train --resume {out} --data-dir {data_dir}",
         )
-        trainer.load_data(data_dir)
+        trainer.load_data(data_dir)  # before the run folder is touched: bad data must destroy nothing
         if checkpoint is not None:
             trainer.restore(checkpoint)
         else:
+            run.create(force=force)
             run.write_config(config)
         if log:
             log(_start_line(trainer, resumed=checkpoint is not None))

@@ -30,7 +30,7 @@ def write_idx(path: Path, array: list | bytes, dims: tuple[int, ...], *, magic_t
 
 
 def make_digits(count: int, seed: int) -> tuple[bytes, bytes]:
-    """Learnable fake digits: class k is a bright 7x7 block at one of ten places, plus speckle noise."""
+    """Learnable fake digits: class k is a bright 7x7 block near one of ten places, jittered, plus noise."""
     import random
 
     rng = random.Random(seed)
@@ -39,13 +39,14 @@ def make_digits(count: int, seed: int) -> tuple[bytes, bytes]:
     for index in range(count):
         label = index % 10
         labels[index] = label
-        top, left = 3 + (label // 5) * 12, 1 + (label % 5) * 5
+        top = 3 + (label // 5) * 12 + rng.randint(-2, 2)
+        left = 1 + (label % 5) * 5 + rng.randint(-1, 1)
         base = index * 784
-        for row in range(top, top + 7):
-            for column in range(left, left + 7):
-                images[base + row * 28 + column] = rng.randint(180, 255)
-        for _ in range(30):
-            images[base + rng.randrange(784)] = rng.randint(0, 120)
+        for row in range(max(top, 0), min(top + 7, 28)):
+            for column in range(max(left, 0), min(left + 7, 28)):
+                images[base + row * 28 + column] = rng.randint(120, 255)
+        for _ in range(60):
+            images[base + rng.randrange(784)] = rng.randint(0, 200)
     return bytes(images), bytes(labels)
 
 

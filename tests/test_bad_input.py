@@ -1,0 +1,262 @@
+"""Every bad input: a non-zero exit, one clear line, no traceback, and nothing in an existing run lost.
+
+Each case runs the real command against a finished run folder and checks, byte for byte and by
+modification time, that every file in that folder is exactly as it was.
+"""
+
+import gzip
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_FLAGS, assert_one_line_error, make_digits, run_cli, write_dataset, write_idx
+
+
+@dataclass
+class Scene:
+    data: Path  # good tiny data
+    run: Path  # a finished run trained on it
+    workdir: Path
+
+    def bad_data(self, name: str, damage) -> Path:
+        """A copy of the good data with one file damaged by `damage(raw_folder)`."""
+        root = self.workdir / name
+        shutil.copytree(self.data, root)
+        damage(root / "MNIST" / "raw")
+        return root
+
+    def copy_of_best(self, name: str, change=None) -> Path:
+        path = self.workdir / name
+        if change is None:
+            shutil.copy(self.run / "best.pt", path)
+        else:
+            checkpoint = torch.load(self.run / "best.pt", weights_only=True)
+            change(checkpoint)
+            torch.save(checkpoint, path)
+        return path
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Scene:
+    workdir = tmp_path_factory.mktemp("bad-input")
+    data = workdir / "data"
+    write_dataset(data / "MNIST" / "raw")
+    run = workdir / "run"
+    result = run_cli("train", "--data-dir", data, "--out", run, "--quiet", *TINY_FLAGS, "--set", "train.epochs=2")
+    assert result.returncode == 0, result.stderr
+    return Scene(data=data, run=run, workdir=workdir)
+
+
+def snapshot(folder: Path) -> dict:
+    return {
+        path.name: (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        for path in sorted(folder.iterdir())
+    }
+
+
+@dataclass
+class Case:
+    name: str
+    args: object  # callable(scene) -> list of CLI arguments
+    code: int
+    fragments: list[str] = field(default_factory=list)
+
+
+def train_over_run(*extra):
+    """`train --out RUN --force`: the most destructive command, so bad input must stop it before it deletes."""
+    return lambda scene: ["train", "--data-dir", scene.data, "--out", scene.run, "--force", *TINY_FLAGS, *extra]
+
+
+def train_on(damage, *extra):
+    def args(scene):
+        data = scene.bad_data(damage.__name__, damage)
+        return ["train", "--data-dir", data, "--out", scene.run, "--force", *TINY_FLAGS, *extra]
+
+    return args
+
+
+def truncate_gz(raw):
+    path = raw / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-300])
+
+
+def wrong_magic(raw):
+    images, _ = make_digits(600, 0)
+    write_idx(raw / "train-images-idx3-ubyte.gz", images, (600, 28, 28), magic_type=0x42)
+
+
+def counts_disagree(raw):
+    _, labels = make_digits(599, 0)
+    write_idx(raw / "train-labels-idx1-ubyte.gz", labels, (599,))
+
+
+def wrong_image_size(raw):
+    write_idx(raw / "train-images-idx3-ubyte.gz", bytes(600 * 20 * 20), (600, 20, 20))
+
+
+def missing_file(raw):
+    (raw / "t10k-images-idx3-ubyte.gz").unlink()
+
+
+def no_files(raw):
+    shutil.rmtree(raw.parent)
+
+
+def corrupt_payload(raw):
+    path = raw / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-10]))
+
+
+def evil_pickle(scene):
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {scene.workdir / 'payload-ran'}",))
+
+    path = scene.workdir / "evil.pt"
+    torch.save({"format": "mnist-ffn checkpoint", "payload": Payload()}, path)
+    return ["eval", path, "--data-dir", scene.data]
+
+
+def eval_of(make_path, *extra):
+    return lambda scene: ["eval", make_path(scene), "--data-dir", scene.data, *extra]
+
+
+def junk_file(scene):
+    path = scene.workdir / "junk.pt"
+    path.write_text("not a checkpoint at all")
+    return path
+
+
+def truncated_checkpoint(scene):
+    path = scene.workdir / "truncated.pt"
+    path.write_bytes((scene.run / "best.pt").read_bytes()[:5000])
+    return path
+
+
+def plain_state_dict(scene):
+    path = scene.workdir / "state_dict.pt"
+    torch.save(torch.load(scene.run / "best.pt", weights_only=True)["model"], path)
+    return path
+
+
+def newer_format(scene):
+    return scene.copy_of_best("v99.pt", lambda checkpoint: checkpoint.update(format_version=99))
+
+
+def other_architecture(scene):
+    def widen(checkpoint):
+        checkpoint["config"]["model"]["hidden"] = [64]
+
+    return scene.copy_of_best("other-architecture.pt", widen)
+
+
+def bad_config_in_checkpoint(scene):
+    def spoil(checkpoint):
+        checkpoint["config"]["model"]["activation"] = "wobbly"
+
+    return scene.copy_of_best("bad-config.pt", spoil)
+
+
+def other_data_set(scene):
+    return scene.copy_of_best("best-copy.pt")
+
+
+CASES = [
+    # data
+    Case("no data files", train_on(no_files, "--set", "data.download=false"), 1, ["MNIST not found", "--data-dir"]),
+    Case("one file missing", train_on(missing_file), 1, ["lacks t10k-images-idx3-ubyte"]),
+    Case("truncated gz", train_on(truncate_gz), 1, ["train-images-idx3-ubyte.gz", "truncated or corrupt gzip"]),
+    Case("wrong magic number", train_on(wrong_magic), 1, ["train-images-idx3-ubyte.gz", "wrong magic number"]),
+    Case("image/label counts disagree", train_on(counts_disagree), 1, ["holds 600 images but", "599 labels"]),
+    Case("wrong image size", train_on(wrong_image_size), 1, ["images are 20x20 pixels, expected 28x28"]),
+    Case("truncated payload", train_on(corrupt_payload), 1, ["t10k-labels-idx1-ubyte.gz", "truncated or padded"]),
+    Case(
+        "checksum mismatch",
+        lambda scene: ["train", "--data-dir", scene.data, "--out", scene.run, "--force", "--set", "train.val_size=100"],
+        1,
+        ["train-images-idx3-ubyte.gz", "does not match the original MNIST file"],
+    ),
+    Case("val_size leaves no training images", train_over_run("--set", "train.val_size=600"), 1, ["train.val_size"]),
+    # config
+    Case("unknown key", train_over_run("--set", "optim.lrate=0.1"), 2, ["optim.lrate: unknown key", "did you mean"]),
+    Case("wrong type", train_over_run("--set", "train.epochs=three"), 2, ["train.epochs: must be a whole number"]),
+    Case("lr <= 0", train_over_run("--set", "optim.lr=0"), 2, ["optim.lr: must be > 0"]),
+    Case("batch_size <= 0", train_over_run("--set", "train.batch_size=0"), 2, ["train.batch_size: must be > 0"]),
+    Case("val_size >= 60000", train_over_run("--set", "train.val_size=60000"), 2, ["train.val_size: must be"]),
+    Case("negative dropout", train_over_run("--set", "model.dropout=-0.1"), 2, ["model.dropout: must be >= 0"]),
+    Case("dropout >= 1", train_over_run("--set", "model.dropout=1"), 2, ["model.dropout: must be >= 0 and < 1"]),
+    Case("unknown activation", train_over_run("--set", "model.activation=swish2"), 2, ["model.activation", "relu"]),
+    Case("unknown schedule", train_over_run("--set", "optim.schedule=zigzag"), 2, ["optim.schedule", "cosine"]),
+    Case(
+        "all config errors at once",
+        train_over_run("--set", "optim.lr=-1", "--set", "model.dropout=2", "--set", "optim.moment=0.9"),
+        2,
+        ["optim.lr", "model.dropout", "optim.moment: unknown key"],
+    ),
+    Case(
+        "missing config file",
+        lambda scene: ["train", "--config", scene.workdir / "nope.toml", "--out", scene.run, "--force"],
+        2,
+        ["config file not found"],
+    ),
+    # run folders
+    Case(
+        "--out is an existing run",
+        lambda scene: ["train", "--data-dir", scene.data, "--out", scene.run, *TINY_FLAGS],
+        2,
+        ["already holds a run", "--resume", "--force"],
+    ),
+    Case(
+        "--resume with --set",
+        lambda scene: ["train", "--resume", scene.run, "--set", "train.epochs=9"],
+        2,
+        ["--resume continues a run with its saved config"],
+    ),
+    Case(
+        "--resume without last.pt",
+        lambda scene: ["train", "--resume", scene.workdir, "--data-dir", scene.data],
+        2,
+        ["no last.pt there"],
+    ),
+    Case(
+        "--resume on other data",
+        lambda scene: ["train", "--resume", scene.run, "--data-dir", scene.bad_data("small", small_data)],
+        1,
+        ["resume with the data the run started with"],
+    ),
+    # checkpoints
+    Case("not a checkpoint", eval_of(junk_file), 1, ["junk.pt: not a checkpoint"]),
+    Case("truncated checkpoint", eval_of(truncated_checkpoint), 1, ["truncated.pt: not a checkpoint, or truncated"]),
+    Case("pickled code", evil_pickle, 1, ["evil.pt: refused", "never runs"]),
+    Case("plain state dict", eval_of(plain_state_dict), 1, ["not an mnist-ffn checkpoint"]),
+    Case("newer format", eval_of(newer_format), 1, ["format version 99", "reads version 1"]),
+    Case("other architecture", eval_of(other_architecture), 1, ["weights do not fit the architecture"]),
+    Case("invalid config inside", eval_of(bad_config_in_checkpoint), 1, ["model.activation", "wobbly"]),
+    Case(
+        "eval on the wrong data set",
+        eval_of(other_data_set, "--dataset", "fashion-mnist"),
+        1,
+        ["was trained on MNIST, not fashion-mnist"],
+    ),
+    Case("eval of a missing checkpoint", eval_of(lambda scene: scene.workdir / "nope.pt"), 1, ["no such checkpoint"]),
+]
+
+
+def small_data(raw):
+    shutil.rmtree(raw)
+    write_dataset(raw, train=300, test=50)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_is_one_clear_line_and_destroys_nothing(scene, case):
+    before = snapshot(scene.run)
+    result = run_cli(*case.args(scene))
+    assert_one_line_error(result, case.code, *case.fragments)
+    assert snapshot(scene.run) == before, "the existing run folder changed"
+    assert not (scene.workdir / "payload-ran").exists()
