@@ -52,6 +52,22 @@ DataDirOption = Annotated[
         show_default=False,
     ),
 ]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML file of overrides, e.g. configs/default.toml.")
+]
+OverridesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="SECTION.KEY=VALUE",
+        help="Override one config key, e.g. --set optim.lr=0.05 --set 'model.hidden=[256,128]'. Repeatable.",
+    ),
+]
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", help="mnist or fashion-mnist; the same as --set data.dataset=NAME.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")]
 DeviceOption = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then Apple MPS, then the CPU.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts instead of tables.")]
 
@@ -73,18 +89,9 @@ def _root(
 
 @app.command()
 def train(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML file of overrides, e.g. configs/default.toml.")
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="SECTION.KEY=VALUE",
-            help="Override one config key, e.g. --set optim.lr=0.05 --set 'model.hidden=[256,128]'. Repeatable.",
-        ),
-    ] = None,
+    config: ConfigOption = None,
+    overrides: OverridesOption = None,
+    dataset: DatasetOption = None,
     data_dir: DataDirOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder. Default: runs/<config>-<date>-<time>.")
@@ -94,7 +101,7 @@ def train(
         Path | None, typer.Option("--resume", help="Continue the run in this folder from its last.pt.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the run already in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train a network and write config.toml, metrics.csv, last.pt, best.pt and summary.json to a run folder.
 
@@ -102,11 +109,11 @@ def train(
     model.hidden, model.activation (identity, relu, tanh, sigmoid, gelu, ...), model.dropout,
     train.epochs, train.batch_size, train.seed, ...: see the README for all of them.
     """
-    from mnist_ffn.config import load_config
-
-    if resume is not None and (config is not None or overrides or out is not None or force):
-        raise UsageError("--resume continues a run with its saved config; drop --config, --set, --out and --force")
-    resolved = None if resume is not None else load_config(config, overrides or [])
+    if resume is not None and (config is not None or overrides or dataset or out is not None or force):
+        raise UsageError(
+            "--resume continues a run with its saved config; drop --config, --set, --dataset, --out and --force"
+        )
+    resolved = None if resume is not None else _resolve_config(config, overrides or [], dataset)
 
     from mnist_ffn.data import resolve_data_dir
     from mnist_ffn.report import print_train_summary
@@ -156,13 +163,107 @@ def evaluate_command(
         print_evaluation(report)
 
 
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one object each, any size.")],
+    as_json: JsonOption = False,
+    save_preprocessed: Annotated[
+        Path | None,
+        typer.Option("--save-preprocessed", help="Also write the 28x28 image the model was fed, per input."),
+    ] = None,
+    device: DeviceOption = Device.auto,
+) -> None:
+    """Classify your own images: dark-on-light or light-on-dark, any size, preprocessed the way MNIST was made."""
+    from mnist_ffn.predict import predict_images
+    from mnist_ffn.report import print_predictions
+
+    report = predict_images(checkpoint, images, device=device.value, save_preprocessed=save_preprocessed)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_predictions(report)
+
+
+@app.command()
+def plot(
+    folder: Annotated[Path, typer.Argument(help="A run folder (from train) or a compare folder.")],
+) -> None:
+    """Write PNG plots into a run folder: loss and accuracy per epoch, the test confusion matrix.
+
+    For a compare folder: test accuracy per activation and the learning curves. Needs the plot extra:
+    pip install 'mnist-ffn[plot]'.
+    """
+    from mnist_ffn.plot import plot_folder
+
+    for path in plot_folder(folder):
+        print(f"wrote {path}")
+
+
+@app.command()
+def compare(
+    activations: Annotated[
+        str, typer.Option("--activations", help="Comma-separated, e.g. identity,sigmoid,tanh,relu,gelu.")
+    ] = "identity,sigmoid,tanh,relu",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs per activation (default: the config's).")
+    ] = None,
+    config: ConfigOption = None,
+    overrides: OverridesOption = None,
+    dataset: DatasetOption = None,
+    data_dir: DataDirOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Default: runs/compare-<date>-<time>.")] = None,
+    device: DeviceOption = Device.auto,
+    force: Annotated[bool, typer.Option("--force", help="Replace a comparison already in --out.")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train the same network and budget once per activation and compare them: the lesson, measured."""
+    from mnist_ffn.compare import parse_activations
+
+    names = parse_activations(activations)
+    extra = [f"train.epochs={epochs}"] if epochs is not None else []
+    resolved = _resolve_config(config, [*(overrides or []), *extra], dataset)
+
+    from mnist_ffn.compare import compare as run_comparison
+    from mnist_ffn.data import resolve_data_dir
+    from mnist_ffn.report import print_comparison
+
+    out = out or _new_folder("compare-")
+    comparison = run_comparison(
+        resolved,
+        names,
+        data_dir=resolve_data_dir(data_dir),
+        out=out,
+        device=device.value,
+        force=force,
+        log=None if quiet or as_json else _print_line,
+        progress_bars=not quiet and not as_json,
+    )
+    if as_json:
+        print(json.dumps(comparison, indent=2))
+    elif not quiet:
+        print_comparison(comparison, out)
+
+
+def _resolve_config(config: Path | None, overrides: list[str], dataset: str | None):
+    from mnist_ffn.config import load_config
+
+    dataset_override = [f'data.dataset="{dataset}"'] if dataset is not None else []
+    return load_config(config, [*dataset_override, *overrides])
+
+
 def _default_run_dir(config: Path | None) -> Path:
+    return _new_folder(f"{config.stem}-" if config is not None else "")
+
+
+def _new_folder(prefix: str) -> Path:
+    """runs/<prefix><date>-<time>, with a suffix if a run started in the same second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    stem = f"{config.stem}-" if config is not None else ""
-    candidate = Path("runs") / f"{stem}{stamp}"
+    candidate = Path("runs") / f"{prefix}{stamp}"
     suffix = 2
     while candidate.exists():
-        candidate = Path("runs") / f"{stem}{stamp}-{suffix}"
+        candidate = Path("runs") / f"{prefix}{stamp}-{suffix}"
         suffix += 1
     return candidate
 

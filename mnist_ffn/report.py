@@ -58,6 +58,45 @@ def print_evaluation(report: dict) -> None:
     console.print(confusion_table(report["confusion_matrix"], classes))
 
 
+def print_predictions(report: dict) -> None:
+    table = Table(title=f"Predictions of {report['checkpoint']} ({report['dataset_title']})", title_justify="left")
+    table.add_column("image", overflow="fold")
+    for rank in ("best", "second", "third"):
+        table.add_column(rank)
+    for prediction in report["predictions"]:
+        cells = [f"{guess['class']}  {guess['probability']:.1%}" for guess in prediction["top"]]
+        cells[0] = f"[bold]{cells[0]}[/bold]"
+        table.add_row(prediction["image"], *cells)
+    console.print(table)
+
+
+def print_comparison(comparison: dict, folder: Path) -> None:
+    table = Table(
+        title=f"Activations compared: {comparison['architecture']}, {comparison['epochs']} epochs, "
+        f"{comparison['dataset']}",
+        title_justify="left",
+        caption=f"written to {folder}/compare.csv and compare.json; plot with: mnist-ffn plot {folder}",
+        caption_justify="left",
+    )
+    for column, justify in (
+        ("activation", "left"),
+        ("test accuracy", "right"),
+        ("final train loss", "right"),
+        ("seconds", "right"),
+    ):
+        table.add_column(column, justify=justify)
+    best = max(row["test_accuracy"] for row in comparison["results"])
+    for row in comparison["results"]:
+        accuracy = f"{row['test_accuracy']:.2%}"
+        table.add_row(
+            row["activation"],
+            f"[bold green]{accuracy}[/]" if row["test_accuracy"] == best else accuracy,
+            f"{row['final_train_loss']:.4f}",
+            f"{row['seconds']:.1f}",
+        )
+    console.print(table)
+
+
 def confusion_table(matrix: list[list[int]], classes: list[str]) -> Table:
     table = Table(
         title="Confusion matrix (rows: true class, columns: predicted)",

@@ -18,6 +18,7 @@ from mnist_ffn.atomic import remove_leftover_temp_files, write_text_atomically
 from mnist_ffn.config import Config, to_toml
 from mnist_ffn.errors import UsageError
 
+COMPARISON_FILE = "compare.json"  # what `mnist-ffn compare` writes beside one run folder per activation
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 

@@ -300,6 +300,8 @@ class Trainer:
             "test_loss": test.loss,
             "test_n": test.n,
             "test_checkpoint": best_path.name,
+            "test_confusion_matrix": test.confusion_matrix,  # rows: true class; for `mnist-ffn plot`
+            "classes": list(self.raw.info.classes),
             "best_epoch": progress.best_epoch,
             "best_val_accuracy": history[progress.best_epoch - 1]["val_acc"],
             "epochs": len(history),

@@ -100,3 +100,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
     assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """`mnist-ffn train` with no flags on the real MNIST, once per session (about 15 s on 2 CPU cores)."""
+    data_dir = real_data_dir()
+    out = tmp_path_factory.mktemp("default-run") / "run"
+    result = run_cli("train", "--data-dir", data_dir, "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out

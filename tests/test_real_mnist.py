@@ -9,35 +9,27 @@ from tests.conftest import PROJECT_ROOT, real_data_dir, run_cli
 pytestmark = pytest.mark.real_data
 
 
-def train_preset(preset: str, out, *extra):
-    result = run_cli(
-        "train",
-        "--config",
-        PROJECT_ROOT / "configs" / preset,
-        "--data-dir",
-        real_data_dir(),
-        "--out",
-        out,
-        "--quiet",
-        *extra,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads((out / "summary.json").read_text())
-
-
 def test_smoke_preset_learns_on_a_small_real_subset(tmp_path):
-    summary = train_preset("smoke.toml", tmp_path / "smoke")
+    out = tmp_path / "smoke"
+    config = PROJECT_ROOT / "configs" / "smoke.toml"
+    result = run_cli("train", "--config", config, "--data-dir", real_data_dir(), "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["test_accuracy"] >= 0.90, summary
 
 
 @pytest.mark.slow
-def test_default_preset_reaches_98_percent_and_eval_agrees(tmp_path):
+def test_default_preset_reaches_98_percent_and_eval_agrees(default_run):
     """The accuracy gate: `mnist-ffn train` with no flags must reach 98.0% on the test set."""
-    out = tmp_path / "default"
-    result = run_cli("train", "--data-dir", real_data_dir(), "--out", out, "--quiet")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((default_run / "summary.json").read_text())
     assert summary["test_accuracy"] >= 0.98, summary
-    evaluated = run_cli("eval", out / "best.pt", "--data-dir", real_data_dir(), "--json")
+    assert {path.name for path in default_run.iterdir()} >= {
+        "config.toml",
+        "metrics.csv",
+        "last.pt",
+        "best.pt",
+        "summary.json",
+    }
+    evaluated = run_cli("eval", default_run / "best.pt", "--data-dir", real_data_dir(), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == summary["test_accuracy"]

@@ -1,0 +1,120 @@
+"""PNG plots of a run folder (loss, accuracy, confusion matrix) or of a `compare` folder.
+
+matplotlib is an optional extra (`pip install 'mnist-ffn[plot]'`): nothing else needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mnist_ffn.atomic import write_atomically
+from mnist_ffn.errors import MnistFfnError
+from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MnistFfnError("plotting needs matplotlib: pip install 'mnist-ffn[plot]'") from None
+    matplotlib.use("Agg")  # files only; no window, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_folder(folder: Path) -> list[Path]:
+    """Write the plots for a run folder or a compare folder into it; returns the files written."""
+    if (folder / COMPARISON_FILE).is_file():
+        return [plot_comparison(folder)]
+    run = RunFolder(folder)
+    if not run.metrics.is_file():
+        raise MnistFfnError(f"{folder}: no metrics.csv or {COMPARISON_FILE}: not a run or compare folder")
+    written = plot_curves(run)
+    if run.summary.is_file():
+        written.append(plot_confusion(run))
+    return written
+
+
+def plot_curves(run: RunFolder) -> list[Path]:
+    plt = _pyplot()
+    rows = run.read_metrics()
+    epochs = [int(row["epoch"]) for row in rows]
+    written = []
+    for name, title, scale in (("loss", "Cross-entropy loss", 1.0), ("acc", "Accuracy (%)", 100.0)):
+        figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        axes.plot(epochs, [row[f"train_{name}"] * scale for row in rows], marker="o", label="train")
+        validation = [
+            (epoch, row[f"val_{name}"]) for epoch, row in zip(epochs, rows, strict=True) if row[f"val_{name}"]
+        ]
+        if validation:
+            axes.plot([e for e, _ in validation], [v * scale for _, v in validation], marker="o", label="validation")
+        axes.set(xlabel="epoch", ylabel=title, title=f"{title} per epoch: {run.path.name}")
+        if name == "loss":
+            axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+        axes.legend()
+        written.append(_save(figure, run.path / ("loss.png" if name == "loss" else "accuracy.png")))
+        plt.close(figure)
+    return written
+
+
+def plot_confusion(run: RunFolder) -> Path:
+    plt = _pyplot()
+    summary = run.read_summary()
+    matrix, classes = summary["test_confusion_matrix"], summary["classes"]
+    figure, axes = plt.subplots(figsize=(7.5, 6.5), dpi=120)
+    # Log-like colour scale: the diagonal holds ~1000 per class, the mistakes a handful.
+    shown = [[count**0.5 for count in row] for row in matrix]
+    image = axes.imshow(shown, cmap="Blues")
+    for row, counts in enumerate(matrix):
+        for column, count in enumerate(counts):
+            if count:
+                dark = shown[row][column] > 0.6 * max(map(max, shown))
+                axes.text(
+                    column, row, str(count), ha="center", va="center", fontsize=7, color="white" if dark else "black"
+                )
+    ticks = range(len(classes))
+    axes.set_xticks(ticks, classes, rotation=45 if len(max(classes, key=len)) > 2 else 0, ha="right")
+    axes.set_yticks(ticks, classes)
+    axes.set(
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"Test confusion matrix: {summary['test_accuracy']:.2%} ({summary['test_checkpoint']})",
+    )
+    figure.colorbar(image, ax=axes, label="sqrt(count)")
+    figure.tight_layout()
+    path = _save(figure, run.path / "confusion.png")
+    plt.close(figure)
+    return path
+
+
+def plot_comparison(folder: Path) -> Path:
+    plt = _pyplot()
+    comparison = json.loads((folder / COMPARISON_FILE).read_text())
+    rows = comparison["results"]
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    names = [row["activation"] for row in rows]
+    accuracies = [row["test_accuracy"] * 100 for row in rows]
+    bars.bar(names, accuracies, color="tab:blue")
+    for index, accuracy in enumerate(accuracies):
+        bars.text(index, accuracy, f"{accuracy:.2f}", ha="center", va="bottom", fontsize=8)
+    bars.set_ylim(min(accuracies) - 2, 100)
+    bars.set(ylabel="test accuracy (%)", title="Same network and budget, one activation each")
+    for row in rows:
+        history = RunFolder(folder / row["activation"]).read_metrics()
+        key = "val_acc" if history[0]["val_acc"] is not None else "train_acc"
+        curves.plot([r["epoch"] for r in history], [r[key] * 100 for r in history], marker="o", label=row["activation"])
+    curves.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
+    curves.grid(alpha=0.3)
+    curves.legend()
+    figure.tight_layout()
+    path = _save(figure, folder / "compare.png")
+    plt.close(figure)
+    return path
+
+
+def _save(figure, path: Path) -> Path:
+    write_atomically(path, lambda file: figure.savefig(file, format="png"))
+    return path

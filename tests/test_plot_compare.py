@@ -1,0 +1,102 @@
+"""`plot` and `compare`: curves, a confusion-matrix heatmap, and the activation comparison."""
+
+import csv
+import json
+import sys
+
+import pytest
+from PIL import Image
+
+from mnist_ffn.errors import MnistFfnError
+from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli
+
+needs_matplotlib = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("matplotlib") is None, reason="needs the plot extra (matplotlib)"
+)
+
+
+def assert_png(path, min_side=300):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= min_side
+
+
+@pytest.fixture
+def tiny_run(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS, "--set", "train.epochs=3")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@needs_matplotlib
+def test_plot_writes_curves_and_a_confusion_heatmap(tiny_run):
+    result = run_cli("plot", tiny_run)
+    assert result.returncode == 0, result.stderr
+    for name in ("loss.png", "accuracy.png", "confusion.png"):
+        assert f"wrote {tiny_run / name}" in result.stdout
+        assert_png(tiny_run / name)
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(tiny_run, monkeypatch):
+    from mnist_ffn.plot import plot_folder
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
+    with pytest.raises(MnistFfnError, match=r"pip install 'mnist-ffn\[plot\]'"):
+        plot_folder(tiny_run)
+
+
+def test_plot_of_a_folder_that_is_no_run(tmp_path):
+    assert_one_line_error(run_cli("plot", tmp_path), 1, "not a run or compare folder")
+
+
+def test_compare_trains_one_run_per_activation_and_writes_a_table(tiny_data, tmp_path):
+    out = tmp_path / "compare"
+    result = run_cli(
+        "compare", "--activations", "identity,relu", "--epochs", "2", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS
+    )
+    assert result.returncode == 0, result.stderr
+    assert "identity" in result.stdout and "relu" in result.stdout and "test accuracy" in result.stdout
+    comparison = json.loads((out / "compare.json").read_text())
+    assert [row["activation"] for row in comparison["results"]] == ["identity", "relu"]
+    assert comparison["epochs"] == 2
+    with open(out / "compare.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["activation"] for row in rows] == ["identity", "relu"]
+    for activation in ("identity", "relu"):
+        assert (out / activation / "summary.json").is_file()
+        config = (out / activation / "config.toml").read_text()
+        assert f'activation = "{activation}"' in config and "epochs = 2" in config
+    if __import__("importlib").util.find_spec("matplotlib"):
+        plotted = run_cli("plot", out)
+        assert plotted.returncode == 0, plotted.stderr
+        assert_png(out / "compare.png")
+
+
+def test_compare_json_output(tiny_data, tmp_path):
+    result = run_cli(
+        "compare", "--activations", "tanh", "--epochs", "1", "--data-dir", tiny_data, "--out", tmp_path / "c", "--json",
+        *TINY_FLAGS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["activation"] == "tanh"
+
+
+def test_compare_rejects_unknown_activations(tmp_path):
+    assert_one_line_error(run_cli("compare", "--activations", "relu,wiggle"), 2, "wiggle", "choose from")
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_compare_reproduces_the_lesson_on_real_mnist(tmp_path):
+    """The default budget: identity lands near a linear classifier, every non-linearity clearly above it."""
+    out = tmp_path / "lesson"
+    result = run_cli("compare", "--data-dir", real_data_dir(), "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    accuracy = {
+        row["activation"]: row["test_accuracy"] for row in json.loads((out / "compare.json").read_text())["results"]
+    }
+    assert set(accuracy) == {"identity", "sigmoid", "tanh", "relu"}
+    assert 0.90 <= accuracy["identity"] <= 0.935, accuracy
+    for activation in ("sigmoid", "tanh", "relu"):
+        assert accuracy[activation] >= accuracy["identity"] + 0.03, accuracy

@@ -1,0 +1,160 @@
+"""`predict`: people's own images, preprocessed the way MNIST was made."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_ffn.errors import ImageError
+from mnist_ffn.predict import preprocess, read_image, to_pil
+from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli
+
+
+def blank(width, height, value=255):
+    return torch.full((height, width), float(value))
+
+
+def to_image(pixels: torch.Tensor) -> Image.Image:
+    return to_pil(pixels)
+
+
+def center_of_mass(frame):
+    total = frame.sum()
+    rows = (frame.sum(dim=1) * torch.arange(28)).sum() / total
+    columns = (frame.sum(dim=0) * torch.arange(28)).sum() / total
+    return float(rows), float(columns)
+
+
+def ink_box(frame, threshold=60):
+    rows, columns = torch.nonzero(frame > threshold, as_tuple=True)
+    return int(rows.max() - rows.min() + 1), int(columns.max() - columns.min() + 1)
+
+
+def test_dark_ink_on_paper_is_inverted_to_light_on_black():
+    paper = blank(100, 100)
+    paper[30:70, 45:55] = 0  # a black bar
+    frame = preprocess(to_image(paper))
+    assert frame.shape == (28, 28)
+    assert frame[0, 0] == 0 and frame.max() > 200
+
+
+def test_light_on_dark_is_kept():
+    dark = blank(100, 100, 0)
+    dark[30:70, 45:55] = 255
+    light = blank(100, 100)
+    light[30:70, 45:55] = 0
+    assert torch.allclose(preprocess(to_image(dark)), preprocess(to_image(light)), atol=1)
+
+
+def test_the_digit_is_scaled_to_fit_20x20_keeping_its_aspect_ratio():
+    paper = blank(300, 300)
+    paper[20:280, 100:165] = 0  # 260 tall, 65 wide: 4 to 1
+    height, width = ink_box(preprocess(to_image(paper)))
+    assert height == 20
+    assert width == pytest.approx(5, abs=1)
+
+
+def test_an_off_center_digit_is_centered_by_its_center_of_mass():
+    paper = blank(400, 300)
+    paper[10:60, 20:35] = 0  # far in the top-left corner
+    rows, columns = center_of_mass(preprocess(to_image(paper)))
+    assert rows == pytest.approx(14, abs=0.6) and columns == pytest.approx(14, abs=0.6)
+
+
+def test_a_transparent_drawing_canvas_counts_as_white_paper():
+    canvas = Image.new("RGBA", (120, 120), (0, 0, 0, 0))  # transparent black, as drawing apps save
+    canvas.paste((20, 20, 20, 255), (50, 20, 70, 100))
+    frame = preprocess(canvas)
+    assert frame[0, 0] == 0 and frame.max() > 200
+
+
+def test_a_blank_image_is_refused():
+    with pytest.raises(ImageError, match="blank"):
+        preprocess(to_image(blank(50, 50)))
+
+
+def test_files_that_are_not_images(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not a png")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(text)
+    with pytest.raises(ImageError, match="no such image file"):
+        read_image(tmp_path / "missing.png")
+
+
+@pytest.fixture
+def tiny_run(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS, "--set", "train.epochs=2")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_predict_json_and_the_preprocessed_images(tiny_run, tmp_path):
+    paper = blank(90, 60)
+    paper[10:50, 30:40] = 0
+    image = tmp_path / "mine.png"
+    to_image(paper).save(image)
+    saved = tmp_path / "fed"
+    result = run_cli("predict", tiny_run / "best.pt", image, image, "--json", "--save-preprocessed", saved)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["predictions"]) == 2
+    top = report["predictions"][0]["top"]
+    assert len(top) == 3 and [guess["probability"] for guess in top] == sorted(
+        (guess["probability"] for guess in top), reverse=True
+    )
+    assert 0 < sum(guess["probability"] for guess in top) <= 1 + 1e-6
+    assert {guess["class"] for guess in top} <= {str(digit) for digit in range(10)}
+    with Image.open(saved / "mine-28x28.png") as fed:
+        assert fed.size == (28, 28)
+
+
+def test_predict_prints_a_table(tiny_run, tmp_path):
+    image = tmp_path / "mine.png"
+    paper = blank(60, 60)
+    paper[10:50, 25:35] = 0
+    to_image(paper).save(image)
+    result = run_cli("predict", tiny_run / "best.pt", image)
+    assert result.returncode == 0, result.stderr
+    assert "mine.png" in result.stdout and "%" in result.stdout
+
+
+def test_predict_on_a_file_that_is_not_an_image(tiny_run, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    assert_one_line_error(run_cli("predict", tiny_run / "best.pt", notes), 1, "notes.txt: not an image")
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_mnist_digits_redrawn_at_200px_are_classified_correctly(default_run, tmp_path):
+    """A test digit drawn at 200x200 dark on white, light on dark, and off-center: all three are read right."""
+    from mnist_ffn.data import load_dataset
+
+    raw = load_dataset(real_data_dir(), "mnist")
+    images, labels = [], []
+    for index in range(30):
+        original = raw.test_images[index].numpy()
+        dark_on_white = Image.fromarray(255 - original).resize((200, 200), Image.Resampling.BICUBIC)
+        light_on_dark = Image.fromarray(original).resize((200, 200), Image.Resampling.BICUBIC)
+        off_center = Image.new("L", (480, 360), 255)
+        off_center.paste(dark_on_white, (260, 20))
+        for name, image in (("dark", dark_on_white), ("light", light_on_dark), ("offcenter", off_center)):
+            path = tmp_path / f"{index}-{name}.png"
+            image.save(path)
+            images.append(path)
+            labels.append(str(int(raw.test_labels[index])))
+        # The preprocessing recovers the original 28x28 digit closely.
+        recovered = preprocess(dark_on_white)
+        assert (recovered - raw.test_images[index].float()).abs().mean() < 20
+    result = run_cli("predict", default_run / "best.pt", *images, "--json")
+    assert result.returncode == 0, result.stderr
+    predicted = [prediction["top"][0]["class"] for prediction in json.loads(result.stdout)["predictions"]]
+    wrong = [
+        (str(path.name), guess, label)
+        for path, guess, label in zip(images, predicted, labels, strict=True)
+        if guess != label
+    ]
+    assert not wrong
