@@ -73,8 +73,8 @@ class AugmentConfig:
     rotate: float = 0.0  # max rotation in degrees
     scale: float = 0.0  # max relative zoom in or out, e.g. 0.1 for +-10%
     translate: float = 0.0  # max shift in pixels
-    elastic_alpha: float = 0.0  # elastic distortion strength in pixels (Simard et al. 2003 used about 34/28*28 scale)
-    elastic_sigma: float = 4.0  # smoothness of the elastic field in pixels
+    elastic_alpha: float = 0.0  # elastic distortion: the largest displacement, in pixels (about 2 is gentle)
+    elastic_sigma: float = 4.0  # smoothness: the displacement field varies over about 2 * sigma pixels
     hflip: bool = False  # mirror left-right; right for clothing, wrong for digits
 
 

@@ -68,13 +68,22 @@ def tiny_data(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def tiny_run(tiny_data, tmp_path) -> Path:
+    """A finished 3-epoch run on the tiny data."""
+    out = tmp_path / "run"
+    result = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS, "--set", "train.epochs=3")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def real_data_dir(dataset_folder: str = "MNIST") -> Path:
     """The real data (../shared/data or $MNIST_FFN_DATA): skip without it, but fail under CI=true."""
     candidates = [Path(os.environ["MNIST_FFN_DATA"])] if os.environ.get("MNIST_FFN_DATA") else []
     candidates.append(SHARED_DATA)
     for candidate in candidates:
         if (candidate / dataset_folder / "raw").is_dir():
-            return candidate
+            return candidate.resolve()
     message = f"real {dataset_folder} files not found in {', '.join(map(str, candidates))}"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI must have them")

@@ -21,14 +21,6 @@ def assert_png(path, min_side=300):
         assert min(image.size) >= min_side
 
 
-@pytest.fixture
-def tiny_run(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    result = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS, "--set", "train.epochs=3")
-    assert result.returncode == 0, result.stderr
-    return out
-
-
 @needs_matplotlib
 def test_plot_writes_curves_and_a_confusion_heatmap(tiny_run):
     result = run_cli("plot", tiny_run)

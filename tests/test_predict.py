@@ -8,7 +8,7 @@ from PIL import Image
 
 from mnist_ffn.errors import ImageError
 from mnist_ffn.predict import preprocess, read_image, to_pil
-from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli
+from tests.conftest import assert_one_line_error, real_data_dir, run_cli
 
 
 def blank(width, height, value=255):
@@ -81,14 +81,6 @@ def test_files_that_are_not_images(tmp_path):
         read_image(text)
     with pytest.raises(ImageError, match="no such image file"):
         read_image(tmp_path / "missing.png")
-
-
-@pytest.fixture
-def tiny_run(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    result = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS, "--set", "train.epochs=2")
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def test_predict_json_and_the_preprocessed_images(tiny_run, tmp_path):
