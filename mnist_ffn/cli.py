@@ -141,7 +141,9 @@ def train(
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
     data_dir: DataDirOption = None,
-    split: Annotated[SplitName, typer.Option("--split", help="test: the 10k test images.")] = SplitName.test,
+    split: Annotated[
+        SplitName, typer.Option("--split", help="test: the 10k test images; val: the held-out training images.")
+    ] = SplitName.test,
     as_json: JsonOption = False,
     device: DeviceOption = Device.auto,
     dataset: Annotated[

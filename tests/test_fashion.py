@@ -10,18 +10,7 @@ from mnist_ffn.data import DATASETS, load_dataset
 from mnist_ffn.errors import DataError
 from tests.conftest import PROJECT_ROOT, assert_one_line_error, real_data_dir, run_cli, write_dataset
 
-FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION_CLASSES = list(DATASETS["fashion-mnist"].classes)
 FASHION_FLAGS = ["--dataset", "fashion-mnist", "--set", "data.verify_checksums=false", "--set", "train.val_size=100"]
 
 
