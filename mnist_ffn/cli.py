@@ -159,10 +159,7 @@ def evaluate_command(
     report = evaluate_checkpoint(
         checkpoint, resolve_data_dir(data_dir), split=split.value, device=device.value, expected_dataset=dataset
     )
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_evaluation(report)
+    _show(report, as_json, print_evaluation)
 
 
 @app.command()
@@ -181,10 +178,7 @@ def predict(
     from mnist_ffn.report import print_predictions
 
     report = predict_images(checkpoint, images, device=device.value, save_preprocessed=save_preprocessed)
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_predictions(report)
+    _show(report, as_json, print_predictions)
 
 
 @app.command()
@@ -253,6 +247,14 @@ def _resolve_config(config: Path | None, overrides: list[str], dataset: str | No
 
     dataset_override = [f'data.dataset="{dataset}"'] if dataset is not None else []
     return load_config(config, [*dataset_override, *overrides])
+
+
+def _show(report: dict, as_json: bool, print_tables) -> None:
+    """One JSON object for scripts, or tables for people."""
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_tables(report)
 
 
 def _default_run_dir(config: Path | None) -> Path:
