@@ -15,7 +15,7 @@ from pathlib import Path
 from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.config import ACTIVATIONS, Config
 from mnist_ffn.errors import ConfigError, UsageError
-from mnist_ffn.model import architecture
+from mnist_ffn.model import architecture, layer_widths
 from mnist_ffn.run_folder import COMPARISON_FILE
 from mnist_ffn.train import train
 
@@ -75,7 +75,8 @@ def compare(
     comparison = {
         "dataset": base.data.dataset,
         "hidden": base.model.hidden,
-        "architecture": architecture(base.model).rsplit(" ", 1)[0] if base.model.hidden else architecture(base.model),
+        # the activation varies per row, so name the network by its widths alone
+        "architecture": layer_widths(base.model) if base.model.hidden else architecture(base.model),
         "epochs": base.train.epochs,
         "seed": base.train.seed,
         "results": results,

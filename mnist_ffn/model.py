@@ -43,7 +43,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
+def layer_widths(config: ModelConfig, num_classes: int = 10) -> str:
+    """e.g. '784-512-256-10': input, hidden and output widths."""
+    return "-".join(str(width) for width in [IMAGE_PIXELS, *config.hidden, num_classes])
+
+
 def architecture(config: ModelConfig, num_classes: int = 10) -> str:
     """e.g. '784-512-256-10 relu': the layer widths a person would draw."""
-    widths = "-".join(str(width) for width in [IMAGE_PIXELS, *config.hidden, num_classes])
+    widths = layer_widths(config, num_classes)
     return f"{widths} {config.activation}" if config.hidden else f"{widths} (softmax regression)"
