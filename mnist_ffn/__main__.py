@@ -1,3 +1,3 @@
-from mnist_ffn.cli import main
+from mnist_ffn.cli import console_main
 
-main()
+console_main()
