@@ -6,8 +6,12 @@ In one run, on one machine, for the same model (784-512-512-10 ReLU) and the sam
   (a) the canonical loop of the PyTorch examples: datasets.MNIST + ToTensor + Normalize + DataLoader,
   (b) mnist-ffn's own training loop (the code `mnist-ffn train` runs),
   (c) the ceiling: the same forward and backward matrix multiplications alone, on random data,
+  (d) for the reader: a bare eager PyTorch step on random data already in memory (nn.Sequential forward,
+      cross-entropy, autograd backward, the same fused torch.optim.SGD step), with no data pipeline and
+      no bookkeeping: the best any eager nn.Sequential + torch.optim.SGD loop can do here,
 
-and prints b/a and b/c. Each figure is the best of --rounds rounds, the rounds interleaved so that a
+and prints b/a and b/c, and b/d (how much mnist-ffn's loop adds) and d/c (how far eager PyTorch itself
+stays from the ceiling). Each figure is the best of --rounds rounds, the rounds interleaved so that a
 noisy neighbour hurts all three alike. It then times a whole default `mnist-ffn train` (process
 start to exit; its test accuracy and peak resident memory) and `mnist-ffn --help`. The figures
 are written as JSON with the device they ran on.
@@ -48,6 +52,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def reference_model(device: torch.device) -> nn.Sequential:
+    """784-512-512-10 ReLU as the PyTorch examples write it."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    ).to(device)
+
+
 def canonical_loop(torchvision_root: Path, batch_size: int, device: torch.device, samples: int) -> float:
     """(a) A Python call and a PIL image per sample: the loop most MNIST code runs."""
     from torchvision import datasets, transforms
@@ -55,10 +66,8 @@ def canonical_loop(torchvision_root: Path, batch_size: int, device: torch.device
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     dataset = datasets.MNIST(str(torchvision_root), train=True, transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    model = nn.Sequential(
-        nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
-    ).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    model = reference_model(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)  # as the example writes it
     seen, started = 0, None
     for step, (images, labels) in enumerate(loader):
         images, labels = images.to(device), labels.to(device)
@@ -122,6 +131,30 @@ def ceiling(batch_size: int, device: torch.device, samples: int) -> float:
             grad.t().mm(activations[index])  # dL/dW
             if index > 0:  # no gradient for the input images
                 grad = grad.mm(weights[index])  # dL/da of the layer below
+
+    steps = max(20, samples // batch_size)
+    for _ in range(5):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def bare_torch_step(batch_size: int, device: torch.device, samples: int) -> float:
+    """(d) Only what every eager training step must do: forward, loss, backward, optimizer step."""
+    generator = torch.Generator(device).manual_seed(0)
+    inputs = torch.randn(batch_size, WIDTHS[0], generator=generator, device=device)
+    labels = torch.randint(0, WIDTHS[-1], (batch_size,), generator=generator, device=device)
+    model = reference_model(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, fused=True)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
 
     steps = max(20, samples // batch_size)
     for _ in range(5):
@@ -210,20 +243,25 @@ def main() -> None:
             results["default_run"] = default_training_run(data_dir, workdir, args.device)
         torchvision_root = prepare_torchvision_root(data_dir, workdir)
         for batch_size in batch_sizes:
-            best = {"canonical": 0.0, "mnist_ffn": 0.0, "ceiling": 0.0}
+            best = {"canonical": 0.0, "mnist_ffn": 0.0, "ceiling": 0.0, "bare_torch_step": 0.0}
             for _ in range(args.rounds):
                 best["ceiling"] = max(best["ceiling"], ceiling(batch_size, device, samples=50_000))
+                best["bare_torch_step"] = max(best["bare_torch_step"], bare_torch_step(batch_size, device, 50_000))
                 best["canonical"] = max(
                     best["canonical"], canonical_loop(torchvision_root, batch_size, device, args.canonical_samples)
                 )
                 best["mnist_ffn"] = max(best["mnist_ffn"], mnist_ffn_loop(data_dir, batch_size, device, workdir))
             best["b_over_a"] = best["mnist_ffn"] / best["canonical"]
             best["b_over_c"] = best["mnist_ffn"] / best["ceiling"]
+            best["b_over_d"] = best["mnist_ffn"] / best["bare_torch_step"]
+            best["d_over_c"] = best["bare_torch_step"] / best["ceiling"]
             results["batch_sizes"][str(batch_size)] = best
             print(
                 f"batch {batch_size:>4}: (a) canonical {best['canonical']:>8,.0f}  "
                 f"(b) mnist-ffn {best['mnist_ffn']:>8,.0f}  (c) ceiling {best['ceiling']:>8,.0f} samples/s   "
-                f"b/a {best['b_over_a']:.2f}  b/c {best['b_over_c']:.2f}",
+                f"b/a {best['b_over_a']:.2f}  b/c {best['b_over_c']:.2f}   "
+                f"[(d) bare torch step {best['bare_torch_step']:,.0f}: b/d {best['b_over_d']:.2f}  "
+                f"d/c {best['d_over_c']:.2f}]",
                 flush=True,
             )
     results["help_seconds"] = help_seconds()
