@@ -111,6 +111,19 @@ def mnist_ffn_loop(data_dir: Path, batch_size: int, device: torch.device, workdi
     return trainer.progress.samples_seen / trainer.progress.train_seconds
 
 
+def samples_per_second(step, batch_size: int, device: torch.device, samples: int) -> float:
+    """Time `step` (one batch) over about `samples` samples, after a few warm-up steps."""
+    steps = max(20, samples // batch_size)
+    for _ in range(5):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
 def ceiling(batch_size: int, device: torch.device, samples: int) -> float:
     """(c) Only the matrix products of one SGD step: addmm forward as nn.Linear does, mm backward."""
     generator = torch.Generator(device).manual_seed(0)
@@ -132,15 +145,7 @@ def ceiling(batch_size: int, device: torch.device, samples: int) -> float:
             if index > 0:  # no gradient for the input images
                 grad = grad.mm(weights[index])  # dL/da of the layer below
 
-    steps = max(20, samples // batch_size)
-    for _ in range(5):
-        step()
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps * batch_size / (time.perf_counter() - started)
+    return samples_per_second(step, batch_size, device, samples)
 
 
 def bare_torch_step(batch_size: int, device: torch.device, samples: int) -> float:
@@ -156,15 +161,7 @@ def bare_torch_step(batch_size: int, device: torch.device, samples: int) -> floa
         F.cross_entropy(model(inputs), labels).backward()
         optimizer.step()
 
-    steps = max(20, samples // batch_size)
-    for _ in range(5):
-        step()
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps * batch_size / (time.perf_counter() - started)
+    return samples_per_second(step, batch_size, device, samples)
 
 
 def prepare_torchvision_root(data_dir: Path, workdir: Path) -> Path:
