@@ -90,13 +90,21 @@ def real_data_dir(dataset_folder: str = "MNIST") -> Path:
     pytest.skip(message)
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m mnist_ffn ARGS` in a fresh process, as a user would."""
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 600, buffered: bool = False
+) -> subprocess.CompletedProcess:
+    """Run `python -m mnist_ffn ARGS` in a fresh process, as a user would.
+
+    Output is unbuffered unless `buffered`: then stdout is a pipe that Python buffers, as in a script.
+    """
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if buffered:
+        del environment["PYTHONUNBUFFERED"]
     return subprocess.run(
         [sys.executable, "-m", "mnist_ffn", *map(str, args)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        env=environment,
         timeout=timeout,
         cwd=PROJECT_ROOT,
     )

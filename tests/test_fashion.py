@@ -8,10 +8,10 @@ from PIL import Image
 
 from mnist_ffn.data import DATASETS, load_dataset
 from mnist_ffn.errors import DataError
-from tests.conftest import PROJECT_ROOT, assert_one_line_error, real_data_dir, run_cli, write_dataset
+from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, write_dataset
 
 FASHION_CLASSES = list(DATASETS["fashion-mnist"].classes)
-FASHION_FLAGS = ["--dataset", "fashion-mnist", "--set", "data.verify_checksums=false", "--set", "train.val_size=100"]
+FASHION_FLAGS = ["--dataset", "fashion-mnist", *TINY_FLAGS]
 
 
 def test_class_names_match_torchvision():

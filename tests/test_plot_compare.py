@@ -1,6 +1,7 @@
 """`plot` and `compare`: curves, a confusion-matrix heatmap, and the activation comparison."""
 
 import csv
+import importlib.util
 import json
 import sys
 
@@ -10,9 +11,8 @@ from PIL import Image
 from mnist_ffn.errors import MnistFfnError
 from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli
 
-needs_matplotlib = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("matplotlib") is None, reason="needs the plot extra (matplotlib)"
-)
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+needs_matplotlib = pytest.mark.skipif(not HAS_MATPLOTLIB, reason="needs the plot extra (matplotlib)")
 
 
 def assert_png(path, min_side=300):
@@ -59,7 +59,7 @@ def test_compare_trains_one_run_per_activation_and_writes_a_table(tiny_data, tmp
         assert (out / activation / "summary.json").is_file()
         config = (out / activation / "config.toml").read_text()
         assert f'activation = "{activation}"' in config and "epochs = 2" in config
-    if __import__("importlib").util.find_spec("matplotlib"):
+    if HAS_MATPLOTLIB:
         plotted = run_cli("plot", out)
         assert plotted.returncode == 0, plotted.stderr
         assert_png(out / "compare.png")

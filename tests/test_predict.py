@@ -15,10 +15,6 @@ def blank(width, height, value=255):
     return torch.full((height, width), float(value))
 
 
-def to_image(pixels: torch.Tensor) -> Image.Image:
-    return to_pil(pixels)
-
-
 def center_of_mass(frame):
     total = frame.sum()
     rows = (frame.sum(dim=1) * torch.arange(28)).sum() / total
@@ -34,7 +30,7 @@ def ink_box(frame, threshold=60):
 def test_dark_ink_on_paper_is_inverted_to_light_on_black():
     paper = blank(100, 100)
     paper[30:70, 45:55] = 0  # a black bar
-    frame = preprocess(to_image(paper))
+    frame = preprocess(to_pil(paper))
     assert frame.shape == (28, 28)
     assert frame[0, 0] == 0 and frame.max() > 200
 
@@ -44,13 +40,13 @@ def test_light_on_dark_is_kept():
     dark[30:70, 45:55] = 255
     light = blank(100, 100)
     light[30:70, 45:55] = 0
-    assert torch.allclose(preprocess(to_image(dark)), preprocess(to_image(light)), atol=1)
+    assert torch.allclose(preprocess(to_pil(dark)), preprocess(to_pil(light)), atol=1)
 
 
 def test_the_digit_is_scaled_to_fit_20x20_keeping_its_aspect_ratio():
     paper = blank(300, 300)
     paper[20:280, 100:165] = 0  # 260 tall, 65 wide: 4 to 1
-    height, width = ink_box(preprocess(to_image(paper)))
+    height, width = ink_box(preprocess(to_pil(paper)))
     assert height == 20
     assert width == pytest.approx(5, abs=1)
 
@@ -58,7 +54,7 @@ def test_the_digit_is_scaled_to_fit_20x20_keeping_its_aspect_ratio():
 def test_an_off_center_digit_is_centered_by_its_center_of_mass():
     paper = blank(400, 300)
     paper[10:60, 20:35] = 0  # far in the top-left corner
-    rows, columns = center_of_mass(preprocess(to_image(paper)))
+    rows, columns = center_of_mass(preprocess(to_pil(paper)))
     assert rows == pytest.approx(14, abs=0.6) and columns == pytest.approx(14, abs=0.6)
 
 
@@ -71,7 +67,7 @@ def test_a_transparent_drawing_canvas_counts_as_white_paper():
 
 def test_a_blank_image_is_refused():
     with pytest.raises(ImageError, match="blank"):
-        preprocess(to_image(blank(50, 50)))
+        preprocess(to_pil(blank(50, 50)))
 
 
 def test_files_that_are_not_images(tmp_path):
@@ -87,7 +83,7 @@ def test_predict_json_and_the_preprocessed_images(tiny_run, tmp_path):
     paper = blank(90, 60)
     paper[10:50, 30:40] = 0
     image = tmp_path / "mine.png"
-    to_image(paper).save(image)
+    to_pil(paper).save(image)
     saved = tmp_path / "fed"
     result = run_cli("predict", tiny_run / "best.pt", image, image, "--json", "--save-preprocessed", saved)
     assert result.returncode == 0, result.stderr
@@ -107,7 +103,7 @@ def test_predict_prints_a_table(tiny_run, tmp_path):
     image = tmp_path / "mine.png"
     paper = blank(60, 60)
     paper[10:50, 25:35] = 0
-    to_image(paper).save(image)
+    to_pil(paper).save(image)
     result = run_cli("predict", tiny_run / "best.pt", image)
     assert result.returncode == 0, result.stderr
     assert "mine.png" in result.stdout and "%" in result.stdout

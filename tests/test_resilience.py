@@ -14,7 +14,7 @@ import torch
 
 from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.errors import CheckpointError
-from tests.conftest import PROJECT_ROOT, assert_one_line_error, run_cli, write_dataset
+from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, run_cli, write_dataset
 
 # A run long enough to be killed at several moments: ~90 steps per epoch, a checkpoint every 7 steps.
 RUN_FLAGS = [
@@ -195,10 +195,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tin
         tiny_data,
         "--out",
         out,
-        "--set",
-        "data.verify_checksums=false",
-        "--set",
-        "train.val_size=100",
+        *TINY_FLAGS,
         "--set",
         "optim.lr=1e30",  # far too large: the weights overflow within a few steps
         "--set",
