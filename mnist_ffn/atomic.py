@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same folder, flushed and fsynced, then os.replace.
 
 A reader (or a run resumed after SIGKILL) sees either the old file or the new one, never half of one.
+Temp files are named `.<name>.<random>.mnist-ffn-partial`: no name a person would choose, so clearing
+the leftovers of a killed process can never remove a file of theirs.
 """
 
 from __future__ import annotations
@@ -8,38 +10,63 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-TEMP_SUFFIX = ".partial"
+from mnist_ffn.errors import WriteError
+
+TEMP_SUFFIX = ".mnist-ffn-partial"
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    """Write `path` whole or not at all; an OSError (full disk, no permission) leaves the old file as it was."""
+    temp_name = None
     try:
+        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600 files; a run's files are as shareable as any
         with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
+    except BaseException as exc:
+        if temp_name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+        cause = _os_error_in(exc)
+        if cause is not None:
+            reason = cause.strerror or str(cause) or type(cause).__name__
+            kept = f"; the previous {path.name} is unchanged" if path.is_file() else ""
+            raise WriteError(f"cannot write {path}: {reason}{kept}") from None
         raise
     _fsync_folder(path.parent)  # makes the rename itself survive a power cut
+
+
+def _os_error_in(exc: BaseException | None) -> OSError | None:
+    """The OSError behind `exc`: torch.save reports a full disk as a RuntimeError raised while handling one."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def write_text_atomically(path: Path, text: str) -> None:
     write_atomically(path, lambda file: file.write(text.encode()))
 
 
-def remove_leftover_temp_files(folder: Path) -> None:
-    """Temp files that a killed process never renamed; they are never the only copy of anything."""
-    for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
+def remove_leftover_temp_files(folder: Path, names: Iterable[str]) -> None:
+    """Temp files of `names` that a killed process never renamed; they are never the only copy of anything."""
+    for name in names:
+        for leftover in folder.glob(f".{_glob_escape(name)}.*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{character}]" if character in "*?[" else character for character in name)
 
 
 def _fsync_folder(folder: Path) -> None:

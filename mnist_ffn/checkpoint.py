@@ -1,17 +1,21 @@
-"""What a checkpoint holds, and the one way to save (atomic) and load (weights_only) it.
+"""The whole checkpoint format: what a checkpoint holds, how it is saved (atomic), loaded (weights_only) and checked.
 
 A checkpoint is a plain dict of tensors, numbers, strings and lists, so `torch.load(...,
 weights_only=True)` can read it and never runs code from the file. It holds everything
 needed to rebuild and judge the model alone (the full config, the data set, its
-normalization and class names) and everything needed to resume training exactly
-(optimizer, progress within the epoch, every random generator).
+normalization and class names: `model_contents`) and, in last.pt and best.pt, everything
+needed to resume training exactly (`training_contents`: optimizer, progress within the
+epoch, every random generator, the run's identity). Every field is checked on loading:
+a damaged or hand-edited file is refused with a reason, never trusted.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +24,7 @@ from torch import nn
 from mnist_ffn import __version__
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.config import Config, config_from_dict
-from mnist_ffn.data import DATASETS, DatasetInfo
+from mnist_ffn.datasets import DATASETS, DatasetInfo
 from mnist_ffn.errors import CheckpointError, ConfigError
 from mnist_ffn.model import build_model
 
@@ -51,6 +55,101 @@ def model_contents(config: Config, model: nn.Module, info: DatasetInfo) -> dict:
     }
 
 
+@dataclass
+class TrainingState:
+    """The part of last.pt that `--resume` needs beyond the model, checked field by field."""
+
+    run_id: str | None  # None in checkpoints written before runs had an identity
+    optimizer: dict  # torch.optim.SGD.state_dict()
+    progress: dict  # train.Progress as a dict
+    torch_rng: torch.Tensor
+    cuda_rng: list[torch.Tensor]
+    shuffle_rng: torch.Tensor  # the shuffling generator at the start of the epoch in progress
+    augment_rng: torch.Tensor
+    step_losses: torch.Tensor  # (steps per epoch,) float32: the epoch in progress so far
+    step_correct: torch.Tensor  # (steps per epoch,) int64
+
+
+def training_contents(state: TrainingState) -> dict:
+    return {
+        "run_id": state.run_id,
+        "optimizer": state.optimizer,
+        "progress": state.progress,
+        "rng": {
+            "torch": state.torch_rng,
+            "cuda": state.cuda_rng,
+            "shuffle_epoch_start": state.shuffle_rng,
+            "augment": state.augment_rng,
+        },
+        "epoch_partial": {"step_losses": state.step_losses, "step_correct": state.step_correct},
+    }
+
+
+# train.Progress's fields and their types; a field of another type means a damaged or hand-edited file.
+PROGRESS_TYPES = {
+    "epoch": int,
+    "step_in_epoch": int,
+    "global_step": int,
+    "train_seconds": float,
+    "wall_seconds": float,
+    "epoch_seconds": float,
+    "samples_seen": int,
+    "best_val_accuracy": float,
+    "best_epoch": int,
+    "time_to_best_seconds": float,
+    "history": list,
+}
+
+
+def read_training_state(path: Path, checkpoint: dict) -> TrainingState:
+    """The resume fields of a loaded checkpoint; raises CheckpointError naming the first damaged one."""
+
+    def fail(field: str, problem: str):
+        raise CheckpointError(f"{path}: damaged checkpoint: {field} {problem}; it cannot be resumed")
+
+    for key in ("optimizer", "progress", "rng", "epoch_partial"):
+        if not isinstance(checkpoint.get(key), dict):
+            fail(key, "is missing or not a table")
+    run_id = checkpoint.get("run_id")
+    if run_id is not None and not isinstance(run_id, str):
+        fail("run_id", "is not a string")
+    progress = checkpoint["progress"]
+    if set(progress) != set(PROGRESS_TYPES):
+        fail("progress", f"has keys {sorted(progress)}")
+    for key, kind in PROGRESS_TYPES.items():
+        value = progress[key]
+        fits = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float:
+            fits = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not fits or (kind is int and value < 0):
+            fail(f"progress.{key}", f"is {value!r}")
+    rng, partial = checkpoint["rng"], checkpoint["epoch_partial"]
+    for key in ("torch", "shuffle_epoch_start", "augment"):
+        if not (isinstance(rng.get(key), torch.Tensor) and rng[key].dtype == torch.uint8):
+            fail(f"rng.{key}", "is not a generator state")
+    cuda = rng.get("cuda")
+    if not isinstance(cuda, list) or not all(isinstance(item, torch.Tensor) for item in cuda):
+        fail("rng.cuda", "is not a list of generator states")
+    losses, correct = partial.get("step_losses"), partial.get("step_correct")
+    if not (isinstance(losses, torch.Tensor) and losses.dtype == torch.float32 and losses.dim() == 1):
+        fail("epoch_partial.step_losses", "is not a vector of losses")
+    if not (isinstance(correct, torch.Tensor) and correct.dtype == torch.int64 and correct.shape == losses.shape):
+        fail("epoch_partial.step_correct", "does not match step_losses")
+    if progress["step_in_epoch"] > len(losses):
+        fail("progress.step_in_epoch", f"is past the {len(losses)} steps of an epoch")
+    return TrainingState(
+        run_id=run_id,
+        optimizer=checkpoint["optimizer"],
+        progress=progress,
+        torch_rng=rng["torch"],
+        cuda_rng=cuda,
+        shuffle_rng=rng["shuffle_epoch_start"],
+        augment_rng=rng["augment"],
+        step_losses=losses,
+        step_correct=correct,
+    )
+
+
 def load_checkpoint(path: Path) -> dict:
     """Read and check a checkpoint on the CPU; raises CheckpointError with a reason a person can act on."""
     if not path.is_file():
@@ -79,9 +178,37 @@ def load_checkpoint(path: Path) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
-    if checkpoint["dataset"] not in DATASETS:
-        raise CheckpointError(f"{path}: trained on an unknown data set {checkpoint['dataset']!r}")
+    _check_model_fields(path, checkpoint)
     return checkpoint
+
+
+def _check_model_fields(path: Path, checkpoint: dict) -> None:
+    """The fields eval and predict trust: each of the right type, or the file is refused."""
+
+    def fail(problem: str):
+        raise CheckpointError(f"{path}: damaged checkpoint: {problem}")
+
+    dataset = checkpoint["dataset"]
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise CheckpointError(f"{path}: trained on an unknown data set {dataset!r}")
+    if not isinstance(checkpoint["config"], dict):
+        fail("its config is not a table")
+    normalization = checkpoint["normalization"]
+    if not isinstance(normalization, dict):
+        fail("normalization is not a table")
+    for key in ("mean", "std"):
+        value = normalization.get(key)
+        if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
+            fail(f"normalization.{key} is {'missing' if value is None else repr(value)}")
+    if normalization["std"] <= 0:
+        fail(f"normalization.std is {normalization['std']!r}, not > 0")
+    classes = checkpoint["classes"]
+    expected = len(DATASETS[dataset].classes)
+    if not (isinstance(classes, list) and len(classes) == expected and all(isinstance(c, str) for c in classes)):
+        fail(f"classes is not a list of {expected} names")
+    weights = checkpoint["model"]
+    if not (isinstance(weights, dict) and all(isinstance(value, torch.Tensor) for value in weights.values())):
+        fail("model is not a table of tensors")
 
 
 def checkpoint_config(path: Path, checkpoint: dict) -> Config:

@@ -8,8 +8,10 @@ matplotlib) are imported inside the commands so that `--help` answers at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import signal
 import sys
 import time
 from enum import StrEnum
@@ -17,9 +19,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.exceptions import TyperException
 
 from mnist_ffn import __version__
-from mnist_ffn.errors import MnistFfnError, UsageError
+from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, reference_text
+from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
 
 app = typer.Typer(
     name="mnist-ffn",
@@ -36,6 +40,9 @@ class Device(StrEnum):
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
+
+
+DatasetName = StrEnum("DatasetName", [(name, name) for name in DATASET_NAMES])
 
 
 class SplitName(StrEnum):
@@ -66,9 +73,7 @@ OverridesOption = Annotated[
         help="Override one config key, e.g. --set optim.lr=0.05 --set 'model.hidden=[256,128]'. Repeatable.",
     ),
 ]
-DatasetOption = Annotated[
-    str | None, typer.Option("--dataset", help="mnist or fashion-mnist; the same as --set data.dataset=NAME.")
-]
+DatasetOption = Annotated[DatasetName | None, typer.Option("--dataset", help="The same as --set data.dataset=NAME.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")]
 DeviceOption = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then Apple MPS, then the CPU.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts instead of tables.")]
@@ -89,7 +94,7 @@ def _root(
     """Train and evaluate feed-forward networks on MNIST: fast, honest, reproducible."""
 
 
-@app.command()
+@app.command(epilog="Config keys (section.key = default: meaning):\n\n" + reference_text())
 def train(
     config: ConfigOption = None,
     overrides: OverridesOption = None,
@@ -107,9 +112,7 @@ def train(
 ) -> None:
     """Train a network and write config.toml, metrics.csv, last.pt, best.pt and summary.json to a run folder.
 
-    Settings come from the built-in defaults, then --config, then each --set. Keys:
-    model.hidden, model.activation (identity, relu, tanh, sigmoid, gelu, ...), model.dropout,
-    train.epochs, train.batch_size, train.seed, ...: see the README for all of them.
+    Settings come from the built-in defaults, then --config, then each --set: every key is listed below.
     """
     if resume is not None and (config is not None or overrides or dataset or out is not None or force):
         raise UsageError(
@@ -122,18 +125,15 @@ def train(
     from mnist_ffn.train import train as run_training
 
     run_dir = resume if resume is not None else out or _default_run_dir(config)
-    folder = resolve_data_dir(data_dir)
-    device_flag = "" if device is Device.auto else f" --device {device.value}"
     summary = run_training(
         resolved,
-        data_dir=folder,
+        data_dir=resolve_data_dir(data_dir),
         out=run_dir,
         device=device.value,
         resume=resume is not None,
         force=force,
         log=None if quiet else _print_line,
         progress_bars=not quiet,
-        resume_command=f"mnist-ffn train --resume {run_dir} --data-dir {folder}{device_flag}",
     )
     if not quiet:
         print_train_summary(summary, run_dir)
@@ -149,7 +149,7 @@ def evaluate_command(
     as_json: JsonOption = False,
     device: DeviceOption = Device.auto,
     dataset: Annotated[
-        str | None,
+        DatasetName | None,
         typer.Option("--dataset", help="Refuse to run unless the checkpoint was trained on this data set."),
     ] = None,
 ) -> None:
@@ -159,7 +159,11 @@ def evaluate_command(
     from mnist_ffn.report import print_evaluation
 
     report = evaluate_checkpoint(
-        checkpoint, resolve_data_dir(data_dir), split=split.value, device=device.value, expected_dataset=dataset
+        checkpoint,
+        resolve_data_dir(data_dir),
+        split=split.value,
+        device=device.value,
+        expected_dataset=dataset.value if dataset else None,
     )
     _show(report, as_json, print_evaluation)
 
@@ -181,6 +185,9 @@ def predict(
 
     report = predict_images(checkpoint, images, device=device.value, save_preprocessed=save_preprocessed)
     _show(report, as_json, print_predictions)
+    failed = [row for row in report["predictions"] if "error" in row]
+    if failed:
+        raise MnistFfnError(f"{len(failed)} of {len(images)} images could not be classified; see the table")
 
 
 @app.command()
@@ -202,7 +209,7 @@ def plot(
 def compare(
     activations: Annotated[
         str, typer.Option("--activations", help="Comma-separated, e.g. identity,sigmoid,tanh,relu,gelu.")
-    ] = "identity,sigmoid,tanh,relu",
+    ] = ",".join(LESSON_ACTIVATIONS),
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Epochs per activation (default: the config's).")
     ] = None,
@@ -212,7 +219,10 @@ def compare(
     data_dir: DataDirOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Default: runs/compare-<date>-<time>.")] = None,
     device: DeviceOption = Device.auto,
-    force: Annotated[bool, typer.Option("--force", help="Replace a comparison already in --out.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace a comparison already in --out (without it, rerunning continues it)."),
+    ] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -239,7 +249,7 @@ def compare(
         progress_bars=not quiet and not as_json,
     )
     if as_json:
-        print(json.dumps(comparison, indent=2))
+        print(json.dumps(comparison, indent=2, allow_nan=False))
     elif not quiet:
         print_comparison(comparison, out)
 
@@ -247,14 +257,14 @@ def compare(
 def _resolve_config(config: Path | None, overrides: list[str], dataset: str | None):
     from mnist_ffn.config import load_config
 
-    dataset_override = [f'data.dataset="{dataset}"'] if dataset is not None else []
+    dataset_override = [f'data.dataset="{dataset.value}"'] if dataset is not None else []
     return load_config(config, [*dataset_override, *overrides])
 
 
 def _show(report: dict, as_json: bool, print_tables) -> None:
-    """One JSON object for scripts, or tables for people."""
+    """One JSON object for scripts (strict JSON: no NaN), or tables for people."""
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, allow_nan=False))
     else:
         print_tables(report)
 
@@ -280,15 +290,102 @@ def _print_line(line: str) -> None:
     tqdm.write(line, file=sys.stdout)  # prints above any progress bar instead of through it
 
 
+class GuardedStdout:
+    """stdout that outlives its reader: `train ... | head -1` must not stop training halfway.
+
+    After the first write error (the reader closed the pipe, the disk is full), further output is
+    dropped and the error is kept, for one line on stderr once the command's work is done.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.error: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.error is None:
+            try:
+                return self._stream.write(text)
+            except OSError as exc:
+                self._fail(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, error: OSError) -> None:
+        self.error = error
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # e.g. an in-memory stream in a test
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())  # the interpreter's own flush at exit finds nothing to fail
+            os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _raise_interrupted(number: int, frame) -> None:
+    raise Interrupted(number)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; every expected failure becomes one line on stderr and an exit code.
+
+    Exit codes: 0 done; 1 a problem with the data, a file or the environment; 2 bad usage or
+    config; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM).
+    """
+    stdout = GuardedStdout(sys.stdout)
+    sys.stdout = stdout
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:  # not KeyboardInterrupt for SIGINT: Typer turns that into a silent exit 130
+        signal.signal(number, _raise_interrupted)
     try:
-        app(args=argv, prog_name="mnist-ffn")
+        code = _run(argv)
+    finally:
+        sys.stdout = stdout._stream
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if stdout.error is not None:
+        reason = stdout.error.strerror or type(stdout.error).__name__
+        if stdout.error.errno == errno.EPIPE:  # the reader chose to stop reading, e.g. `| head`
+            line = f"note: stdout was closed ({reason}); the rest of the output was dropped"
+        else:
+            line = f"error: cannot write to stdout ({reason}); the rest of the output was lost"
+            code = code or 1
+        print(f"mnist-ffn: {line}", file=sys.stderr)
+    if code:
+        sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
+    """The command's exit code, after printing its one line of error if it failed."""
+    try:
+        result = app(args=argv, prog_name="mnist-ffn", standalone_mode=False)
+        return result if isinstance(result, int) else 0
     except MnistFfnError as exc:
-        print(f"mnist-ffn: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began; files are written atomically
-        print("mnist-ffn: interrupted", file=sys.stderr)
-        sys.exit(130)
+        return _error(str(exc), exc.exit_code)
+    except TyperException as exc:  # bad usage that Typer found: one line too, with where to find help
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if not message:  # no arguments at all: Typer printed the help
+            return getattr(exc, "exit_code", 2)
+        context = getattr(exc, "ctx", None)
+        command = context.command_path if context is not None else "mnist-ffn"
+        return _error(f"{message.rstrip('.')} (see {command} --help)", getattr(exc, "exit_code", 2))
+    except OSError as exc:  # the operating system said no where no module expected it
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(f"{where}{exc.strerror or exc}", 1)
+    except Interrupted as exc:  # in eval, predict, or before training began; every file is written atomically
+        return _error(f"interrupted by {signal.Signals(exc.signal_number).name}", 128 + exc.signal_number)
+
+
+def _error(message: str, code: int) -> int:
+    for number in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the one line short
+        signal.signal(number, signal.SIG_IGN)
+    print(f"mnist-ffn: error: {message}", file=sys.stderr)
+    return code
 
 
 def console_main() -> None:
@@ -304,6 +401,9 @@ def console_main() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code
+    except KeyboardInterrupt:  # Ctrl-C in the instant before main() handles signals, or after
+        print("mnist-ffn: error: interrupted by SIGINT", file=sys.stderr)
+        code = 130
     if code is None:
         code = 0
     elif not isinstance(code, int):  # sys.exit("message"), as Click does for some errors

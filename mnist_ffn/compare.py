@@ -2,6 +2,10 @@
 
 Without an activation (identity) the stacked layers collapse into one linear map and land
 near a linear classifier; every non-linear activation should clear it.
+
+Each activation is an ordinary run folder under the comparison's folder. Rerunning the same
+command continues an interrupted comparison: finished runs are kept, interrupted ones resumed
+from their last.pt, and compare.json is written once all are done.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ import json
 from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
-from mnist_ffn.config import ACTIVATIONS, Config
+from mnist_ffn.config import ACTIVATIONS, Config, load_config
 from mnist_ffn.errors import ConfigError, UsageError
 from mnist_ffn.model import architecture, layer_widths
-from mnist_ffn.run_folder import COMPARISON_FILE
+from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 from mnist_ffn.train import train
 
-DEFAULT_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
+SAME_ACTIVATION = {"none": "identity"}  # two names for one function
 COLUMNS = ("activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds")
 
 
@@ -30,6 +34,13 @@ def parse_activations(text: str) -> list[str]:
         raise ConfigError(
             [f"--activations: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(ACTIVATIONS)}"]
         )
+    seen: dict[str, str] = {}
+    for name in names:
+        same = SAME_ACTIVATION.get(name, name)
+        if same in seen:
+            twice = name if seen[same] == name else f"{seen[same]} and {name} (the same function)"
+            raise ConfigError([f"--activations: {twice} listed twice; each activation is trained once"])
+        seen[same] = name
     return names
 
 
@@ -44,47 +55,80 @@ def compare(
     log=print,
     progress_bars: bool = True,
 ) -> dict:
-    if (out / COMPARISON_FILE).exists() and not force:
-        raise UsageError(f"--out {out}: already holds a comparison; replace it with --force")
-    results = []
-    for activation in activations:
-        config = dataclasses.replace(base, model=dataclasses.replace(base.model, activation=activation))
-        summary = train(
-            config,
-            data_dir=data_dir,
-            out=out / activation,
-            device=device,
-            force=force,
-            log=None,
-            progress_bars=progress_bars,
-        )
-        row = {
-            "activation": activation,
-            "test_accuracy": summary["test_accuracy"],
-            "test_loss": summary["test_loss"],
-            "final_train_loss": summary["final_train_loss"],
-            "best_val_accuracy": summary["best_val_accuracy"],
-            "seconds": summary["wall_seconds"],
-        }
-        results.append(row)
-        if log:
-            log(
-                f"{activation:>10}: test accuracy {row['test_accuracy']:.2%}, "
-                f"final train loss {row['final_train_loss']:.4f}, {row['seconds']:.1f} s"
-            )
-    comparison = {
-        "dataset": base.data.dataset,
-        "hidden": base.model.hidden,
-        # the activation varies per row, so name the network by its widths alone
-        "architecture": layer_widths(base.model) if base.model.hidden else architecture(base.model),
-        "epochs": base.train.epochs,
-        "seed": base.train.seed,
-        "results": results,
+    configs = {
+        activation: dataclasses.replace(base, model=dataclasses.replace(base.model, activation=activation))
+        for activation in activations
     }
-    write_text_atomically(out / COMPARISON_FILE, json.dumps(comparison, indent=2) + "\n")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(results)
-    write_text_atomically(out / "compare.csv", buffer.getvalue())
+    results = []
+    with RunFolder(out).locked("--out"):
+        plans = {activation: _plan(out, activation, config, force) for activation, config in configs.items()}
+        for activation, config in configs.items():
+            run, plan = RunFolder(out / activation), plans[activation]
+            if plan == "done":
+                summary = run.read_summary()
+            else:
+                summary = train(
+                    None if plan == "resume" else config,
+                    data_dir=data_dir,
+                    out=run.path,
+                    device=device,
+                    resume=plan == "resume",
+                    force=plan == "replace",
+                    log=None,
+                    progress_bars=progress_bars,
+                )
+            row = {
+                "activation": activation,
+                "test_accuracy": summary["test_accuracy"],
+                "test_loss": summary["test_loss"],
+                "final_train_loss": summary["final_train_loss"],
+                "best_val_accuracy": summary["best_val_accuracy"],
+                "seconds": summary["wall_seconds"],
+            }
+            results.append(row)
+            if log:
+                kept = " (kept from an earlier run)" if plan == "done" else ""
+                log(
+                    f"{activation:>10}: test accuracy {row['test_accuracy']:.2%}, "
+                    f"final train loss {row['final_train_loss']:.4f}, {row['seconds']:.1f} s{kept}"
+                )
+        comparison = {
+            "dataset": base.data.dataset,
+            "hidden": base.model.hidden,
+            # the activation varies per row, so name the network by its widths alone
+            "architecture": layer_widths(base.model) if base.model.hidden else architecture(base.model),
+            "epochs": base.train.epochs,
+            "seed": base.train.seed,
+            "results": results,
+        }
+        write_text_atomically(out / COMPARISON_FILE, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(results)
+        write_text_atomically(out / "compare.csv", buffer.getvalue())
     return comparison
+
+
+def _plan(out: Path, activation: str, config: Config, force: bool) -> str:
+    """What to do with one activation's run folder: new, replace, resume, or done (reuse its summary).
+
+    Decided for every activation before any training, so a folder of another comparison is refused
+    before anything in it is touched.
+    """
+    run = RunFolder(out / activation)
+    if not run.holds_a_run():
+        return "new"
+    if force:
+        return "replace"
+    try:
+        same = run.config.is_file() and load_config(run.config) == config
+    except ConfigError:
+        same = False
+    if not same:
+        raise UsageError(
+            f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
+        )
+    if run.summary.is_file():
+        return "done"
+    return "resume" if run.last_checkpoint.is_file() else "replace"  # killed before its first checkpoint

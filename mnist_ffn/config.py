@@ -9,73 +9,100 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import math
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnist_ffn.datasets import DATASETS
 from mnist_ffn.errors import ConfigError
 
 ACTIVATIONS = ("identity", "none", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
+# What `compare` trains by default: no non-linearity, the two classic squashing functions, and ReLU.
+LESSON_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
 SCHEDULES = ("constant", "step", "cosine")
-DATASETS = ("mnist", "fashion-mnist")
+DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("fp32", "bf16")
 TRAIN_SET_SIZE = 60_000  # both MNIST and Fashion-MNIST ship 60k training and 10k test images
+INPUT_PIXELS = 28 * 28
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit, and the augmentation generator takes seed + 1
+MAX_THREADS = 4_096  # torch.set_num_threads takes a C int; no CPU has more cores than this
+BYTES_PER_PARAMETER = 4 * 5  # float32 weights, gradients, momentum, and the copies a checkpoint save makes
+
+
+def key(default, doc: str):
+    """A config key: its default and the one line that documents it (README table, `train --help`)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # [] is softmax regression
-    activation: str = "relu"
-    dropout: float = 0.0  # after each hidden activation; 0 keeps the default run fast and deterministic
+    hidden: list[int] = key([512, 256], "widths of the hidden layers; `[]` is softmax regression (one linear layer)")
+    activation: str = key(
+        "relu", "`identity` (or `none`), `relu`, `leaky_relu`, `elu`, `gelu`, `silu`, `tanh`, `sigmoid`, `softplus`"
+    )
+    # 0 keeps the default run fast and deterministic
+    dropout: float = key(0.0, "dropout probability after each hidden activation")
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"
-    verify_checksums: bool = True  # SHA-256 of the extracted files; turn off only for your own IDX files
-    download: bool = True  # try torchvision's download when no local files are found
+    dataset: str = key("mnist", "`mnist` or `fashion-mnist`")
+    # turn off only for your own IDX files
+    verify_checksums: bool = key(True, "check the SHA-256 of each extracted file against the originals")
+    download: bool = key(True, "let torchvision download the files when none are found")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    seed: int = 0
-    val_size: int = 5_000  # the last N training images, held out to pick best.pt; the test set is never used for that
-    limit: int = 0  # train on the first N training images only (0: all); the smoke-test knob
-    label_smoothing: float = 0.0
-    checkpoint_every: int = 0  # also save last.pt every N steps (0: at epoch ends only)
-    eval_batch_size: int = 1_024  # no gradients kept, so large batches are cheap; larger ones only add memory on a CPU
-    threads: int = 0  # CPU threads for torch (0: torch's default, one per physical core)
-    precision: str = "fp32"  # bf16 autocasts matmuls; worth it on GPUs and CPUs with AMX
-    compile: bool = False  # torch.compile the model; pays off only for long runs on a GPU
+    epochs: int = key(10, "passes over the training images")
+    batch_size: int = key(128, "images per SGD step")
+    seed: int = key(0, "seeds the weights, the shuffling, dropout and augmentation (0 to 2**63 - 1)")
+    # the test set is never used to choose anything
+    val_size: int = key(
+        5_000, "the last N training images, held out to pick `best.pt` (0: none; `best.pt` is then the last epoch)"
+    )
+    limit: int = key(0, "train on the first N training images only (0: all); the smoke-test knob")
+    label_smoothing: float = key(0.0, "cross-entropy label smoothing")
+    checkpoint_every: int = key(0, "also save `last.pt` every N steps (0: at epoch ends only)")
+    # no gradients kept, so large batches are cheap; larger ones only add memory on a CPU
+    eval_batch_size: int = key(1_024, "batch size for validation and test evaluation")
+    threads: int = key(0, "CPU threads for torch (0: torch's default, one per physical core)")
+    precision: str = key("fp32", "`fp32`, or `bf16` autocast (for GPUs and CPUs with AMX)")
+    compile: bool = key(False, "`torch.compile` the model; pays off only for long runs on a GPU")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.1  # peak learning rate; SGD with momentum on normalized MNIST tolerates a large one
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # constant | step | cosine (to zero at the last step)
-    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr first; helps large lr and heavy augmentation
-    step_every: int = 5  # step schedule: multiply the lr by step_gamma every N epochs
-    step_gamma: float = 0.1
+    # SGD with momentum on normalized MNIST tolerates a large one
+    lr: float = key(0.1, "peak learning rate of `torch.optim.SGD`")
+    momentum: float = key(0.9, "SGD momentum")
+    nesterov: bool = key(True, "Nesterov momentum")
+    weight_decay: float = key(5e-4, "L2 penalty")
+    schedule: str = key("cosine", "`constant`, `step` or `cosine` (to zero at the last step)")
+    # helps a large lr and heavy augmentation
+    warmup_epochs: float = key(0.0, "linear warm-up from 0 to `optim.lr` over this many epochs")
+    step_every: int = key(5, "`step` schedule: multiply the learning rate by `optim.step_gamma` every N epochs")
+    step_gamma: float = key(0.1, "`step` schedule factor")
 
 
 @dataclass
 class AugmentConfig:
     """Random distortions of training batches; all zero (off) by default, so plain runs stay fast."""
 
-    rotate: float = 0.0  # max rotation in degrees
-    scale: float = 0.0  # max relative zoom in or out, e.g. 0.1 for +-10%
-    translate: float = 0.0  # max shift in pixels
-    elastic_alpha: float = 0.0  # elastic distortion: the largest displacement, in pixels (about 2 is gentle)
-    elastic_sigma: float = 4.0  # smoothness: the displacement field varies over about 2 * sigma pixels
-    hflip: bool = False  # mirror left-right; right for clothing, wrong for digits
+    rotate: float = key(0.0, "random rotation of training images, up to this many degrees")
+    scale: float = key(0.0, "random zoom, up to this fraction either way")
+    translate: float = key(0.0, "random shift, up to this many pixels")
+    elastic_alpha: float = key(0.0, "elastic distortion, displacing pixels up to about this many pixels")
+    # the field varies over about 2 * sigma pixels
+    elastic_sigma: float = key(4.0, "smoothness of the elastic field, in pixels (at least 0.5)")
+    hflip: bool = key(False, "mirror half the images left-right (for clothing, not digits)")
 
 
 @dataclass
@@ -196,6 +223,9 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
 def _check_type(key: str, value: object, expected: object, problems: list[str]) -> object | None:
     """Return the value converted to the expected type, or None after recording a problem."""
     if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            problems.append(f"{key}: must be a finite number, got {_show(value)}")
+            return None
         return float(value)
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -230,10 +260,10 @@ def validate(config: Config) -> list[str]:
     require(all(width > 0 for width in model.hidden), "model.hidden", "every width must be > 0", model.hidden)
     choose("model.activation", model.activation, ACTIVATIONS)
     require(0.0 <= model.dropout < 1.0, "model.dropout", "must be >= 0 and < 1", model.dropout)
-    choose("data.dataset", data.dataset, DATASETS)
+    choose("data.dataset", data.dataset, DATASET_NAMES)
     require(train.epochs > 0, "train.epochs", "must be > 0", train.epochs)
     require(train.batch_size > 0, "train.batch_size", "must be > 0", train.batch_size)
-    require(train.seed >= 0, "train.seed", "must be >= 0", train.seed)
+    require(0 <= train.seed <= MAX_SEED, "train.seed", "must be between 0 and 2**63 - 1", train.seed)
     require(
         0 <= train.val_size < TRAIN_SET_SIZE, "train.val_size", f"must be >= 0 and < {TRAIN_SET_SIZE}", train.val_size
     )
@@ -241,7 +271,12 @@ def validate(config: Config) -> list[str]:
     require(0.0 <= train.label_smoothing < 1.0, "train.label_smoothing", "must be >= 0 and < 1", train.label_smoothing)
     require(train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0", train.checkpoint_every)
     require(train.eval_batch_size > 0, "train.eval_batch_size", "must be > 0", train.eval_batch_size)
-    require(train.threads >= 0, "train.threads", "must be >= 0 (0 means torch's default)", train.threads)
+    require(
+        0 <= train.threads <= MAX_THREADS,
+        "train.threads",
+        f"must be between 0 (torch's default) and {MAX_THREADS}",
+        train.threads,
+    )
     choose("train.precision", train.precision, PRECISIONS)
     require(optim.lr > 0.0 and math.isfinite(optim.lr), "optim.lr", "must be > 0", optim.lr)
     require(0.0 <= optim.momentum < 1.0, "optim.momentum", "must be >= 0 and < 1", optim.momentum)
@@ -255,8 +290,68 @@ def validate(config: Config) -> list[str]:
     require(0.0 <= augment.scale < 1.0, "augment.scale", "must be >= 0 and < 1", augment.scale)
     require(0.0 <= augment.translate <= 14.0, "augment.translate", "must be between 0 and 14 pixels", augment.translate)
     require(augment.elastic_alpha >= 0.0, "augment.elastic_alpha", "must be >= 0", augment.elastic_alpha)
-    require(augment.elastic_sigma > 0.0, "augment.elastic_sigma", "must be > 0", augment.elastic_sigma)
+    # The field is drawn on a grid of 28 / (2 sigma) cells: below half a pixel it is noise, and the grid explodes.
+    require(augment.elastic_sigma >= 0.5, "augment.elastic_sigma", "must be >= 0.5 pixels", augment.elastic_sigma)
+    if all(width > 0 for width in model.hidden):
+        problems.extend(_memory_problems(model, train))
     return problems
+
+
+def training_bytes(model: ModelConfig, batch_size: int) -> tuple[int, int]:
+    """(parameters, bytes) a run needs: BYTES_PER_PARAMETER each, plus a batch of activations and their gradients."""
+    widths = [INPUT_PIXELS, *model.hidden, 10]
+    parameters = sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(widths))
+    activations = 4 * 4 * batch_size * sum(widths)  # z, a, dropout mask and gradient per unit, float32
+    return parameters, parameters * BYTES_PER_PARAMETER + activations
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not every platform reports it
+        return None
+
+
+def _memory_problems(model: ModelConfig, train: TrainConfig) -> list[str]:
+    """Refuse a network that cannot fit in this machine's memory before anything is created or deleted."""
+    available = physical_memory()
+    parameters, needed = training_bytes(model, max(train.batch_size, 0))
+    if available is None or needed <= available:
+        return []
+    return [
+        f"model.hidden: {_show(model.hidden)} with batch {train.batch_size} has {parameters:,} parameters and "
+        f"needs about {_bytes(needed)} to train, more than this machine's {_bytes(available)} of memory"
+    ]
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:,.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def key_docs() -> list[tuple[str, object, str]]:
+    """(section.key, default, doc) for every config key, in order: the one source of the README table."""
+    defaults = Config().to_dict()
+    return [
+        (f"{section}.{item.name}", defaults[section][item.name], item.metadata["doc"])
+        for section, cls in SECTIONS.items()
+        for item in dataclasses.fields(cls)
+    ]
+
+
+def reference_table() -> str:
+    """The README's config table, in Markdown."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{name}` | `{_toml_value(default)}` | {doc} |" for name, default, doc in key_docs()]
+    return "\n".join(rows) + "\n"
+
+
+def reference_text() -> str:
+    """The same keys for `mnist-ffn train --help`."""
+    return "\n\n".join(f"{name} = {_toml_value(default)}: {doc.replace('`', '')}" for name, default, doc in key_docs())
 
 
 def to_toml(config: Config) -> str:

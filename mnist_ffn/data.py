@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from mnist_ffn.atomic import write_atomically
-from mnist_ffn.errors import DataError
+from mnist_ffn.datasets import DATASETS, DatasetInfo
+from mnist_ffn.errors import DataError, WriteError
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -36,61 +37,6 @@ FILE_NAMES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 DOWNLOAD_TIMEOUT_S = 20  # offline machines fail name lookup at once; this bounds a hanging mirror
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str  # the value of data.dataset
-    title: str  # what people call it
-    folder: str  # torchvision's class name, also its folder under the data dir
-    sha256: dict[str, str]  # file name -> SHA-256 of the original, extracted file
-    mean: float  # pixel mean and std of the training set, in [0, 1] units
-    std: float
-    classes: tuple[str, ...]
-
-
-DATASETS = {
-    "mnist": DatasetInfo(
-        name="mnist",
-        title="MNIST",
-        folder="MNIST",
-        sha256={
-            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        },
-        mean=0.1307,
-        std=0.3081,
-        classes=tuple(str(digit) for digit in range(10)),
-    ),
-    "fashion-mnist": DatasetInfo(
-        name="fashion-mnist",
-        title="Fashion-MNIST",
-        folder="FashionMNIST",
-        sha256={
-            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        },
-        mean=0.2860,
-        std=0.3530,
-        # torchvision.datasets.FashionMNIST.classes, kept here so reading a checkpoint needs no torchvision
-        classes=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-    ),
-}
 
 
 @dataclass
@@ -157,7 +103,7 @@ def load_dataset(data_dir: Path, dataset: str, *, verify_checksums: bool = True,
                 f"folder or its {info.folder}/raw, and point --data-dir or MNIST_FFN_DATA at it"
             )
     cache = _cache_path(files, info) if verify_checksums else None  # only verified originals are cached
-    tensors = _read_cache(cache) if cache is not None else None
+    tensors = _read_cache(cache, info) if cache is not None else None
     if tensors is None:
         tensors = {}
         with tempfile.TemporaryDirectory(prefix="mnist-ffn-") as workdir:
@@ -197,21 +143,29 @@ def _cache_path(files: dict[str, Path], info: DatasetInfo) -> Path:
     return tensor_cache_dir() / f"{info.name}-{fingerprint.hexdigest()[:16]}.pt"
 
 
-def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
+def _read_cache(path: Path, info: DatasetInfo) -> dict[str, torch.Tensor] | None:
+    """The decoded tensors, or None when the cache is missing or not exactly what the files hold.
+
+    A damaged cache is rebuilt from the files, never trusted: dtypes, shapes, counts and labels are checked.
+    """
     if not path.is_file():
         return None
     try:
         tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a damaged cache is rebuilt from the files, never trusted
+    except Exception:
         return None
-    expected = {
-        "train_images": torch.uint8,
-        "train_labels": torch.int64,
-        "test_images": torch.uint8,
-        "test_labels": torch.int64,
-    }
-    if not isinstance(tensors, dict) or {key: getattr(tensors.get(key), "dtype", None) for key in expected} != expected:
+    if not isinstance(tensors, dict) or set(tensors) != set(FILE_NAMES):
         return None
+    for part in ("train", "test"):
+        images, labels = tensors[f"{part}_images"], tensors[f"{part}_labels"]
+        if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)):
+            return None
+        if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (IMAGE_SIDE, IMAGE_SIDE):
+            return None
+        if labels.dtype != torch.int64 or labels.dim() != 1 or len(labels) != len(images):
+            return None
+        if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < len(info.classes)):
+            return None
     return tensors
 
 
@@ -219,8 +173,8 @@ def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda file: torch.save(tensors, file))
-    except OSError:
-        pass  # a read-only home only costs the next run a second
+    except (OSError, WriteError):
+        pass  # a read-only home or a full disk only costs the next run a second
 
 
 def _gz_or_extracted(folder: Path, name: str) -> Path | None:
@@ -252,7 +206,13 @@ def _read_checked(path: Path, name: str, info: DatasetInfo, workdir: Path, verif
     content = _read_bytes(path)
     if path.suffix == ".gz":
         extracted = workdir / name  # torchvision's readers take a path to an extracted file
-        extracted.write_bytes(content)
+        try:
+            extracted.write_bytes(content)
+        except OSError as exc:
+            raise DataError(
+                f"{path}: cannot extract it into the temporary folder {workdir.parent} ({exc.strerror}); "
+                "free some space there, or extract the .gz files yourself"
+            ) from None
     else:
         extracted = path
     is_images = "images" in name
@@ -275,7 +235,10 @@ def _read_checked(path: Path, name: str, info: DatasetInfo, workdir: Path, verif
 
 
 def _read_bytes(path: Path) -> bytes:
-    content = path.read_bytes()
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     if path.suffix != ".gz":
         return content
     try:

@@ -19,6 +19,18 @@ class ConfigError(MnistFfnError):
         super().__init__("; ".join(problems))
 
 
+class DamagedFile(MnistFfnError):
+    """A run's metrics.csv, summary.json or compare.json is not what mnist-ffn wrote."""
+
+
+class WriteError(MnistFfnError):
+    """A file could not be written (full disk, no permission, a folder in its place); the old one is intact."""
+
+
+class RunFolderBusy(MnistFfnError):
+    """Another process is training in this run folder."""
+
+
 class UsageError(MnistFfnError):
     """Options that cannot be used together, or a run folder that would be overwritten."""
 
@@ -39,6 +51,17 @@ class ImageError(MnistFfnError):
 
 class TrainingDiverged(MnistFfnError):
     """The loss became NaN or infinite."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised from the signal handler where there is nothing to save first.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way can swallow it.
+    """
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
 
 
 class TrainingInterrupted(MnistFfnError):

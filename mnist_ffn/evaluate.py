@@ -12,7 +12,7 @@ from torch import nn
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from mnist_ffn.data import DATASETS, Split, load_dataset, make_splits
 from mnist_ffn.devices import pick_device
-from mnist_ffn.errors import DataError
+from mnist_ffn.errors import DataError, UsageError
 from mnist_ffn.model import architecture
 
 
@@ -78,6 +78,11 @@ def evaluate_checkpoint(
     model = restore_model(path, checkpoint).to(target)
     raw = load_dataset(data_dir, dataset, verify_checksums=config.data.verify_checksums, download=config.data.download)
     splits = make_splits(raw, config.train.val_size, config.train.limit, target, checkpoint["normalization"])
+    if len(splits[split]) == 0:
+        raise UsageError(
+            f"--split {split}: {path} was trained with train.val_size = {config.train.val_size}, "
+            f"so it has no {split} images; use --split test"
+        )
     result = evaluate(model, splits[split], config.train.eval_batch_size, num_classes=len(checkpoint["classes"]))
     return {
         "checkpoint": str(path),

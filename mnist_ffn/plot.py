@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from mnist_ffn.atomic import write_atomically
-from mnist_ffn.errors import MnistFfnError
+from mnist_ffn.errors import DamagedFile, MnistFfnError, UsageError
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 
 
@@ -26,6 +26,8 @@ def _pyplot():
 
 def plot_folder(folder: Path) -> list[Path]:
     """Write the plots for a run folder or a compare folder into it; returns the files written."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
     if (folder / COMPARISON_FILE).is_file():
         return [plot_comparison(folder)]
     run = RunFolder(folder)
@@ -38,8 +40,8 @@ def plot_folder(folder: Path) -> list[Path]:
 
 
 def plot_curves(run: RunFolder) -> list[Path]:
-    plt = _pyplot()
     rows = run.read_metrics()
+    plt = _pyplot()
     epochs = [int(row["epoch"]) for row in rows]
     written = []
     for name, title, scale in (("loss", "Cross-entropy loss", 1.0), ("acc", "Accuracy (%)", 100.0)):
@@ -64,6 +66,11 @@ def plot_confusion(run: RunFolder) -> Path:
     plt = _pyplot()
     summary = run.read_summary()
     matrix, classes = summary["test_confusion_matrix"], summary["classes"]
+    square = isinstance(classes, list) and isinstance(matrix, list) and len(matrix) == len(classes) > 0
+    if not square or not all(
+        isinstance(row, list) and len(row) == len(classes) and all(_is_count(count) for count in row) for row in matrix
+    ):
+        raise DamagedFile(f"{run.summary}: damaged: test_confusion_matrix is not a {len(classes)}x{len(classes)} table")
     figure, axes = plt.subplots(figsize=(7.5, 6.5), dpi=120)
     # Log-like colour scale: the diagonal holds ~1000 per class, the mistakes a handful.
     shown = [[count**0.5 for count in row] for row in matrix]
@@ -90,10 +97,29 @@ def plot_confusion(run: RunFolder) -> Path:
     return path
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_comparison(folder: Path) -> list[dict]:
+    """compare.json's rows, checked: each names an activation with its test accuracy and its run folder."""
+    path = folder / COMPARISON_FILE
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["results"]
+        for row in rows:
+            if not (isinstance(row["activation"], str) and isinstance(row["test_accuracy"], int | float)):
+                raise ValueError("a row lacks its activation or test accuracy")
+        if not rows:
+            raise ValueError("no results")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{path}: damaged, not the {COMPARISON_FILE} mnist-ffn writes ({exc})") from None
+    return rows
+
+
 def plot_comparison(folder: Path) -> Path:
+    rows = read_comparison(folder)
+    histories = {row["activation"]: RunFolder(folder / row["activation"]).read_metrics() for row in rows}
     plt = _pyplot()
-    comparison = json.loads((folder / COMPARISON_FILE).read_text())
-    rows = comparison["results"]
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     names = [row["activation"] for row in rows]
     accuracies = [row["test_accuracy"] * 100 for row in rows]
@@ -103,7 +129,7 @@ def plot_comparison(folder: Path) -> Path:
     bars.set_ylim(min(accuracies) - 2, 100)
     bars.set(ylabel="test accuracy (%)", title="Same network and budget, one activation each")
     for row in rows:
-        history = RunFolder(folder / row["activation"]).read_metrics()
+        history = histories[row["activation"]]
         key = "val_acc" if history[0]["val_acc"] is not None else "train_acc"
         curves.plot([r["epoch"] for r in history], [r[key] * 100 for r in history], marker="o", label=row["activation"])
     curves.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")

@@ -15,12 +15,15 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_ffn.atomic import write_atomically
 from mnist_ffn.checkpoint import load_checkpoint, restore_model
-from mnist_ffn.data import DATASETS, IMAGE_SIDE, normalize
+from mnist_ffn.data import IMAGE_SIDE, normalize
+from mnist_ffn.datasets import DATASETS
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import ImageError
 
 INK_THRESHOLD = 0.2  # a pixel is ink if brighter than this fraction of the brightest pixel (after inversion)
+MAX_PIXELS = 40_000_000  # a 40-megapixel photo is plenty for one digit; larger files are refused before decoding
 
 
 @dataclass(frozen=True)
@@ -33,24 +36,52 @@ FRAMINGS = {"mnist": Framing(box=20, center_of_mass=True), "fashion-mnist": Fram
 
 
 def read_image(path: Path) -> Image.Image:
+    """Decode one image file; refuses, with the reason, what cannot or should not be decoded."""
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:  # checked before the pixels are decoded: a small file can unpack huge
+                raise ImageError(
+                    f"{path}: {width}x{height} pixels is too large; mnist-ffn reads up to "
+                    f"{MAX_PIXELS // 1_000_000} megapixels"
+                )
             image.load()
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageError(f"{path}: not an image Pillow can read ({type(exc).__name__})") from None
+    except PermissionError:
+        raise ImageError(f"{path}: cannot read it (permission denied)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # Pillow reports damaged files with all of these, depending on the format
+        raise ImageError(f"{path}: not an image Pillow can read, or damaged ({type(exc).__name__})") from None
     return image
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:
     """Greyscale, with transparent areas (a drawing app's canvas) turned into white paper."""
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        return _deep_to_8_bit(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(paper, rgba)
     return image.convert("L")
+
+
+def _deep_to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit greyscale scaled to 0-255; Pillow's own convert("L") clips them, so a dark grey digit
+    of a 16-bit scan would come out blank."""
+    import numpy  # torchvision's dependency; reads every deep mode Pillow has, in any byte order
+
+    values = torch.from_numpy(numpy.asarray(image).astype(numpy.float64))
+    if image.mode.startswith("I;16"):
+        full_scale = 65535.0
+    else:  # "I" (Pillow's mode for some 16-bit PNGs) and "F": the range the values actually use
+        full_scale = 255.0 if values.max() <= 255 else (65535.0 if values.max() <= 65535 else float(values.max()))
+    scaled = (values.clamp(min=0) * (255.0 / full_scale)).round().to(torch.uint8)
+    return Image.frombytes("L", image.size, scaled.contiguous().numpy().tobytes())
 
 
 def preprocess(image: Image.Image, dataset: str = "mnist") -> torch.Tensor:
@@ -120,33 +151,49 @@ def predict_images(
     top: int = 3,
     save_preprocessed: Path | None = None,
 ) -> dict:
+    """Classify each image; one that cannot be read or holds no ink gets a row with its error instead."""
     checkpoint = load_checkpoint(checkpoint_path)
     target = pick_device(device)
     model = restore_model(checkpoint_path, checkpoint).to(target).eval()
     classes = checkpoint["classes"]
     dataset = checkpoint["dataset"]
-    frames = [preprocess(read_image(path), dataset) for path in images]
     if save_preprocessed is not None:
-        save_preprocessed.mkdir(parents=True, exist_ok=True)
-        for path, frame in zip(images, frames, strict=True):
-            to_pil(frame).save(save_preprocessed / f"{path.stem}-28x28.png")
-    normalization = checkpoint["normalization"]
-    batch = normalize(torch.stack(frames), normalization["mean"], normalization["std"]).to(target)
-    with torch.inference_mode():
-        probabilities = torch.softmax(model(batch).float(), dim=1).cpu()
-    best = probabilities.topk(min(top, len(classes)), dim=1)
+        _make_folder(save_preprocessed)
+    rows: list[dict] = []
+    frames: dict[int, torch.Tensor] = {}
+    for index, path in enumerate(images):
+        rows.append({"image": str(path)})
+        try:
+            frames[index] = preprocess(read_image(path), dataset)
+        except ImageError as exc:
+            rows[index]["error"] = str(exc).removeprefix(f"{path}: ")
+    if save_preprocessed is not None:
+        for index, frame in frames.items():
+            png = save_preprocessed / f"{images[index].stem}-28x28.png"
+            write_atomically(png, lambda file, frame=frame: to_pil(frame).save(file, format="PNG"))
+    if frames:
+        normalization = checkpoint["normalization"]
+        batch = normalize(torch.stack(list(frames.values())), normalization["mean"], normalization["std"]).to(target)
+        with torch.inference_mode():
+            probabilities = torch.softmax(model(batch).float(), dim=1).cpu()
+        best = probabilities.topk(min(top, len(classes)), dim=1)
+        for index, values, indices in zip(frames, best.values, best.indices, strict=True):
+            rows[index]["top"] = [
+                {"index": int(label), "class": classes[int(label)], "probability": float(probability)}
+                for probability, label in zip(values, indices, strict=True)
+            ]
     return {
         "checkpoint": str(checkpoint_path),
         "dataset": dataset,
         "dataset_title": DATASETS[dataset].title,
-        "predictions": [
-            {
-                "image": str(path),
-                "top": [
-                    {"index": int(index), "class": classes[int(index)], "probability": float(probability)}
-                    for probability, index in zip(values, indices, strict=True)
-                ],
-            }
-            for path, values, indices in zip(images, best.values, best.indices, strict=True)
-        ],
+        "predictions": rows,
     }
+
+
+def _make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ImageError(f"--save-preprocessed {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageError(f"--save-preprocessed {folder}: cannot create it ({exc.strerror})") from None

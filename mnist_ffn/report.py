@@ -1,13 +1,45 @@
-"""What people read: rich tables for training summaries, evaluations and comparisons."""
+"""What people read: the lines printed while training, and rich tables for summaries, evaluations, comparisons."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
+
+
+def start_line(
+    *,
+    resumed_at_epoch: int | None,
+    architecture: str,
+    parameters: int,
+    device: str,
+    threads: int | None,
+    train_images: int,
+    val_images: int,
+    dataset_title: str,
+    epochs: int,
+    batch_size: int,
+) -> str:
+    """The first line of `train`: what is trained, on what, for how long."""
+    where = f"resuming at epoch {resumed_at_epoch}" if resumed_at_epoch else "training"
+    on = f"{device}, {threads} threads" if threads else device
+    return (
+        f"{where} {architecture} ({parameters:,} parameters) on {on}: {train_images:,} train / "
+        f"{val_images:,} val images of {dataset_title}, {epochs} epochs of batch {batch_size}"
+    )
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per epoch, from its metrics.csv row."""
+    width = len(str(epochs))
+    line = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+    if row["val_acc"] is not None:
+        line += f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
+    return line + f"  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
 
 
 def print_train_summary(summary: dict, run_dir: Path) -> None:
@@ -64,6 +96,9 @@ def print_predictions(report: dict) -> None:
     for rank in ("best", "second", "third"):
         table.add_column(rank)
     for prediction in report["predictions"]:
+        if "error" in prediction:
+            table.add_row(prediction["image"], f"[red]error: {escape(prediction['error'])}[/red]", "", "")
+            continue
         cells = [f"{guess['class']}  {guess['probability']:.1%}" for guess in prediction["top"]]
         cells[0] = f"[bold]{cells[0]}[/bold]"
         table.add_row(prediction["image"], *cells)

@@ -9,6 +9,7 @@ uninterrupted run would on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -23,22 +24,47 @@ from tqdm import tqdm
 
 from mnist_ffn import __version__
 from mnist_ffn.augment import Augmenter, is_enabled
-from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, model_contents, restore_model, save_checkpoint
-from mnist_ffn.config import Config
+from mnist_ffn.checkpoint import (
+    TrainingState,
+    checkpoint_config,
+    load_checkpoint,
+    model_contents,
+    read_training_state,
+    restore_model,
+    save_checkpoint,
+    training_contents,
+)
+from mnist_ffn.config import Config, load_config
 from mnist_ffn.data import load_dataset, make_splits, shuffled_batches
 from mnist_ffn.devices import device_name, peak_memory, pick_device
-from mnist_ffn.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
+from mnist_ffn.errors import (
+    CheckpointError,
+    ConfigError,
+    Interrupted,
+    MnistFfnError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    UsageError,
+)
 from mnist_ffn.evaluate import evaluate
 from mnist_ffn.model import architecture, build_model, count_parameters
 from mnist_ffn.optim import build_optimizer, learning_rate
-from mnist_ffn.run_folder import RunFolder
+from mnist_ffn.report import epoch_line, start_line
+from mnist_ffn.run_folder import RunFolder, resume_command
 
 
 class StopSignals:
-    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT aborts at once."""
+    """SIGINT and SIGTERM, at any moment, end in one line and exit code 128 + the signal's number.
+
+    Inside `deferring()` (training steps and epoch ends) a first signal only asks the loop to save
+    last.pt and stop after the current step. Anywhere else (loading data, the final evaluation)
+    there is nothing to save first, and a second SIGINT is an impatient person: both raise
+    `Interrupted` at once, which `train` turns into a message that says what state the folder is in.
+    """
 
     def __init__(self):
         self.received: int | None = None
+        self._deferring = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -50,10 +76,19 @@ class StopSignals:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
 
+    @contextlib.contextmanager
+    def deferring(self):
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+
     def _handle(self, number: int, frame) -> None:
-        if self.received is not None and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = number
+        if self._deferring and self.received is None:
+            self.received = number
+            return
+        raise Interrupted(number)
 
 
 @dataclass
@@ -81,6 +116,8 @@ class Trainer:
         self.log = log  # callable(str) for one line per epoch; None for silence
         self.progress_bars = progress_bars
         self.resume_command = resume_command
+        self.run_id: str | None = None  # set when the run folder is created, or read from last.pt on resume
+        self.finished = False  # every epoch trained; only the final evaluation is left
         train = config.train
         if train.threads:
             torch.set_num_threads(train.threads)
@@ -109,36 +146,36 @@ class Trainer:
             background = (0.0 - self.raw.info.mean) / self.raw.info.std
             self.augmenter = Augmenter(self.config.augment, background, self.augment_generator)
 
-    def restore(self, checkpoint: dict) -> None:
-        partial = checkpoint.get("epoch_partial", {})
-        saved_steps = len(partial.get("step_losses", ()))
-        if saved_steps != self.steps_per_epoch:
+    def restore(self, checkpoint: dict, state: TrainingState) -> None:
+        if len(state.step_losses) != self.steps_per_epoch:
             raise CheckpointError(
-                f"{self.run.last_checkpoint}: written for {saved_steps} steps per epoch, but this data gives "
-                f"{self.steps_per_epoch}; resume with the data the run started with"
+                f"{self.run.last_checkpoint}: written for {len(state.step_losses)} steps per epoch, but this data "
+                f"gives {self.steps_per_epoch}; resume with the data the run started with"
             )
         try:
             self.model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.progress = Progress(**checkpoint["progress"])
-            rng = checkpoint["rng"]
-            torch.set_rng_state(rng["torch"])
-            if self.device.type == "cuda" and rng["cuda"]:
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            self.shuffle_generator.set_state(rng["shuffle_epoch_start"])
-            self.augment_generator.set_state(rng["augment"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{self.run.last_checkpoint}: cannot resume from it ({exc})") from None
-        self.step_losses = partial["step_losses"].to(self.device)
-        self.step_correct = partial["step_correct"].to(self.device)
+            self.optimizer.load_state_dict(state.optimizer)
+            torch.set_rng_state(state.torch_rng)
+            if self.device.type == "cuda" and state.cuda_rng:
+                torch.cuda.set_rng_state_all(state.cuda_rng)
+            self.shuffle_generator.set_state(state.shuffle_rng)
+            self.augment_generator.set_state(state.augment_rng)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{self.run.last_checkpoint}: cannot resume from it ({reason})") from None
+        self.progress = Progress(**state.progress)
+        self.run_id = state.run_id
+        self.step_losses = state.step_losses.to(self.device)
+        self.step_correct = state.step_correct.to(self.device)
 
     # -- the loop --------------------------------------------------------------------------------------
 
     def fit(self, stop: StopSignals) -> None:
         epochs = self.config.train.epochs
         while self.progress.epoch < epochs:
-            self.train_epoch(stop)
-            self.finish_epoch()
+            with stop.deferring():
+                self.train_epoch(stop)
+                self.finish_epoch()
             if stop.received is not None:
                 self._stop(stop.received)
 
@@ -205,6 +242,20 @@ class Trainer:
         bar.close()
         self.last_lr = lr
 
+    def start_line(self, resumed: bool) -> str:
+        return start_line(
+            resumed_at_epoch=self.progress.epoch + 1 if resumed else None,
+            architecture=architecture(self.config.model),
+            parameters=count_parameters(self.model),
+            device=str(self.device),
+            threads=torch.get_num_threads() if self.device.type == "cpu" else None,
+            train_images=len(self.splits["train"]),
+            val_images=len(self.splits["val"]),
+            dataset_title=self.raw.info.title,
+            epochs=self.config.train.epochs,
+            batch_size=self.config.train.batch_size,
+        )
+
     def _clock(self, started: float, training: bool = True) -> None:
         """Add the time since `started` to the run's clocks; only training steps count for samples/s."""
         elapsed = time.perf_counter() - started
@@ -221,10 +272,16 @@ class Trainer:
         first_bad = int((~finite).nonzero()[0])
         value = float(self.step_losses[first_bad])
         lr = self.config.optim.lr
+        where = f"the loss became {value} at epoch {self.progress.epoch + 1}, step {first_bad + 1}"
+        advice = f"try a smaller learning rate, e.g. --set optim.lr={lr / 10:g}"
+        if self.run.last_checkpoint.exists():
+            raise TrainingDiverged(
+                f"{where}; training stopped and {self.run.last_checkpoint} still holds the last good state; {advice}"
+            )
+        self.run.clear_unstarted_run()
         raise TrainingDiverged(
-            f"the loss became {value} at epoch {self.progress.epoch + 1}, step {first_bad + 1}; "
-            f"training stopped and {self.run.last_checkpoint} still holds the last good state; "
-            f"try a smaller learning rate, e.g. --set optim.lr={lr / 10:g}"
+            f"{where}, before the first checkpoint: nothing was saved, and {self.run.path} can be trained "
+            f"into again; {advice}"
         )
 
     def finish_epoch(self) -> None:
@@ -261,23 +318,21 @@ class Trainer:
         self._save(self.run.last_checkpoint)
         self.run.write_metrics(progress.history)
         if self.log:
-            self.log(_epoch_line(row, self.config.train.epochs))
+            self.log(epoch_line(row, self.config.train.epochs))
 
     def _save(self, path: Path) -> None:
-        progress = self.progress
-        state = {
-            **model_contents(self.config, self.model, self.raw.info),
-            "optimizer": self.optimizer.state_dict(),
-            "progress": dict(progress.__dict__),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                "shuffle_epoch_start": self.epoch_start_state,
-                "augment": self.augment_generator.get_state().cpu(),
-            },
-            "epoch_partial": {"step_losses": self.step_losses.cpu(), "step_correct": self.step_correct.cpu()},
-        }
-        save_checkpoint(path, state)
+        state = TrainingState(
+            run_id=self.run_id,
+            optimizer=self.optimizer.state_dict(),
+            progress=dict(self.progress.__dict__),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            shuffle_rng=self.epoch_start_state,
+            augment_rng=self.augment_generator.get_state().cpu(),
+            step_losses=self.step_losses.cpu(),
+            step_correct=self.step_correct.cpu(),
+        )
+        save_checkpoint(path, {**model_contents(self.config, self.model, self.raw.info), **training_contents(state)})
 
     def _stop(self, signal_number: int) -> None:
         name = signal.Signals(signal_number).name
@@ -321,17 +376,10 @@ class Trainer:
             "device_name": device_name(self.device),
             "threads": torch.get_num_threads(),
             "seed": self.config.train.seed,
+            "run_id": self.run_id,
             "torch_version": str(torch.__version__),
             "mnist_ffn_version": __version__,
         }
-
-
-def _epoch_line(row: dict, epochs: int) -> str:
-    width = len(str(epochs))
-    line = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
-    if row["val_acc"] is not None:
-        line += f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
-    return line + f"  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
 
 
 def train(
@@ -344,46 +392,79 @@ def train(
     force: bool = False,
     log=print,
     progress_bars: bool = True,
-    resume_command: str = "",
 ) -> dict:
-    """Train a new run into `out` (or resume the run there) and return its summary."""
+    """Train a new run into `out` (or resume the run there) and return its summary.
+
+    The folder is locked for the whole call. Nothing in it is deleted or written before the
+    config, the checkpoint and the data have all been checked.
+    """
     run = RunFolder(out)
-    checkpoint = None
-    if resume:
-        run.open_for_resume()
-        checkpoint = load_checkpoint(run.last_checkpoint)
-        config = checkpoint_config(run.last_checkpoint, checkpoint)
-    else:
-        run.check_can_create(force=force)
-    with StopSignals() as stop:
-        trainer = Trainer(
-            config,
-            run,
-            pick_device(device),
-            log=log,
-            progress_bars=progress_bars,
-            resume_command=resume_command or f"mnist-ffn train --resume {out} --data-dir {data_dir}",
+    command = resume_command(out, data_dir, device)
+    trainer = None
+    try:
+        with StopSignals() as stop, run.locked("--resume" if resume else "--out"):
+            checkpoint = state = None
+            if resume:
+                run.open_for_resume()
+                checkpoint = load_checkpoint(run.last_checkpoint)
+                config = checkpoint_config(run.last_checkpoint, checkpoint)
+                state = read_training_state(run.last_checkpoint, checkpoint)
+                _check_same_run(run, config, state)
+            else:
+                run.check_can_create(force=force)
+            trainer = Trainer(
+                config, run, pick_device(device), log=log, progress_bars=progress_bars, resume_command=command
+            )
+            trainer.load_data(data_dir)  # before the run folder is touched: bad data must destroy nothing
+            if state is not None:
+                trainer.restore(checkpoint, state)
+            else:
+                trainer.run_id = run.create(config, force=force)
+            if log:
+                log(trainer.start_line(resumed=state is not None))
+            trainer.fit(stop)
+            trainer.finished = True
+            summary = trainer.summarize()
+            run.write_summary(summary)
+            return summary
+    except Interrupted as exc:
+        raise TrainingInterrupted(_interrupted(run, trainer, exc.signal_number, command), exc.signal_number) from None
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, torch.OutOfMemoryError) and "alloc" not in str(exc).lower():
+            raise
+        where = trainer.device if trainer is not None else device
+        raise MnistFfnError(
+            f"out of memory on {where} training {architecture(config.model)} with batch "
+            f"{config.train.batch_size}; use smaller model.hidden or train.batch_size"
+        ) from None
+
+
+def _interrupted(run: RunFolder, trainer: Trainer | None, signal_number: int, command: str) -> str:
+    """What a signal that could not wait for a checkpoint left behind, said truthfully."""
+    name = signal.Signals(signal_number).name
+    if trainer is not None and trainer.finished:
+        return (
+            f"stopped by {name} during the final evaluation; training is complete in {run.last_checkpoint}; "
+            f"write summary.json with: {command}"
         )
-        trainer.load_data(data_dir)  # before the run folder is touched: bad data must destroy nothing
-        if checkpoint is not None:
-            trainer.restore(checkpoint)
-        else:
-            run.create(force=force)
-            run.write_config(config)
-        if log:
-            log(_start_line(trainer, resumed=checkpoint is not None))
-        trainer.fit(stop)
-        summary = trainer.summarize()
-    run.write_summary(summary)
-    return summary
+    if run.last_checkpoint.exists():
+        return f"stopped by {name}; {run.last_checkpoint} holds the last checkpoint; resume with: {command}"
+    if trainer is not None and trainer.run_id is not None:
+        run.clear_unstarted_run()
+    return f"stopped by {name} before the first checkpoint; nothing was saved"
 
 
-def _start_line(trainer: Trainer, resumed: bool) -> str:
-    splits, config = trainer.splits, trainer.config
-    threads = f", {torch.get_num_threads()} threads" if trainer.device.type == "cpu" else ""
-    where = f"resuming at epoch {trainer.progress.epoch + 1}" if resumed else "training"
-    return (
-        f"{where} {architecture(config.model)} ({count_parameters(trainer.model):,} parameters) "
-        f"on {trainer.device}{threads}: {len(splits['train']):,} train / {len(splits['val']):,} val images "
-        f"of {trainer.raw.info.title}, {config.train.epochs} epochs of batch {config.train.batch_size}"
-    )
+def _check_same_run(run: RunFolder, config: Config, state: TrainingState) -> None:
+    """Refuse to resume a last.pt that did not come from the run whose config.toml and best.pt lie beside it."""
+    where = f"--resume {run.path}"
+    if not run.config.is_file():
+        raise UsageError(f"{where}: config.toml is missing, so last.pt cannot be matched to this run")
+    try:
+        on_disk = load_config(run.config)
+    except ConfigError as exc:
+        raise UsageError(f"{where}: config.toml is damaged ({exc})") from None
+    refusal = "; refusing to mix two runs in one folder (start anew with --out and --force)"
+    if on_disk != config or run.config_run_id() != state.run_id:
+        raise CheckpointError(f"{where}: last.pt belongs to another run than config.toml{refusal}")
+    if run.best_checkpoint.exists() and load_checkpoint(run.best_checkpoint).get("run_id") != state.run_id:
+        raise CheckpointError(f"{where}: best.pt belongs to another run than last.pt{refusal}")

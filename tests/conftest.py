@@ -1,4 +1,9 @@
-"""Shared test helpers: tiny IDX data sets written by the tests, the real data when present, the CLI in-process."""
+"""Shared test helpers: tiny IDX data sets written by the tests, the real data when present, the CLI in-process.
+
+`run_cli` runs a command inside the test process, as Typer's CliRunner does (fastapi-cli's tests do the same):
+no second Python start and torch import per command. `run_process` starts a real process, for the tests whose
+subject is the process itself: signals, kill -9, closed pipes and the exit.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -90,9 +96,37 @@ def real_data_dir(dataset_folder: str = "MNIST") -> Path:
     pytest.skip(message)
 
 
-def run_cli(
-    *args: str, env: dict | None = None, timeout: float = 600, buffered: bool = False
-) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `mnist-ffn ARGS` in this process through `cli.main`, the same path as the executable's.
+
+    Returns what a process would: the exit code and the text of stdout and stderr. An exception that
+    escapes main() is a bug a user would see as a traceback, so its traceback lands in stderr.
+    """
+    import torch
+    from typer.testing import CliRunner
+
+    from mnist_ffn import cli
+
+    argv = [str(arg) for arg in args]
+    threads = torch.get_num_threads()  # train.threads changes torch's global setting; keep tests independent
+    code = 0
+    with CliRunner().isolation(env=env) as (stdout, stderr, _):
+        try:
+            cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            sys.stderr.write(traceback.format_exc())
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            torch.set_num_threads(threads)
+        out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+    return subprocess.CompletedProcess(["mnist-ffn", *argv], code, out, err)
+
+
+def run_process(*args: str, env: dict | None = None, timeout: float = 600, buffered: bool = False):
     """Run `python -m mnist_ffn ARGS` in a fresh process, as a user would.
 
     Output is unbuffered unless `buffered`: then stdout is a pipe that Python buffers, as in a script.
@@ -112,7 +146,7 @@ def run_cli(
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert "Traceback" not in result.stderr + (result.stdout or ""), result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
     for fragment in fragments:
@@ -124,6 +158,6 @@ def default_run(tmp_path_factory) -> Path:
     """`mnist-ffn train` with no flags on the real MNIST, once per session (about 15 s on 2 CPU cores)."""
     data_dir = real_data_dir()
     out = tmp_path_factory.mktemp("default-run") / "run"
-    result = run_cli("train", "--data-dir", data_dir, "--out", out, "--quiet")
+    result = run_process("train", "--data-dir", data_dir, "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
     return out

@@ -167,6 +167,39 @@ def other_data_set(scene):
     return scene.copy_of_best("best-copy.pt")
 
 
+def damaged_checkpoint(name, spoil):
+    """A copy of best.pt with one trusted field damaged by `spoil(checkpoint)`."""
+    return lambda scene: scene.copy_of_best(f"{name}.pt", spoil)
+
+
+def damaged_last(name, spoil):
+    """`train --resume` of a copy of the run whose last.pt has one resume field damaged."""
+
+    def args(scene):
+        run = scene.workdir / name
+        shutil.copytree(scene.run, run)
+        checkpoint = torch.load(run / "last.pt", weights_only=True)
+        spoil(checkpoint)
+        torch.save(checkpoint, run / "last.pt")
+        return ["train", "--resume", run, "--data-dir", scene.data]
+
+    return args
+
+
+def out_under_a_file(scene):
+    blocker = scene.workdir / "a-file"
+    blocker.write_text("not a folder")
+    return ["train", "--data-dir", scene.data, "--out", blocker / "run", *TINY_FLAGS]
+
+
+def val_free_run(scene):
+    run = scene.workdir / "no-val"
+    if not run.exists():
+        flags = ["--set", "data.verify_checksums=false", "--set", "train.val_size=0", "--set", "train.epochs=1"]
+        assert run_cli("train", "--data-dir", scene.data, "--out", run, "--quiet", *flags).returncode == 0
+    return ["eval", run / "best.pt", "--data-dir", scene.data, "--split", "val", "--json"]
+
+
 CASES = [
     # data
     Case("no data files", train_on(no_files, "--set", "data.download=false"), 1, ["MNIST not found", "--data-dir"]),
@@ -245,6 +278,90 @@ CASES = [
         ["was trained on MNIST, not fashion-mnist"],
     ),
     Case("eval of a missing checkpoint", eval_of(lambda scene: scene.workdir / "nope.pt"), 1, ["no such checkpoint"]),
+    # configs that pass the type checks but that training cannot do: refused before --force deletes anything
+    Case("infinite warm-up", train_over_run("--set", "optim.warmup_epochs=inf"), 2, ["optim.warmup_epochs", "finite"]),
+    Case("NaN learning rate", train_over_run("--set", "optim.lr=nan"), 2, ["optim.lr: must be a finite number"]),
+    Case("seed beyond 64 bits", train_over_run("--set", f"train.seed={2**64}"), 2, ["train.seed: must be between"]),
+    Case("threads 1e20", train_over_run("--set", "train.threads=1e20"), 2, ["train.threads: must be a whole number"]),
+    Case("threads 10**10", train_over_run("--set", "train.threads=10000000000"), 2, ["train.threads: must be between"]),
+    Case(
+        "a network larger than memory",
+        train_over_run("--set", "model.hidden=[1000000000]"),
+        2,
+        ["model.hidden", "795,000,000,010 parameters", "TiB to train", "of memory"],
+    ),
+    Case("elastic sigma 1e-9", train_over_run("--set", "augment.elastic_sigma=1e-9"), 2, ["augment.elastic_sigma"]),
+    # the operating system says no
+    Case("--out under a file", out_under_a_file, 1, ["a-file/run: cannot create the folder", "Not a directory"]),
+    Case(
+        "--out name too long",
+        lambda scene: ["train", "--data-dir", scene.data, "--out", scene.workdir / ("x" * 300), *TINY_FLAGS],
+        1,
+        ["cannot create the folder", "File name too long"],
+    ),
+    # damaged checkpoints whose fields used to be trusted
+    Case(
+        "normalization without std",
+        eval_of(damaged_checkpoint("no-std", lambda c: c["normalization"].pop("std"))),
+        1,
+        ["damaged checkpoint: normalization.std is missing"],
+    ),
+    Case(
+        "config that is not a table",
+        eval_of(damaged_checkpoint("config-list", lambda c: c.update(config=[1, 2]))),
+        1,
+        ["damaged checkpoint: its config is not a table"],
+    ),
+    Case(
+        "classes of the wrong length",
+        eval_of(damaged_checkpoint("classes", lambda c: c.update(classes=["a", "b"]))),
+        1,
+        ["classes is not a list of 10 names"],
+    ),
+    Case(
+        "weights that are not tensors",
+        eval_of(damaged_checkpoint("weights", lambda c: c.update(model={"0.weight": "heavy"}))),
+        1,
+        ["model is not a table of tensors"],
+    ),
+    Case(
+        "resume: progress of the wrong type",
+        damaged_last("bad-progress", lambda c: c["progress"].update(epoch="two")),
+        1,
+        ["progress.epoch is 'two'", "cannot be resumed"],
+    ),
+    Case(
+        "resume: no optimizer state",
+        damaged_last("no-optimizer", lambda c: c.pop("optimizer")),
+        1,
+        ["optimizer is missing", "cannot be resumed"],
+    ),
+    Case(
+        "resume: random state is not a tensor",
+        damaged_last("bad-rng", lambda c: c["rng"].update(torch=[1, 2, 3])),
+        1,
+        ["rng.torch is not a generator state"],
+    ),
+    # messages that used to mislead
+    Case("eval --split val without a val split", val_free_run, 2, ["--split val", "train.val_size = 0"]),
+    Case(
+        "eval --dataset bogus",
+        eval_of(lambda scene: scene.run / "best.pt", "--dataset", "bogus"),
+        2,
+        ["'bogus' is not one of 'mnist', 'fashion-mnist'"],
+    ),
+    Case(
+        "compare with an activation twice",
+        lambda scene: ["compare", "--activations", "relu,tanh,relu", "--data-dir", scene.data],
+        2,
+        ["relu listed twice"],
+    ),
+    Case(
+        "compare with identity and none",
+        lambda scene: ["compare", "--activations", "identity,none", "--data-dir", scene.data],
+        2,
+        ["identity and none (the same function) listed twice"],
+    ),
 ]
 
 

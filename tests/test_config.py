@@ -123,7 +123,7 @@ def test_unknown_keys_get_a_did_you_mean(override, suggestion):
         ("model.hidden=512", "must be a list of whole numbers"),
         ("optim.nesterov=1", "must be true or false"),
         ("model.activation=3", "must be a string"),
-        ("train.seed=-1", "must be >= 0"),
+        ("train.seed=-1", "must be between 0 and 2**63 - 1"),
         ("optim.momentum=1.5", "must be >= 0 and < 1"),
         ("optim.nesterov=true", None),
     ],
@@ -193,3 +193,51 @@ def test_the_lesson_presets_are_shipped():
         "sigmoid.toml",
         "linear.toml",
     }
+
+
+def test_the_readme_config_table_is_drawn_from_the_documented_keys():
+    """Each key is documented once (config.py's field metadata); the README's table must be that table."""
+    from mnist_ffn.config import reference_table
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert reference_table() in readme, (
+        "paste python -c 'from mnist_ffn.config import reference_table; print(reference_table())' into the README"
+    )
+
+
+def test_every_key_is_documented_and_listed_in_train_help():
+    from mnist_ffn.config import key_docs
+    from tests.conftest import run_cli
+
+    docs = key_docs()
+    assert [name for name, _, _ in docs] == ALL_KEYS
+    assert all(doc.strip() for _, _, doc in docs)
+    shown = " ".join(run_cli("train", "--help").stdout.split())  # rich wraps lines; compare words
+    for name, _, _ in docs:
+        assert name in shown, name
+
+
+def test_each_list_has_one_source():
+    """Data set names, the lesson's activations and the model's activation layers agree with the config's lists."""
+    import inspect
+
+    from mnist_ffn import cli, compare
+    from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS
+    from mnist_ffn.data import DATASETS as DATA_DATASETS
+    from mnist_ffn.datasets import DATASETS
+    from mnist_ffn.model import ACTIVATION_LAYERS
+
+    assert DATA_DATASETS is DATASETS and tuple(DATASETS) == DATASET_NAMES
+    assert [choice.value for choice in cli.DatasetName] == list(DATASET_NAMES)
+    assert set(ACTIVATION_LAYERS) == set(ACTIVATIONS)
+    assert set(LESSON_ACTIVATIONS) <= set(ACTIVATIONS)
+    default = inspect.signature(cli.compare).parameters["activations"].default
+    assert compare.parse_activations(default) == list(LESSON_ACTIVATIONS)
+
+
+def test_the_resume_command_names_the_folder_the_data_and_a_chosen_device(tmp_path):
+    from mnist_ffn.run_folder import resume_command
+
+    data = tmp_path / "data"
+    assert resume_command(tmp_path / "r", data) == f"mnist-ffn train --resume {tmp_path / 'r'} --data-dir {data}"
+    assert resume_command(tmp_path / "r", data, "cpu").endswith(f"--data-dir {data} --device cpu")

@@ -222,3 +222,29 @@ def test_a_modified_real_file_fails_its_checksum(tmp_path):
     labels.write_bytes(gzip.compress(bytes(content)))
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: SHA-256 .* does not match the original MNIST"):
         load_dataset(tmp_path, "mnist", download=False)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda tensors: tensors.update(train_images=tensors["train_images"][:, :20, :20].contiguous()),
+        lambda tensors: tensors.update(train_labels=tensors["train_labels"] + 10),
+        lambda tensors: tensors.update(test_labels=tensors["test_labels"][:-1].clone()),
+        lambda tensors: tensors.pop("test_images"),
+    ],
+    ids=["wrong-shape", "labels-out-of-range", "counts-disagree", "missing-part"],
+)
+def test_a_damaged_tensor_cache_is_rebuilt_from_the_verified_files(tmp_path, monkeypatch, damage):
+    """The cache needs verified files, so this uses real MNIST; its tensors have the right dtypes but wrong contents."""
+    monkeypatch.setenv("MNIST_FFN_CACHE", str(tmp_path / "cache"))
+    data_dir = real_data_dir()
+    good = load_dataset(data_dir, "mnist", download=False)
+    (cache,) = (tmp_path / "cache").glob("mnist-*.pt")
+    tensors = torch.load(cache, weights_only=True)
+    damage(tensors)
+    torch.save(tensors, cache)
+    again = load_dataset(data_dir, "mnist", download=False)
+    assert torch.equal(again.train_images, good.train_images)
+    assert torch.equal(again.train_labels, good.train_labels)
+    assert torch.equal(again.test_labels, good.test_labels)
+    assert torch.equal(torch.load(cache, weights_only=True)["train_labels"], good.train_labels)  # rewritten whole

@@ -6,25 +6,25 @@ import sys
 import pytest
 
 from mnist_ffn import cli
-from tests.conftest import TINY_FLAGS, run_cli
+from tests.conftest import TINY_FLAGS, run_process
 
 
 def test_buffered_output_is_flushed_before_the_fast_exit(tiny_data, tmp_path):
     out = tmp_path / "run"
-    train = run_cli(
+    train = run_process(
         "train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=2", buffered=True
     )
     assert train.returncode == 0, train.stderr
     assert "epoch 2/2" in train.stdout and "run folder" in train.stdout  # the summary table is printed last
 
-    evaluation = run_cli("eval", out / "best.pt", "--data-dir", tiny_data, "--json", buffered=True)
+    evaluation = run_process("eval", out / "best.pt", "--data-dir", tiny_data, "--json", buffered=True)
     assert evaluation.returncode == 0, evaluation.stderr
     report = json.loads(evaluation.stdout)  # the whole document, not a cut-off prefix
     assert report["accuracy"] == json.loads((out / "summary.json").read_text())["test_accuracy"]
 
 
 def test_an_error_line_survives_the_fast_exit(tmp_path):
-    result = run_cli("eval", tmp_path / "missing.pt", buffered=True)
+    result = run_process("eval", tmp_path / "missing.pt", buffered=True)
     assert result.returncode == 1
     assert result.stderr.strip() == f"mnist-ffn: error: {tmp_path / 'missing.pt'}: no such checkpoint file"
 

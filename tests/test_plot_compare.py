@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import shutil
 import sys
 
 import pytest
@@ -40,6 +41,82 @@ def test_plot_without_matplotlib_says_how_to_install_it(tiny_run, monkeypatch):
 
 def test_plot_of_a_folder_that_is_no_run(tmp_path):
     assert_one_line_error(run_cli("plot", tmp_path), 1, "not a run or compare folder")
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda run: (run / "metrics.csv").write_text("this,is\nnot,metrics\n"), "metrics.csv: damaged"),
+        (lambda run: (run / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage"), "metrics.csv: damaged"),
+        (lambda run: (run / "summary.json").write_text("{not json"), "summary.json: damaged"),
+        (lambda run: (run / "summary.json").write_text('{"classes": 3}'), "summary.json: damaged"),
+        (lambda run: (run / "loss.png").mkdir(), "loss.png: Is a directory"),
+    ],
+    ids=["metrics-columns", "metrics-bytes", "summary-json", "summary-keys", "output-is-a-folder"],
+)
+def test_plot_of_a_damaged_run_folder_is_one_line(tiny_run, damage, fragment):
+    damage(tiny_run)
+    assert_one_line_error(run_cli("plot", tiny_run), 1, fragment)
+
+
+def test_plot_of_a_summary_with_a_broken_confusion_matrix(tiny_run):
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    summary["test_confusion_matrix"] = [[1, 2], [3]]
+    (tiny_run / "summary.json").write_text(json.dumps(summary))
+    assert_one_line_error(run_cli("plot", tiny_run), 1, "test_confusion_matrix is not a 10x10 table")
+
+
+@pytest.fixture
+def small_comparison(tiny_data, tmp_path):
+    out = tmp_path / "compare"
+    args = ["compare", "--activations", "identity,relu", "--epochs", "2", "--data-dir", tiny_data, "--out", out,
+            "--quiet", *TINY_FLAGS]  # fmt: skip
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return out, args
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda out: (out / "compare.json").write_text("[]"), "compare.json: damaged"),
+        (lambda out: (out / "compare.json").write_text('{"results": [{"activation": 3}]}'), "compare.json: damaged"),
+        (lambda out: shutil.rmtree(out / "relu"), "relu/metrics.csv: missing"),
+    ],
+    ids=["not-a-table", "bad-row", "missing-trial-folder"],
+)
+def test_plot_of_a_damaged_compare_folder_is_one_line(small_comparison, damage, fragment):
+    out, _ = small_comparison
+    damage(out)
+    assert_one_line_error(run_cli("plot", out), 1, fragment)
+
+
+def test_an_interrupted_compare_is_continued_by_rerunning_it(small_comparison):
+    out, args = small_comparison
+    kept = (out / "identity" / "best.pt").stat().st_mtime_ns
+    expected = json.loads((out / "compare.json").read_text())
+    # as if killed after identity finished and relu's last epoch was saved, but before its summary
+    (out / "compare.json").unlink()
+    (out / "compare.csv").unlink()
+    (out / "relu" / "summary.json").unlink()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert (out / "identity" / "best.pt").stat().st_mtime_ns == kept, "a finished run was trained again"
+    results = json.loads((out / "compare.json").read_text())["results"]
+    assert [row["activation"] for row in results] == ["identity", "relu"]
+    for before, after in zip(expected["results"], results, strict=True):
+        assert after["test_accuracy"] == before["test_accuracy"]
+
+
+def test_a_compare_folder_of_another_config_is_refused_without_force(small_comparison):
+    out, args = small_comparison
+    before = (out / "relu" / "config.toml").read_text()
+    changed = [arg if arg != "2" else "3" for arg in args]  # --epochs 3
+    assert_one_line_error(run_cli(*changed), 2, "identity/ holds a run with another config", "--force")
+    assert (out / "relu" / "config.toml").read_text() == before
+    forced = run_cli(*changed, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((out / "compare.json").read_text())["epochs"] == 3
 
 
 def test_compare_trains_one_run_per_activation_and_writes_a_table(tiny_data, tmp_path):

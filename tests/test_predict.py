@@ -1,6 +1,7 @@
 """`predict`: people's own images, preprocessed the way MNIST was made."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +147,60 @@ def test_mnist_digits_redrawn_at_200px_are_classified_correctly(default_run, tmp
         if guess != label
     ]
     assert not wrong
+
+
+def test_a_16_bit_greyscale_digit_is_read_at_full_depth(tmp_path):
+    import numpy
+
+    pixels = numpy.full((100, 100), 60_000, dtype=numpy.uint16)  # light paper
+    pixels[20:80, 45:55] = 9_000  # a dark grey stroke: above 255, so an 8-bit conversion would clip it to white
+    path = tmp_path / "deep.png"
+    Image.fromarray(pixels).save(path)
+    assert Image.open(path).mode.startswith("I")
+    frame = preprocess(read_image(path))
+    assert frame.max() > 200 and frame[0, 0] == 0
+    assert ink_box(frame)[0] == 20  # the stroke was found and scaled to MNIST's 20-pixel box
+
+
+def test_an_image_too_large_to_decode_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("L", (8_000, 6_000), 255).save(path)  # 48 megapixels, a small file
+    with pytest.raises(ImageError, match="8000x6000 pixels is too large"):
+        read_image(path)
+
+
+def test_each_image_gets_its_row_and_a_bad_one_fails_only_itself(tiny_run, tmp_path):
+    good = tmp_path / "good.png"
+    paper = blank(80, 80)
+    paper[10:70, 35:45] = 0
+    to_pil(paper).save(good)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png")
+    empty = tmp_path / "blank.png"
+    to_pil(blank(50, 50)).save(empty)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    result = run_cli("predict", tiny_run / "best.pt", good, junk, empty, folder, tmp_path / "missing.png", "--json")
+    assert_one_line_error(result, 1, "4 of 5 images could not be classified")
+    rows = {Path(row["image"]).name: row for row in json.loads(result.stdout)["predictions"]}
+    assert len(rows["good.png"]["top"]) == 3 and "error" not in rows["good.png"]
+    assert "not an image Pillow can read" in rows["junk.png"]["error"]
+    assert "blank" in rows["blank.png"]["error"]
+    assert "is a folder" in rows["a-folder"]["error"]
+    assert "no such image file" in rows["missing.png"]["error"]
+    table = run_cli("predict", tiny_run / "best.pt", good, junk)
+    assert table.returncode == 1 and "junk.png" in table.stdout and "error" in table.stdout
+
+
+@pytest.mark.parametrize("kind", ["file", "folder-under-a-file"])
+def test_save_preprocessed_where_no_folder_can_be(tiny_run, tmp_path, kind):
+    image = tmp_path / "digit.png"
+    paper = blank(80, 80)
+    paper[10:70, 35:45] = 0
+    to_pil(paper).save(image)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker if kind == "file" else blocker / "inside"
+    result = run_cli("predict", tiny_run / "best.pt", image, "--save-preprocessed", target)
+    assert_one_line_error(result, 1, f"--save-preprocessed {target}")
+    assert blocker.read_text() == "x"

@@ -14,7 +14,7 @@ import torch
 
 from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.errors import CheckpointError
-from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, run_cli, write_dataset
+from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, run_cli, run_process, write_dataset
 
 # A run long enough to be killed at several moments: ~90 steps per epoch, a checkpoint every 7 steps.
 RUN_FLAGS = [
@@ -38,7 +38,7 @@ def resume_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(resume_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = run_cli("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
+    result = run_process("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -110,7 +110,7 @@ def test_resume_after_kill_matches_uninterrupted_run(resume_data, uninterrupted,
         assert process.returncode == 0, stderr
         break
     assert kills == 5, "the run finished before it could be killed five times"
-    assert not list(out.glob(".*.partial")), "leftover temp files are cleaned on resume"
+    assert not list(out.glob(".*.mnist-ffn-partial")), "leftover temp files are cleaned on resume"
     assert_same_final_state(uninterrupted, out)
 
 
@@ -125,7 +125,7 @@ def test_sigint_and_sigterm_save_and_print_the_resume_command(
     stdout, stderr = process.communicate(timeout=60)
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert_one_line_error(result, exit_code, "stopped by", "saved", f"resume with: mnist-ffn train --resume {out}")
-    resumed = run_cli("train", "--resume", out, "--data-dir", resume_data, "--quiet")
+    resumed = run_process("train", "--resume", out, "--data-dir", resume_data, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_final_state(uninterrupted, out)
 
@@ -153,14 +153,14 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_file_whole(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert torch.load(target, weights_only=True) == {"generation": 1}
-    leftovers = list(tmp_path.glob(".last.pt.*.partial"))
+    leftovers = list(tmp_path.glob(".last.pt.*.mnist-ffn-partial"))
     assert len(leftovers) == 1  # the half-written temp file, never the real name
 
     from mnist_ffn.run_folder import RunFolder
 
     torch.save({"format": "stub"}, tmp_path / "last.pt")
     RunFolder(tmp_path).open_for_resume()
-    assert not list(tmp_path.glob(".*.partial"))
+    assert not list(tmp_path.glob(".*.mnist-ffn-partial"))
 
 
 def test_a_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
@@ -207,3 +207,14 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tin
     last_good = load_checkpoint(out / "last.pt")
     assert all(torch.isfinite(tensor).all() for tensor in last_good["model"].values())
     assert not (out / "summary.json").exists()
+
+
+def test_a_divergence_before_the_first_checkpoint_says_so_and_leaves_a_usable_folder(tiny_data, tmp_path):
+    out = tmp_path / "diverged"
+    diverging = ["--set", "optim.lr=1e30", "--set", "optim.schedule=constant"]
+    result = run_cli("train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, *diverging)
+    assert_one_line_error(result, 1, "the loss became", "before the first checkpoint: nothing was saved")
+    assert "last.pt" not in result.stderr  # no promise of a file that does not exist
+    assert not (out / "config.toml").exists() and not (out / "last.pt").exists()
+    again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)  # no --force needed
+    assert again.returncode == 0, again.stderr

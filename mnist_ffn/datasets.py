@@ -1,0 +1,63 @@
+"""The data sets mnist-ffn knows: names, checksums, normalization and class names.
+
+No torch here, so the config can be checked (and `--help` answered) before torch is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # the value of data.dataset
+    title: str  # what people call it
+    folder: str  # torchvision's class name, also its folder under the data dir
+    sha256: dict[str, str]  # file name -> SHA-256 of the original, extracted file
+    mean: float  # pixel mean and std of the training set, in [0, 1] units
+    std: float
+    classes: tuple[str, ...]
+
+
+DATASETS = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        title="MNIST",
+        folder="MNIST",
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        mean=0.1307,
+        std=0.3081,
+        classes=tuple(str(digit) for digit in range(10)),
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        title="Fashion-MNIST",
+        folder="FashionMNIST",
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        mean=0.2860,
+        std=0.3530,
+        # torchvision.datasets.FashionMNIST.classes, kept here so reading a checkpoint needs no torchvision
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+    ),
+}

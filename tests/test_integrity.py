@@ -1,0 +1,331 @@
+"""Nothing a user does can mix, delete or half-write a run: the lock, temp files, run identity, signals, stdout.
+
+Where the process itself is the subject (two processes at once, a closed pipe, a signal), the tests start real
+processes; everything else runs in-process.
+"""
+
+import hashlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mnist_ffn import train as train_module
+from mnist_ffn.checkpoint import load_checkpoint
+from mnist_ffn.config import load_config
+from mnist_ffn.errors import TrainingInterrupted
+from mnist_ffn.run_folder import LOCK_FILE, RunFolder
+from mnist_ffn.train import train
+from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, run_cli
+
+LONG_RUN = [*TINY_FLAGS, "--set", "train.epochs=400", "--set", "model.hidden=[32]", "--quiet"]
+
+
+def start(*args, **popen) -> subprocess.Popen:
+    popen.setdefault("stdout", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_ffn", *map(str, args)],
+        cwd=PROJECT_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **popen,
+    )
+
+
+def wait_for(path, process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"no {path.name} within {timeout} s"
+        time.sleep(0.01)
+
+
+def snapshot(folder) -> dict:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+# -- two processes in one folder -------------------------------------------------------------------------------
+
+
+def test_a_second_process_is_refused_while_a_run_trains_in_the_folder(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    first = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
+    try:
+        wait_for(out / "last.pt", first)
+        before_config = (out / "config.toml").read_text()
+        for args in (
+            ["train", "--data-dir", tiny_data, "--out", out, "--force", *TINY_FLAGS],
+            ["train", "--resume", out, "--data-dir", tiny_data],
+        ):
+            second = run_cli(*args)
+            assert_one_line_error(second, 1, str(out), "another mnist-ffn process", f"pid {first.pid}")
+        assert (out / "config.toml").read_text() == before_config
+    finally:
+        first.kill()  # kill -9: the operating system releases the lock with the process
+        first.communicate()
+    identity = RunFolder(out).config_run_id()
+    assert load_checkpoint(out / "last.pt")["run_id"] == identity, "the folder holds one run only"
+    assert load_checkpoint(out / "best.pt")["run_id"] == identity
+    again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--force", "--quiet", *TINY_FLAGS)
+    assert again.returncode == 0, again.stderr  # no stale lock after kill -9
+
+
+def test_two_forced_runs_started_together_leave_one_whole_run(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", tiny_data, "--out", out, "--force", *TINY_FLAGS, "--set", "train.epochs=3"]
+    processes = [start(*args), start(*args)]
+    results = [finish(process) for process in processes]
+    codes = sorted(result.returncode for result in results)
+    assert codes in ([0, 0], [0, 1]), [result.stderr for result in results]  # one after the other, or one refused
+    for result in results:
+        if result.returncode == 1:
+            assert_one_line_error(result, 1, "another mnist-ffn process")
+    identity = RunFolder(out).config_run_id()
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(out / name)["run_id"] == identity
+    summary = RunFolder(out).read_summary()
+    assert summary["run_id"] == identity
+
+
+def test_a_failed_start_in_a_new_folder_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "new-run"
+    result = run_cli("train", "--data-dir", tmp_path / "no-data", "--out", out, "--set", "data.download=false")
+    assert_one_line_error(result, 1, "MNIST not found")
+    assert not out.exists()
+
+
+# -- temp files ------------------------------------------------------------------------------------------------
+
+
+def test_force_and_resume_remove_only_mnist_ffns_own_temp_files(tiny_run, tiny_data):
+    users_files = [".notes.partial", ".last.pt.mine.partial", ".summary.json.backup"]
+    for name in users_files:
+        (tiny_run / name).write_text("a file of the user's")
+    leftover = tiny_run / ".last.pt.x1y2z3.mnist-ffn-partial"
+    leftover.write_bytes(b"half a checkpoint")
+    resumed = run_cli("train", "--resume", tiny_run, "--data-dir", tiny_data, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not leftover.exists()
+    leftover.write_bytes(b"half a checkpoint")
+    forced = run_cli("train", "--data-dir", tiny_data, "--out", tiny_run, "--force", "--quiet", *TINY_FLAGS)
+    assert forced.returncode == 0, forced.stderr
+    assert not leftover.exists()
+    for name in users_files:
+        assert (tiny_run / name).read_text() == "a file of the user's"
+
+
+# -- run identity ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_runs(tiny_data, tmp_path):
+    runs = []
+    for name, seed in (("one", 1), ("two", 2)):
+        out = tmp_path / name
+        result = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS,
+                         "--set", f"train.seed={seed}", "--set", "train.epochs=2")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        runs.append(out)
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("copied", "fragment"),
+    [
+        (["last.pt"], "last.pt belongs to another run than config.toml"),
+        (["last.pt", "config.toml"], "best.pt belongs to another run than last.pt"),
+    ],
+)
+def test_a_checkpoint_copied_in_from_another_run_is_refused(tiny_data, two_runs, copied, fragment):
+    one, two = two_runs
+    for name in copied:
+        shutil.copy(two / name, one / name)
+    before = snapshot(one)
+    result = run_cli("train", "--resume", one, "--data-dir", tiny_data)
+    assert_one_line_error(result, 1, f"--resume {one}", fragment, "refusing to mix two runs")
+    assert snapshot(one) == before
+
+
+def test_an_edited_config_toml_is_refused_on_resume(tiny_data, tiny_run):
+    config = tiny_run / "config.toml"
+    config.write_text(config.read_text().replace("epochs = 3", "epochs = 30"))
+    result = run_cli("train", "--resume", tiny_run, "--data-dir", tiny_data)
+    assert_one_line_error(result, 1, "last.pt belongs to another run than config.toml")
+
+
+def test_config_toml_names_the_run_and_still_loads_as_a_config(tiny_run):
+    identity = RunFolder(tiny_run).config_run_id()
+    assert identity and len(identity) == 32
+    assert load_config(tiny_run / "config.toml").train.epochs == 3
+    assert load_checkpoint(tiny_run / "last.pt")["run_id"] == identity
+
+
+# -- signals ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_final_evaluation_stops_and_resume_finishes(
+    tiny_data, tmp_path, monkeypatch, signal_number, code
+):
+    config = load_config(None, ["data.verify_checksums=false", "train.val_size=100", "train.epochs=2"])
+    out = tmp_path / "run"
+    original = train_module.Trainer.summarize
+
+    def signalled_summarize(trainer):
+        os.kill(os.getpid(), signal_number)  # delivered to the handler at once, inside the evaluation
+        time.sleep(1)
+        return original(trainer)
+
+    monkeypatch.setattr(train_module.Trainer, "summarize", signalled_summarize)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(config, data_dir=tiny_data, out=out, log=None, progress_bars=False)
+    assert stopped.value.exit_code == code
+    assert "during the final evaluation" in str(stopped.value)
+    assert "write summary.json with: mnist-ffn train --resume" in str(stopped.value)
+    assert not (out / "summary.json").exists()
+    monkeypatch.setattr(train_module.Trainer, "summarize", original)
+    summary = train(None, data_dir=tiny_data, out=out, resume=True, log=None, progress_bars=False)
+    assert summary["epochs"] == 2 and (out / "summary.json").is_file()
+
+
+def test_two_quick_ctrl_c_give_one_line_and_exit_130(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    process = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
+    wait_for(out / "last.pt", process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    result = finish(process)
+    assert_one_line_error(result, 130, "SIGINT")
+    load_checkpoint(out / "last.pt")  # whole
+
+
+def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):
+    for signal_number, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        process = start("eval", tiny_run / "best.pt", "--data-dir", tiny_data)
+        time.sleep(1.0)  # inside the import of torch or the evaluation
+        process.send_signal(signal_number)
+        result = finish(process)
+        if result.returncode == 0:
+            continue  # finished before the signal came: nothing to check
+        assert_one_line_error(result, code, signal.Signals(signal_number).name)
+
+
+def test_a_signal_before_the_first_checkpoint_leaves_a_folder_that_can_be_trained_into(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    process = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
+    wait_for(out / "config.toml", process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # the second one cannot wait for a checkpoint
+    result = finish(process)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    if not (out / "last.pt").exists():
+        assert "nothing was saved" in result.stderr
+        again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)
+        assert again.returncode == 0, again.stderr
+
+
+# -- stdout that closes or fills -------------------------------------------------------------------------------
+
+
+def test_a_closed_stdout_does_not_stop_training(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head -1` does: the reader is gone before the first epoch line
+    try:
+        process = start("train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=3",
+                        stdout=write_end)  # fmt: skip
+    finally:
+        os.close(write_end)
+    result = finish(process)
+    assert_one_line_error(result, 0, "stdout was closed")
+    assert RunFolder(out).read_summary()["epochs"] == 3
+
+
+def test_a_full_stdout_does_not_stop_training_and_exits_1(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    with open("/dev/full", "w") as full:
+        process = start("train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=2",
+                        stdout=full)  # fmt: skip
+        result = finish(process)
+    assert_one_line_error(result, 1, "cannot write to stdout", "No space left on device")
+    assert RunFolder(out).read_summary()["epochs"] == 2
+
+
+# -- a full disk -----------------------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_data, tmp_path):
+    out = tmp_path / "run"  # checkpoints of 784-512-10 (3 MB) are larger than the extracted data files
+    process = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN, "--set", "model.hidden=[512]")
+    wait_for(out / "last.pt", process)
+    process.send_signal(signal.SIGTERM)
+    assert finish(process).returncode == 143
+    before = snapshot(out)
+    size = (out / "last.pt").stat().st_size
+
+    def small_disk():  # files may not grow past half a checkpoint: the kernel refuses the write (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    full = subprocess.run(
+        [sys.executable, "-m", "mnist_ffn", "train", "--resume", out, "--data-dir", tiny_data, "--quiet"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, preexec_fn=small_disk, timeout=120,
+    )  # fmt: skip
+    assert_one_line_error(full, 1, "cannot write", "File too large", "is unchanged")
+    assert snapshot(out) == before, "a failed save changed the run folder"
+    load_checkpoint(out / "last.pt")
+
+
+def test_lock_file_is_hidden_and_not_part_of_the_run(tiny_run):
+    assert (tiny_run / LOCK_FILE).exists()
+    assert LOCK_FILE.startswith(".")
+    assert LOCK_FILE not in RunFolder(tiny_run).written_names()
+
+
+# -- permissions the operating system refuses ------------------------------------------------------------------
+
+
+def without_root_powers(*args) -> subprocess.CompletedProcess:
+    """`python -m mnist_ffn ARGS` that obeys file permissions even when the tests run as root (as CI does)."""
+    command = [sys.executable, "-m", "mnist_ffn", *map(str, args)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: root ignores file permissions")
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_an_unwritable_out_parent_is_one_line(tiny_data, tmp_path):
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        result = without_root_powers("train", "--data-dir", tiny_data, "--out", parent / "run", *TINY_FLAGS)
+    finally:
+        parent.chmod(0o755)
+    assert_one_line_error(result, 1, f"--out {parent / 'run'}: cannot create the folder", "Permission denied")
+    assert list(parent.iterdir()) == []
+
+
+def test_an_unreadable_data_file_is_one_line_and_destroys_nothing(tiny_data, tiny_run):
+    before = snapshot(tiny_run)
+    images = tiny_data / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    images.chmod(0o000)
+    try:
+        result = without_root_powers("train", "--data-dir", tiny_data, "--out", tiny_run, "--force", *TINY_FLAGS)
+    finally:
+        images.chmod(0o644)
+    assert_one_line_error(result, 1, "train-images-idx3-ubyte.gz: cannot read it", "Permission denied")
+    assert snapshot(tiny_run) == before
