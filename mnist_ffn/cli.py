@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import signal
 import sys
@@ -187,7 +188,8 @@ def predict(
     _show(report, as_json, print_predictions)
     failed = [row for row in report["predictions"] if "error" in row]
     if failed:
-        raise MnistFfnError(f"{len(failed)} of {len(images)} images could not be classified; see the table")
+        reasons = "; ".join(f"{row['image']}: {row['error']}" for row in failed)
+        raise MnistFfnError(f"{len(failed)} of {len(images)} images could not be classified: {reasons}")
 
 
 @app.command()
@@ -249,7 +251,7 @@ def compare(
         progress_bars=not quiet and not as_json,
     )
     if as_json:
-        print(json.dumps(comparison, indent=2, allow_nan=False))
+        print(strict_json(comparison))
     elif not quiet:
         print_comparison(comparison, out)
 
@@ -262,11 +264,26 @@ def _resolve_config(config: Path | None, overrides: list[str], dataset: str | No
 
 
 def _show(report: dict, as_json: bool, print_tables) -> None:
-    """One JSON object for scripts (strict JSON: no NaN), or tables for people."""
+    """One JSON object for scripts, or tables for people."""
     if as_json:
-        print(json.dumps(report, indent=2, allow_nan=False))
+        print(strict_json(report))
     else:
         print_tables(report)
+
+
+def strict_json(value) -> str:
+    """JSON that strict parsers accept: a NaN or infinite number (a diverged model's loss) becomes null."""
+
+    def finite(item):
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(inner) for inner in item]
+        return item
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)
 
 
 def _default_run_dir(config: Path | None) -> Path:

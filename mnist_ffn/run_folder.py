@@ -28,7 +28,7 @@ from mnist_ffn.config import Config, to_toml
 from mnist_ffn.errors import DamagedFile, RunFolderBusy, UsageError, WriteError
 
 COMPARISON_FILE = "compare.json"  # what `mnist-ffn compare` writes beside one run folder per activation
-LOCK_FILE = ".mnist-ffn.lock"  # flock()ed while a process trains in the folder; never written
+LOCK_FILE = ".mnist-ffn.lock"  # flock()ed while a process trains in the folder; empty, removed at the end
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 RUN_ID_HEADER = re.compile(r"^# mnist-ffn run ([0-9a-f]{32})\b")
 
@@ -96,7 +96,8 @@ class RunFolder:
         """Hold the folder's lock while training into it; a second process is refused at once.
 
         flock is released by the operating system when the process dies, so even kill -9 leaves no
-        stale lock. A folder this call made is removed again if nothing was written into it.
+        stale lock (only an empty lock file, reused by the next process). A folder this call made is
+        removed again if nothing was written into it.
         """
         try:
             if self.path.exists() and not self.path.is_dir():
@@ -109,9 +110,10 @@ class RunFolder:
         try:
             yield
         finally:
-            if made and not _entries_besides_lock(self.path):
-                with contextlib.suppress(OSError):
-                    (self.path / LOCK_FILE).unlink()
+            # Removed while still held: a process waiting on this file sees it is gone and locks a new one.
+            with contextlib.suppress(OSError):
+                (self.path / LOCK_FILE).unlink()
+                if made and not any(self.path.iterdir()):
                     self.path.rmdir()
             os.close(descriptor)
 
@@ -192,10 +194,6 @@ class RunFolder:
             raise DamagedFile(f"{self.summary}: missing; the run has not finished") from None
         except (ValueError, UnicodeDecodeError, OSError) as exc:
             raise DamagedFile(f"{self.summary}: damaged, not the summary.json mnist-ffn writes ({exc})") from None
-
-
-def _entries_besides_lock(folder: Path) -> list[Path]:
-    return [entry for entry in folder.iterdir() if entry.name != LOCK_FILE]
 
 
 def _lock(path: Path, where: str) -> int:

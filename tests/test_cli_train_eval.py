@@ -6,35 +6,28 @@ import json
 import pytest
 import torch
 
-from mnist_ffn.cli import main
-from tests.conftest import TINY_FLAGS
+from tests.conftest import TINY_FLAGS, run_cli
 
 RUN_FILES = {"config.toml", "metrics.csv", "last.pt", "best.pt", "summary.json"}
 
 
-def invoke(capsys, *args):
+def invoke(*args):
     """Run the CLI in this process; returns (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    result = run_cli(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
-def train_tiny(capsys, tiny_data, out, *extra):
+def train_tiny(tiny_data, out, *extra):
     code, stdout, stderr = invoke(
-        capsys, "train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=3", *extra
+        "train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=3", *extra
     )
     assert code == 0, stderr
     return stdout
 
 
-def test_train_writes_the_run_folder_and_eval_agrees_with_the_summary(capsys, tiny_data, tmp_path):
+def test_train_writes_the_run_folder_and_eval_agrees_with_the_summary(tiny_data, tmp_path):
     out = tmp_path / "run"
-    stdout = train_tiny(capsys, tiny_data, out)
+    stdout = train_tiny(tiny_data, out)
     assert {path.name for path in out.iterdir()} == RUN_FILES
     assert "epoch 3/3" in stdout and "test accuracy" in stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -57,16 +50,16 @@ def test_train_writes_the_run_folder_and_eval_agrees_with_the_summary(capsys, ti
     assert [row["epoch"] for row in rows] == ["1", "2", "3"]
     assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
-    code, stdout, stderr = invoke(capsys, "eval", out / "best.pt", "--data-dir", tiny_data, "--json")
+    code, stdout, stderr = invoke("eval", out / "best.pt", "--data-dir", tiny_data, "--json")
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["accuracy"] == summary["test_accuracy"]
     assert report["loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
 
 
-def test_eval_json_schema(capsys, tiny_data, tmp_path):
-    train_tiny(capsys, tiny_data, tmp_path / "run")
-    code, stdout, _ = invoke(capsys, "eval", tmp_path / "run" / "best.pt", "--data-dir", tiny_data, "--json")
+def test_eval_json_schema(tiny_data, tmp_path):
+    train_tiny(tiny_data, tmp_path / "run")
+    code, stdout, _ = invoke("eval", tmp_path / "run" / "best.pt", "--data-dir", tiny_data, "--json")
     report = json.loads(stdout)
     assert code == 0
     assert report["n"] == 200 and report["split"] == "test" and report["dataset"] == "mnist"
@@ -78,27 +71,27 @@ def test_eval_json_schema(capsys, tiny_data, tmp_path):
     assert report["classes"] == [str(digit) for digit in range(10)]
 
 
-def test_eval_other_splits(capsys, tiny_data, tmp_path):
-    train_tiny(capsys, tiny_data, tmp_path / "run")
+def test_eval_other_splits(tiny_data, tmp_path):
+    train_tiny(tiny_data, tmp_path / "run")
     for split, size in (("val", 100), ("train", 500)):
         code, stdout, _ = invoke(
-            capsys, "eval", tmp_path / "run" / "last.pt", "--data-dir", tiny_data, "--split", split, "--json"
+            "eval", tmp_path / "run" / "last.pt", "--data-dir", tiny_data, "--split", split, "--json"
         )
         assert code == 0 and json.loads(stdout)["n"] == size
 
 
-def test_eval_prints_tables_for_people(capsys, tiny_data, tmp_path):
-    train_tiny(capsys, tiny_data, tmp_path / "run")
-    code, stdout, _ = invoke(capsys, "eval", tmp_path / "run" / "best.pt", "--data-dir", tiny_data)
+def test_eval_prints_tables_for_people(tiny_data, tmp_path):
+    train_tiny(tiny_data, tmp_path / "run")
+    code, stdout, _ = invoke("eval", tmp_path / "run" / "best.pt", "--data-dir", tiny_data)
     assert code == 0
     assert "accuracy" in stdout and "Per-class accuracy" in stdout and "Confusion matrix" in stdout
 
 
-def test_same_seed_gives_the_same_metrics_and_weights(capsys, tiny_data, tmp_path):
+def test_same_seed_gives_the_same_metrics_and_weights(tiny_data, tmp_path):
     extra = ("--set", "model.dropout=0.2")  # dropout draws random numbers too
-    train_tiny(capsys, tiny_data, tmp_path / "a", *extra)
-    train_tiny(capsys, tiny_data, tmp_path / "b", *extra)
-    train_tiny(capsys, tiny_data, tmp_path / "c", *extra, "--set", "train.seed=1")
+    train_tiny(tiny_data, tmp_path / "a", *extra)
+    train_tiny(tiny_data, tmp_path / "b", *extra)
+    train_tiny(tiny_data, tmp_path / "c", *extra, "--set", "train.seed=1")
 
     def metrics(run):
         with open(tmp_path / run / "metrics.csv") as file:
@@ -112,32 +105,31 @@ def test_same_seed_gives_the_same_metrics_and_weights(capsys, tiny_data, tmp_pat
     assert not torch.equal(weights("a")["1.weight"], weights("c")["1.weight"])
 
 
-def test_activation_and_widths_from_the_command_line(capsys, tiny_data, tmp_path):
+def test_activation_and_widths_from_the_command_line(tiny_data, tmp_path):
     out = tmp_path / "run"
-    train_tiny(capsys, tiny_data, out, "--set", "model.activation=tanh", "--set", "model.hidden=[256,128]")
+    train_tiny(tiny_data, out, "--set", "model.activation=tanh", "--set", "model.hidden=[256,128]")
     assert 'activation = "tanh"' in (out / "config.toml").read_text()
     assert json.loads((out / "summary.json").read_text())["architecture"] == "784-256-128-10 tanh"
 
 
-def test_config_file_then_set(capsys, tiny_data, tmp_path):
+def test_config_file_then_set(tiny_data, tmp_path):
     config = tmp_path / "mine.toml"
     config.write_text("[model]\nhidden = [32]\n[optim]\nlr = 0.05\n")
     out = tmp_path / "run"
-    train_tiny(capsys, tiny_data, out, "--config", config, "--set", "optim.lr=0.02")
+    train_tiny(tiny_data, out, "--config", config, "--set", "optim.lr=0.02")
     saved = (out / "config.toml").read_text()
     assert "hidden = [32]" in saved and "lr = 0.02" in saved
 
 
-def test_softmax_regression_trains(capsys, tiny_data, tmp_path):
-    train_tiny(capsys, tiny_data, tmp_path / "run", "--set", "model.hidden=[]")
+def test_softmax_regression_trains(tiny_data, tmp_path):
+    train_tiny(tiny_data, tmp_path / "run", "--set", "model.hidden=[]")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["parameters"] == 784 * 10 + 10
 
 
-def test_without_validation_best_is_the_last_epoch(capsys, tiny_data, tmp_path):
+def test_without_validation_best_is_the_last_epoch(tiny_data, tmp_path):
     out = tmp_path / "run"
     code, _, stderr = invoke(
-        capsys,
         "train",
         "--data-dir",
         tiny_data,
@@ -154,12 +146,23 @@ def test_without_validation_best_is_the_last_epoch(capsys, tiny_data, tmp_path):
     assert json.loads((out / "summary.json").read_text())["best_epoch"] == 2
 
 
-def test_default_run_folder_is_under_runs(capsys, tiny_data, tmp_path, monkeypatch):
+def test_default_run_folder_is_under_runs(tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, stdout, stderr = invoke(
-        capsys, "train", "--data-dir", tiny_data, *TINY_FLAGS, "--set", "train.epochs=1", "--quiet"
-    )
+    code, stdout, stderr = invoke("train", "--data-dir", tiny_data, *TINY_FLAGS, "--set", "train.epochs=1", "--quiet")
     assert code == 0, stderr
     (run,) = (tmp_path / "runs").iterdir()
     assert {path.name for path in run.iterdir()} == RUN_FILES
     assert stdout == ""  # --quiet
+
+
+def test_eval_json_stays_strict_for_a_model_with_nan_weights(tiny_run, tiny_data, tmp_path):
+    import torch
+
+    checkpoint = torch.load(tiny_run / "best.pt", weights_only=True)
+    for tensor in checkpoint["model"].values():
+        tensor.fill_(float("nan"))
+    torch.save(checkpoint, tmp_path / "nan.pt")
+    result = run_cli("eval", tmp_path / "nan.pt", "--data-dir", tiny_data, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
+    assert report["loss"] is None

@@ -287,9 +287,8 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_
     load_checkpoint(out / "last.pt")
 
 
-def test_lock_file_is_hidden_and_not_part_of_the_run(tiny_run):
-    assert (tiny_run / LOCK_FILE).exists()
-    assert LOCK_FILE.startswith(".")
+def test_the_lock_file_is_gone_after_a_run_and_not_part_of_it(tiny_run):
+    assert not (tiny_run / LOCK_FILE).exists()
     assert LOCK_FILE not in RunFolder(tiny_run).written_names()
 
 

@@ -125,7 +125,7 @@ def test_sigint_and_sigterm_save_and_print_the_resume_command(
     stdout, stderr = process.communicate(timeout=60)
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert_one_line_error(result, exit_code, "stopped by", "saved", f"resume with: mnist-ffn train --resume {out}")
-    resumed = run_process("train", "--resume", out, "--data-dir", resume_data, "--quiet")
+    resumed = run_cli("train", "--resume", out, "--data-dir", resume_data, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_final_state(uninterrupted, out)
 
