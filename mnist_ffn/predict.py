@@ -169,7 +169,10 @@ def predict_images(
             rows[index]["error"] = str(exc).removeprefix(f"{path}: ")
     if save_preprocessed is not None:
         for index, frame in frames.items():
-            png = save_preprocessed / f"{images[index].stem}-28x28.png"
+            stem = images[index].stem
+            if len({path.resolve() for path in images if path.stem == stem}) > 1:  # a/x.png and b/x.png
+                stem = f"{stem}-{index + 1}"
+            png = save_preprocessed / f"{stem}-28x28.png"
             write_atomically(png, lambda file, frame=frame: to_pil(frame).save(file, format="PNG"))
     if frames:
         normalization = checkpoint["normalization"]

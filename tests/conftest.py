@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -66,21 +67,28 @@ def write_dataset(folder: Path, *, gz: bool = True, train: int = 600, test: int 
     return folder
 
 
-@pytest.fixture
-def tiny_data(tmp_path) -> Path:
-    """A data folder in torchvision's layout (DIR/MNIST/raw) with 600 train and 200 test fake digits."""
-    root = tmp_path / "data"
-    write_dataset(root / "MNIST" / "raw")
-    return root
-
-
-@pytest.fixture
-def tiny_run(tiny_data, tmp_path) -> Path:
-    """A finished 3-epoch run on the tiny data."""
-    out = tmp_path / "run"
-    result = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS, "--set", "train.epochs=3")
+@pytest.fixture(scope="session")
+def tiny_template(tmp_path_factory) -> tuple[Path, Path]:
+    """Tiny data and a finished 3-epoch run on it, made once; each test gets its own copy of both."""
+    root = tmp_path_factory.mktemp("tiny-template")
+    data = root / "data"
+    write_dataset(data / "MNIST" / "raw")
+    run = root / "run"
+    result = run_cli("train", "--data-dir", data, "--out", run, "--quiet", *TINY_FLAGS, "--set", "train.epochs=3")
     assert result.returncode == 0, result.stderr
-    return out
+    return data, run
+
+
+@pytest.fixture
+def tiny_data(tiny_template, tmp_path) -> Path:
+    """A data folder in torchvision's layout (DIR/MNIST/raw) with 600 train and 200 test fake digits."""
+    return shutil.copytree(tiny_template[0], tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_run(tiny_data, tiny_template, tmp_path) -> Path:
+    """A finished 3-epoch run on the tiny data (this test's own copy)."""
+    return shutil.copytree(tiny_template[1], tmp_path / "run")
 
 
 def real_data_dir(dataset_folder: str = "MNIST") -> Path:
@@ -126,22 +134,29 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["mnist-ffn", *argv], code, out, err)
 
 
-def run_process(*args: str, env: dict | None = None, timeout: float = 600, buffered: bool = False):
-    """Run `python -m mnist_ffn ARGS` in a fresh process, as a user would.
+def start_process(*args: str, env: dict | None = None, buffered: bool = False, **popen) -> subprocess.Popen:
+    """Start `python -m mnist_ffn ARGS` as a user would; stdout and stderr are pipes unless given.
 
     Output is unbuffered unless `buffered`: then stdout is a pipe that Python buffers, as in a script.
     """
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if buffered:
         del environment["PYTHONUNBUFFERED"]
-    return subprocess.run(
-        [sys.executable, "-m", "mnist_ffn", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=timeout,
-        cwd=PROJECT_ROOT,
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_ffn", *map(str, args)], text=True, env=environment, cwd=PROJECT_ROOT, **popen
     )
+
+
+def finish_process(process: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_process(*args: str, env: dict | None = None, timeout: float = 600, buffered: bool = False):
+    """`python -m mnist_ffn ARGS` in a fresh process, waited for."""
+    return finish_process(start_process(*args, env=env, buffered=buffered), timeout)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:

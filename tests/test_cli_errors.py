@@ -58,7 +58,7 @@ def test_help_is_available_for_every_command():
         assert result.returncode == 0 and "Usage" in result.stdout
 
 
-def test_train_on_tiny_data_as_a_subprocess(tiny_data, tmp_path):
+def test_train_on_tiny_data_writes_its_summary(tiny_data, tmp_path):
     result = run_cli(
         "train", "--data-dir", tiny_data, "--out", tmp_path / "run", *TINY_FLAGS, "--set", "train.epochs=1"
     )

@@ -6,21 +6,22 @@ import sys
 import pytest
 
 from mnist_ffn import cli
-from tests.conftest import TINY_FLAGS, run_process
+from tests.conftest import TINY_FLAGS, finish_process, run_process, start_process
 
 
-def test_buffered_output_is_flushed_before_the_fast_exit(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    train = run_process(
+def test_buffered_output_is_flushed_before_the_fast_exit(tiny_data, tiny_run, tmp_path):
+    out = tmp_path / "new-run"
+    train = start_process(
         "train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=2", buffered=True
     )
+    evaluation = start_process("eval", tiny_run / "best.pt", "--data-dir", tiny_data, "--json", buffered=True)
+    train, evaluation = finish_process(train), finish_process(evaluation)  # both at once: two cores
+
     assert train.returncode == 0, train.stderr
     assert "epoch 2/2" in train.stdout and "run folder" in train.stdout  # the summary table is printed last
-
-    evaluation = run_process("eval", out / "best.pt", "--data-dir", tiny_data, "--json", buffered=True)
     assert evaluation.returncode == 0, evaluation.stderr
     report = json.loads(evaluation.stdout)  # the whole document, not a cut-off prefix
-    assert report["accuracy"] == json.loads((out / "summary.json").read_text())["test_accuracy"]
+    assert report["accuracy"] == json.loads((tiny_run / "summary.json").read_text())["test_accuracy"]
 
 
 def test_an_error_line_survives_the_fast_exit(tmp_path):

@@ -21,21 +21,16 @@ from mnist_ffn.config import load_config
 from mnist_ffn.errors import TrainingInterrupted
 from mnist_ffn.run_folder import LOCK_FILE, RunFolder
 from mnist_ffn.train import train
-from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, run_cli
+from tests.conftest import (
+    PROJECT_ROOT,
+    TINY_FLAGS,
+    assert_one_line_error,
+    finish_process,
+    run_cli,
+    start_process,
+)
 
 LONG_RUN = [*TINY_FLAGS, "--set", "train.epochs=400", "--set", "model.hidden=[32]", "--quiet"]
-
-
-def start(*args, **popen) -> subprocess.Popen:
-    popen.setdefault("stdout", subprocess.PIPE)
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnist_ffn", *map(str, args)],
-        cwd=PROJECT_ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        **popen,
-    )
 
 
 def wait_for(path, process, timeout: float = 60) -> None:
@@ -50,17 +45,12 @@ def snapshot(folder) -> dict:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
 
 
-def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-    stdout, stderr = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
 # -- two processes in one folder -------------------------------------------------------------------------------
 
 
 def test_a_second_process_is_refused_while_a_run_trains_in_the_folder(tiny_data, tmp_path):
     out = tmp_path / "run"
-    first = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
+    first = start_process("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
     try:
         wait_for(out / "last.pt", first)
         before_config = (out / "config.toml").read_text()
@@ -84,8 +74,8 @@ def test_a_second_process_is_refused_while_a_run_trains_in_the_folder(tiny_data,
 def test_two_forced_runs_started_together_leave_one_whole_run(tiny_data, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data-dir", tiny_data, "--out", out, "--force", *TINY_FLAGS, "--set", "train.epochs=3"]
-    processes = [start(*args), start(*args)]
-    results = [finish(process) for process in processes]
+    processes = [start_process(*args), start_process(*args)]
+    results = [finish_process(process) for process in processes]
     codes = sorted(result.returncode for result in results)
     assert codes in ([0, 0], [0, 1]), [result.stderr for result in results]  # one after the other, or one refused
     for result in results:
@@ -201,33 +191,34 @@ def test_a_signal_during_the_final_evaluation_stops_and_resume_finishes(
 
 def test_two_quick_ctrl_c_give_one_line_and_exit_130(tiny_data, tmp_path):
     out = tmp_path / "run"
-    process = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
+    process = start_process("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
     wait_for(out / "last.pt", process)
     process.send_signal(signal.SIGINT)
     process.send_signal(signal.SIGINT)
-    result = finish(process)
+    result = finish_process(process)
     assert_one_line_error(result, 130, "SIGINT")
     load_checkpoint(out / "last.pt")  # whole
 
 
 def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):
-    for signal_number, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        process = start("eval", tiny_run / "best.pt", "--data-dir", tiny_data)
-        time.sleep(1.0)  # inside the import of torch or the evaluation
-        process.send_signal(signal_number)
-        result = finish(process)
-        if result.returncode == 0:
-            continue  # finished before the signal came: nothing to check
-        assert_one_line_error(result, code, signal.Signals(signal_number).name)
+    signals = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    processes = {number: start_process("eval", tiny_run / "best.pt", "--data-dir", tiny_data) for number in signals}
+    time.sleep(1.0)  # inside the import of torch or the evaluation
+    for number, process in processes.items():
+        process.send_signal(number)
+    for number, process in processes.items():
+        result = finish_process(process)
+        if result.returncode != 0:  # 0: it finished before the signal came, nothing to check
+            assert_one_line_error(result, signals[number], signal.Signals(number).name)
 
 
 def test_a_signal_before_the_first_checkpoint_leaves_a_folder_that_can_be_trained_into(tiny_data, tmp_path):
     out = tmp_path / "run"
-    process = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
+    process = start_process("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
     wait_for(out / "config.toml", process)
     process.send_signal(signal.SIGINT)
     process.send_signal(signal.SIGINT)  # the second one cannot wait for a checkpoint
-    result = finish(process)
+    result = finish_process(process)
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     if not (out / "last.pt").exists():
@@ -239,39 +230,38 @@ def test_a_signal_before_the_first_checkpoint_leaves_a_folder_that_can_be_traine
 # -- stdout that closes or fills -------------------------------------------------------------------------------
 
 
-def test_a_closed_stdout_does_not_stop_training(tiny_data, tmp_path):
-    out = tmp_path / "run"
+def test_stdout_that_closes_or_fills_does_not_stop_training(tiny_data, tmp_path):
+    flags = [*TINY_FLAGS, "--set", "train.epochs=3"]
     read_end, write_end = os.pipe()
     os.close(read_end)  # as `| head -1` does: the reader is gone before the first epoch line
-    try:
-        process = start("train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=3",
-                        stdout=write_end)  # fmt: skip
-    finally:
-        os.close(write_end)
-    result = finish(process)
-    assert_one_line_error(result, 0, "stdout was closed")
-    assert RunFolder(out).read_summary()["epochs"] == 3
-
-
-def test_a_full_stdout_does_not_stop_training_and_exits_1(tiny_data, tmp_path):
-    out = tmp_path / "run"
     with open("/dev/full", "w") as full:
-        process = start("train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=2",
-                        stdout=full)  # fmt: skip
-        result = finish(process)
-    assert_one_line_error(result, 1, "cannot write to stdout", "No space left on device")
-    assert RunFolder(out).read_summary()["epochs"] == 2
+        closed = start_process("train", "--data-dir", tiny_data, "--out", tmp_path / "closed", *flags, stdout=write_end)
+        filled = start_process("train", "--data-dir", tiny_data, "--out", tmp_path / "filled", *flags, stdout=full)
+    os.close(write_end)
+    closed, filled = finish_process(closed), finish_process(filled)
+    assert_one_line_error(closed, 0, "stdout was closed")
+    assert_one_line_error(filled, 1, "cannot write to stdout", "No space left on device")
+    for name in ("closed", "filled"):
+        assert RunFolder(tmp_path / name).read_summary()["epochs"] == 3, name
 
 
 # -- a full disk -----------------------------------------------------------------------------------------------
 
 
-def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_data, tmp_path):
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "run"  # checkpoints of 784-512-10 (3 MB) are larger than the extracted data files
-    process = start("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN, "--set", "model.hidden=[512]")
-    wait_for(out / "last.pt", process)
-    process.send_signal(signal.SIGTERM)
-    assert finish(process).returncode == 143
+    config = load_config(None, ["data.verify_checksums=false", "train.val_size=100", "model.hidden=[512]",
+                                "train.epochs=5"])  # fmt: skip
+    original_save = train_module.Trainer._save
+
+    def save_then_sigterm(trainer, path):  # a run stopped after its first epoch, with its folder as it then was
+        original_save(trainer, path)
+        if path.name == "last.pt":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module.Trainer, "_save", save_then_sigterm)
+    with pytest.raises(TrainingInterrupted):
+        train(config, data_dir=tiny_data, out=out, log=None, progress_bars=False)
     before = snapshot(out)
     size = (out / "last.pt").stat().st_size
 
