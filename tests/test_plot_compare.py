@@ -160,11 +160,12 @@ def test_compare_rejects_unknown_activations(tmp_path):
 def test_compare_reproduces_the_lesson_on_real_mnist(tmp_path):
     """Identity lands near a linear classifier, every non-linearity clearly above it.
 
-    Five epochs instead of the default ten keep CI fast; the gaps are as clear at five (the README's table holds
-    the ten-epoch figures).
+    Two stacked hidden layers of 100 for 5 epochs keep CI fast (13 s; 2-core Xeon, seed 0: identity 92.45%,
+    sigmoid 96.70%, tanh 97.74%, relu 98.10%); the README's table holds the default network and budget.
     """
     out = tmp_path / "lesson"
-    result = run_cli("compare", "--data-dir", real_data_dir(), "--out", out, "--quiet", "--epochs", "5")
+    result = run_cli("compare", "--data-dir", real_data_dir(), "--out", out, "--quiet", "--epochs", "5",
+                     "--set", "model.hidden=[100,100]")  # fmt: skip
     assert result.returncode == 0, result.stderr
     accuracy = {
         row["activation"]: row["test_accuracy"] for row in json.loads((out / "compare.json").read_text())["results"]
