@@ -351,8 +351,8 @@ def _raise_interrupted(number: int, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run one command; every expected failure becomes one line on stderr and an exit code.
 
-    Exit codes: 0 done; 1 a problem with the data, a file or the environment; 2 bad usage or
-    config; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM).
+    Exit codes: 0 done; 1 a problem with the data, a file, the environment or another process;
+    2 bad usage or config; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM).
     """
     stdout = GuardedStdout(sys.stdout)
     sys.stdout = stdout

@@ -41,13 +41,9 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Scene:
+def scene(tmp_path_factory, tiny_template) -> Scene:
     workdir = tmp_path_factory.mktemp("bad-input")
-    data = workdir / "data"
-    write_dataset(data / "MNIST" / "raw")
-    run = workdir / "run"
-    result = run_cli("train", "--data-dir", data, "--out", run, "--quiet", *TINY_FLAGS, "--set", "train.epochs=2")
-    assert result.returncode == 0, result.stderr
+    data, run = (shutil.copytree(source, workdir / source.name) for source in tiny_template)
     return Scene(data=data, run=run, workdir=workdir)
 
 
