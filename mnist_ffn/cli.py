@@ -121,7 +121,7 @@ def train(
         )
     resolved = None if resume is not None else _resolve_config(config, overrides or [], dataset)
 
-    from mnist_ffn.data import resolve_data_dir
+    from mnist_ffn.datasets import resolve_data_dir
     from mnist_ffn.report import print_train_summary
     from mnist_ffn.train import train as run_training
 
@@ -155,7 +155,7 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Judge a checkpoint alone: accuracy, loss, per-class accuracy and the confusion matrix."""
-    from mnist_ffn.data import resolve_data_dir
+    from mnist_ffn.datasets import resolve_data_dir
     from mnist_ffn.evaluate import evaluate_checkpoint
     from mnist_ffn.report import print_evaluation
 
@@ -236,7 +236,7 @@ def compare(
     resolved = _resolve_config(config, [*(overrides or []), *extra], dataset)
 
     from mnist_ffn.compare import compare as run_comparison
-    from mnist_ffn.data import resolve_data_dir
+    from mnist_ffn.datasets import resolve_data_dir
     from mnist_ffn.report import print_comparison
 
     out = out or _new_folder("compare-")
@@ -254,6 +254,75 @@ def compare(
         print(strict_json(comparison))
     elif not quiet:
         print_comparison(comparison, out)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[
+        Path | None, typer.Argument(help="A sweep spec (TOML), e.g. sweeps/lesson.toml; not needed with --report.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Sweep folder. Default: runs/sweep-<spec name>.")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="postgresql://USER@HOST:PORT/DB to share the study among machines. Default: a journal file in --out.",
+        ),
+    ] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name. Default: the spec's file name.")] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=256, help="Worker processes on this machine; they split the CPU.")
+    ] = 1,
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="tpe: points to try (overrides the spec).")
+    ] = None,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = Device.auto,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Print the results of the sweep in this folder, as they stand.")
+    ] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Run many trainings on Optuna: a grid or a TPE search over config keys, each point once per seed.
+
+    Rerunning the same command continues the sweep; the same command on other machines with the same
+    --storage joins it. Needs the sweep extra: pip install 'mnist-ffn[sweep]'.
+    """
+    from mnist_ffn.report import print_sweep
+
+    if report is not None:
+        from mnist_ffn.sweep import report_folder
+
+        results = report_folder(report)
+        folder = report
+    else:
+        if spec is None:
+            raise UsageError("give a sweep spec, e.g. mnist-ffn sweep sweeps/lesson.toml, or --report DIR")
+        from mnist_ffn.sweep_spec import load_spec
+
+        loaded = load_spec(spec)
+        from mnist_ffn.datasets import resolve_data_dir
+        from mnist_ffn.sweep import run_sweep
+
+        folder = out or Path("runs") / f"sweep-{spec.stem}"
+        results = run_sweep(
+            loaded,
+            out=folder,
+            storage_url=storage,
+            study_name=study or spec.stem,
+            workers=workers,
+            trials=trials,
+            data_dir=resolve_data_dir(data_dir),
+            device=device.value,
+            log=None if quiet or as_json else _print_line,
+        )
+    if as_json:
+        print(strict_json(results))
+    elif not quiet:
+        print_sweep(results, folder)
 
 
 def _resolve_config(config: Path | None, overrides: list[str], dataset: str | None):

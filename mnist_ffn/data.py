@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import socket
 import tempfile
 import zlib
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 from mnist_ffn.atomic import write_atomically
-from mnist_ffn.datasets import DATASETS, DatasetInfo
+from mnist_ffn.datasets import DATASETS, DatasetInfo, tensor_cache_dir
 from mnist_ffn.errors import DataError, WriteError
 
 IMAGE_SIDE = 28
@@ -72,23 +71,6 @@ class Split:
 
     def slice(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize(self.pixels[start:stop], self.mean, self.std), self.labels[start:stop]
-
-
-def tensor_cache_dir() -> Path:
-    return Path(os.environ.get("MNIST_FFN_CACHE") or default_data_dir() / "tensors")
-
-
-def default_data_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "mnist-ffn"
-
-
-def resolve_data_dir(option: Path | None) -> Path:
-    """--data-dir, else $MNIST_FFN_DATA, else a per-user cache folder."""
-    if option is not None:
-        return option
-    from_env = os.environ.get("MNIST_FFN_DATA")
-    return Path(from_env) if from_env else default_data_dir()
 
 
 def load_dataset(data_dir: Path, dataset: str, *, verify_checksums: bool = True, download: bool = True) -> RawDataset:

@@ -1,11 +1,14 @@
-"""The data sets mnist-ffn knows: names, checksums, normalization and class names.
+"""The data sets mnist-ffn knows (names, checksums, normalization, class names) and where their files are.
 
-No torch here, so the config can be checked (and `--help` answered) before torch is imported.
+No torch here, so the config can be checked (and `--help` answered, and a sweep started) before torch
+is imported.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,20 @@ DATASETS = {
         ),
     ),
 }
+
+
+def tensor_cache_dir() -> Path:
+    return Path(os.environ.get("MNIST_FFN_CACHE") or default_data_dir() / "tensors")
+
+
+def default_data_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "mnist-ffn"
+
+
+def resolve_data_dir(option: Path | None) -> Path:
+    """--data-dir, else $MNIST_FFN_DATA, else a per-user cache folder."""
+    if option is not None:
+        return option
+    from_env = os.environ.get("MNIST_FFN_DATA")
+    return Path(from_env) if from_env else default_data_dir()

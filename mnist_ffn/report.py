@@ -132,6 +132,36 @@ def print_comparison(comparison: dict, folder: Path) -> None:
     console.print(table)
 
 
+def print_sweep(results: dict, folder: Path) -> None:
+    """One row per point of the space: mean +- std over its seeds, best validation accuracy first."""
+    counts = ", ".join(f"{count} {state.lower()}" for state, count in results["trials"].items())
+    table = Table(
+        title=f"Sweep {results['study']} ({results['sampler']}, seeds {results['seeds']}): {counts}",
+        title_justify="left",
+        caption=f"written to {folder}/results.csv; plot with: mnist-ffn plot {folder}",
+        caption_justify="left",
+    )
+    for column, justify in (
+        ("point", "left"),
+        ("seeds", "right"),
+        ("val accuracy", "right"),
+        ("test accuracy", "right"),
+        ("seconds", "right"),
+    ):
+        table.add_column(column, justify=justify, overflow="fold")
+    for row in results["points"]:
+        table.add_row(
+            escape(row["point"]),
+            str(row["seeds"]),
+            f"{row['val_mean']:.2%} ± {row['val_std']:.2%}",
+            f"{row['test_mean']:.2%} ± {row['test_std']:.2%}",
+            f"{row['seconds_mean']:.1f}",
+        )
+    console.print(table)
+    for name, importance in results.get("importances", {}).items():
+        console.print(f"importance of {name}: {importance:.2f}")
+
+
 def confusion_table(matrix: list[list[int]], classes: list[str]) -> Table:
     table = Table(
         title="Confusion matrix (rows: true class, columns: predicted)",

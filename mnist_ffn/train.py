@@ -118,6 +118,7 @@ class Trainer:
         self.resume_command = resume_command
         self.run_id: str | None = None  # set when the run folder is created, or read from last.pt on resume
         self.finished = False  # every epoch trained; only the final evaluation is left
+        self.on_epoch = None  # callable(metrics row) after each epoch is saved
         train = config.train
         if train.threads:
             torch.set_num_threads(train.threads)
@@ -319,6 +320,8 @@ class Trainer:
         self.run.write_metrics(progress.history)
         if self.log:
             self.log(epoch_line(row, self.config.train.epochs))
+        if self.on_epoch:
+            self.on_epoch(row)  # e.g. a sweep reports to Optuna, whose pruner may stop the run here
 
     def _save(self, path: Path) -> None:
         state = TrainingState(
@@ -392,8 +395,12 @@ def train(
     force: bool = False,
     log=print,
     progress_bars: bool = True,
+    on_epoch=None,
 ) -> dict:
     """Train a new run into `out` (or resume the run there) and return its summary.
+
+    `on_epoch(row)` is called after each epoch's checkpoint and metrics are saved; an exception it
+    raises stops the run there, resumable.
 
     The folder is locked for the whole call. Nothing in it is deleted or written before the
     config, the checkpoint and the data have all been checked.
@@ -415,6 +422,7 @@ def train(
             trainer = Trainer(
                 config, run, pick_device(device), log=log, progress_bars=progress_bars, resume_command=command
             )
+            trainer.on_epoch = on_epoch
             trainer.load_data(data_dir)  # before the run folder is touched: bad data must destroy nothing
             if state is not None:
                 trainer.restore(checkpoint, state)

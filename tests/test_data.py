@@ -10,9 +10,9 @@ from mnist_ffn.data import (
     load_dataset,
     make_splits,
     normalize,
-    resolve_data_dir,
     shuffled_batches,
 )
+from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.errors import DataError
 from tests.conftest import make_digits, real_data_dir, write_dataset, write_idx
 

@@ -189,15 +189,28 @@ def test_a_signal_during_the_final_evaluation_stops_and_resume_finishes(
     assert summary["epochs"] == 2 and (out / "summary.json").is_file()
 
 
-def test_two_quick_ctrl_c_give_one_line_and_exit_130(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    process = start_process("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
-    wait_for(out / "last.pt", process)
-    process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)
-    result = finish_process(process)
-    assert_one_line_error(result, 130, "SIGINT")
-    load_checkpoint(out / "last.pt")  # whole
+def test_two_quick_ctrl_c_give_one_line_and_exit_130_before_and_after_the_first_checkpoint(tiny_data, tmp_path):
+    """Two SIGINTs in a row cannot wait for a checkpoint: one line, 130, and a folder the next command can use."""
+    moments = {"after": "last.pt", "before": "config.toml"}
+    processes = {  # both at once: one per core
+        moment: start_process("train", "--data-dir", tiny_data, "--out", tmp_path / moment, *LONG_RUN)
+        for moment in moments
+    }
+    for moment, process in processes.items():
+        wait_for(tmp_path / moment / moments[moment], process)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+    for moment, process in processes.items():
+        out = tmp_path / moment
+        result = finish_process(process)
+        assert_one_line_error(result, 130, "SIGINT")
+        if (out / "last.pt").exists():
+            load_checkpoint(out / "last.pt")  # whole
+            assert "resume with" in result.stderr
+        else:
+            assert "nothing was saved" in result.stderr
+            again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)
+            assert again.returncode == 0, again.stderr
 
 
 def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):
@@ -210,21 +223,6 @@ def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):
         result = finish_process(process)
         if result.returncode != 0:  # 0: it finished before the signal came, nothing to check
             assert_one_line_error(result, signals[number], signal.Signals(number).name)
-
-
-def test_a_signal_before_the_first_checkpoint_leaves_a_folder_that_can_be_trained_into(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    process = start_process("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
-    wait_for(out / "config.toml", process)
-    process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)  # the second one cannot wait for a checkpoint
-    result = finish_process(process)
-    assert result.returncode == 130, result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    if not (out / "last.pt").exists():
-        assert "nothing was saved" in result.stderr
-        again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)
-        assert again.returncode == 0, again.stderr
 
 
 # -- stdout that closes or fills -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from tests.conftest import (
     PROJECT_ROOT,
     TINY_FLAGS,
     assert_one_line_error,
+    finish_process,
     run_cli,
     run_process,
     start_process,
@@ -112,20 +113,25 @@ def test_resume_after_kill_matches_uninterrupted_run(resume_data, uninterrupted,
     assert_same_final_state(uninterrupted, out)
 
 
-@pytest.mark.parametrize(("signal_number", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_sigint_and_sigterm_save_and_print_the_resume_command(
-    resume_data, uninterrupted, tmp_path, signal_number, exit_code
-):
-    out = tmp_path / "stopped"
-    process = start_process("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
-    assert wait_for_new_checkpoint(out / "last.pt", process, after_ns=0)
-    process.send_signal(signal_number)
-    stdout, stderr = process.communicate(timeout=60)
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    assert_one_line_error(result, exit_code, "stopped by", "saved", f"resume with: mnist-ffn train --resume {out}")
-    resumed = run_cli("train", "--resume", out, "--data-dir", resume_data, "--quiet")
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_final_state(uninterrupted, out)
+def test_sigint_and_sigterm_save_and_print_the_resume_command(resume_data, uninterrupted, tmp_path):
+    signals = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    outs = {number: tmp_path / signal.Signals(number).name for number in signals}
+    processes = {  # both at once: one per core
+        number: start_process("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
+        for number, out in outs.items()
+    }
+    for number, process in processes.items():
+        assert wait_for_new_checkpoint(outs[number] / "last.pt", process, after_ns=0)
+        process.send_signal(number)
+    for number, process in processes.items():
+        out = outs[number]
+        result = finish_process(process, timeout=60)
+        assert_one_line_error(
+            result, signals[number], "stopped by", "saved", f"resume with: mnist-ffn train --resume {out}"
+        )
+        resumed = run_cli("train", "--resume", out, "--data-dir", resume_data, "--quiet")
+        assert resumed.returncode == 0, resumed.stderr
+        assert_same_final_state(uninterrupted, out)
 
 
 def test_kill_during_a_checkpoint_save_leaves_the_previous_file_whole(tmp_path):

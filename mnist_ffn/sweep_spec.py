@@ -1,0 +1,285 @@
+"""A sweep spec: the TOML file `mnist-ffn sweep` reads, checked whole before anything runs.
+
+    [base]                      # the run every trial starts from
+    config = "../configs/default.toml"   # optional, relative to the spec file
+    train.epochs = 5            # any `section.key` that `train --set` takes
+
+    [space]                     # one entry per swept config key
+    model.activation = ["identity", "relu"]                  # a list: categorical
+    optim.lr = { low = 0.01, high = 0.3, log = true }         # a range: int or float by the key's type
+
+    [sweep]
+    sampler = "grid"            # grid (lists only) or tpe
+    trials = 20                 # tpe: how many points to try
+    seeds = [0, 1, 2]           # every point runs once per seed, so every result has a spread
+    objective = "val_acc"       # the held-out validation accuracy; the test set never chooses
+    pruner = "median"           # median or none
+
+No optuna or torch here: a spec is checked, and every problem reported at once (each naming its
+key, exit code 2), before the sweep extra is even needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnist_ffn.config import (
+    ALL_KEYS,
+    MAX_SEED,
+    SECTIONS,
+    Config,
+    config_from_dict,
+    load_config,
+    read_toml,
+    to_toml,
+)
+from mnist_ffn.errors import ConfigError
+
+SAMPLERS = ("grid", "tpe")
+PRUNERS = ("median", "none")
+OBJECTIVES = ("val_acc",)
+SWEEP_KEYS = {"sampler", "trials", "seeds", "objective", "pruner"}
+RANGE_KEYS = {"low", "high", "log"}
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False  # int keys (e.g. train.batch_size) draw whole numbers
+
+
+@dataclass
+class SweepSpec:
+    path: Path
+    base: Config
+    space: dict[str, list | Range]  # section.key -> choices, or a range
+    sampler: str = "grid"
+    trials: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
+    objective: str = "val_acc"
+    pruner: str = "median"
+
+    def grid(self) -> list[dict[str, object]]:
+        """Every point of a grid space, in a stable order (the spec's key order, each list's order)."""
+        keys = list(self.space)
+        choices = [self.space[key] for key in keys]
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*choices)]
+
+    def fingerprint(self) -> str:
+        """What makes two sweeps the same sweep: the base config, the space and the sweep settings."""
+        space = {
+            key: value if isinstance(value, list) else [value.low, value.high, value.log, value.integer]
+            for key, value in self.space.items()
+        }
+        settings = [self.sampler, self.trials, self.seeds, self.objective, self.pruner]
+        text = json.dumps([to_toml(self.base), space, settings], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def point_config(base: Config, point: dict[str, object], seed: int) -> Config:
+    """The config of one trial: the base with the point's values and the seed."""
+    values = base.to_dict()
+    for key, value in {**point, "train.seed": seed}.items():
+        section, _, name = key.partition(".")
+        values[section][name] = value
+    return config_from_dict(values, origin="the sweep")
+
+
+def point_label(point: dict[str, object]) -> str:
+    """A short name for a point, for folder names and tables: 'activation=relu,hidden=100x100'."""
+    parts = []
+    for key, value in point.items():
+        name = key.rpartition(".")[2]
+        if isinstance(value, list):
+            shown = "x".join(str(item) for item in value) or "none"
+        elif isinstance(value, float):
+            shown = f"{value:.3g}"
+        else:
+            shown = str(value)
+        parts.append(f"{name}={shown}")
+    return ",".join(parts) or "base"
+
+
+def load_spec(path: Path) -> SweepSpec:
+    """Read and check a spec; raises ConfigError listing every problem, each naming its key."""
+    problems: list[str] = []
+    raw = read_toml(path)
+    for section in raw:
+        if section not in ("base", "space", "sweep"):
+            problems.append(f"[{section}]: unknown section; a spec has [base], [space] and [sweep]")
+    base = _read_base(path, raw.get("base", {}), problems)
+    space = _read_space(raw.get("space", {}), base, problems)
+    spec = SweepSpec(path=path, base=base, space=space)
+    _read_settings(raw.get("sweep", {}), spec, problems)
+    if spec.sampler == "grid":
+        for key, value in space.items():
+            if isinstance(value, Range):
+                problems.append(f"space.{key}: the grid sampler needs a list of values, not a range")
+    if base.train.val_size == 0:
+        problems.append("base train.val_size: must be > 0, since trials are judged on validation accuracy")
+    if problems:
+        raise ConfigError([f"{path}: {problem}" for problem in problems])
+    return spec
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, object]:
+    """{"train": {"epochs": 5}} and {"train.epochs": 5} both -> {"train.epochs": 5}; ranges stay tables."""
+    flat: dict[str, object] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and not (set(value) & {"low", "high"}) and name.count(".") == 0:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_base(path: Path, table: object, problems: list[str]) -> Config:
+    if not isinstance(table, dict):
+        problems.append("[base]: must be a table")
+        return Config()
+    table = dict(table)
+    config_file = table.pop("config", None)
+    overrides: dict[str, dict] = {}
+    for key, value in _flatten(table).items():
+        section, _, name = key.partition(".")
+        overrides.setdefault(section, {})[name] = value
+    try:
+        if config_file is not None:
+            if not isinstance(config_file, str):
+                raise ConfigError([f"config: must be a path string, got {config_file!r}"])
+            base = load_config(path.parent / config_file)
+            return config_from_dict(_merge(base.to_dict(), overrides), origin="[base]")
+        return config_from_dict(overrides, origin="[base]")
+    except ConfigError as exc:
+        problems.extend(f"base {problem}" for problem in exc.problems)
+        return Config()
+
+
+def _merge(values: dict, overrides: dict) -> dict:
+    for section, keys in overrides.items():
+        if isinstance(keys, dict) and section in values:
+            values[section].update(keys)
+        else:
+            values[section] = keys  # config_from_dict reports the unknown section
+    return values
+
+
+def _read_space(table: object, base: Config, problems: list[str]) -> dict[str, list | Range]:
+    space: dict[str, list | Range] = {}
+    if not isinstance(table, dict):
+        problems.append("[space]: must be a table")
+        return space
+    for key, value in _flatten(table).items():
+        where = f"space.{key}"
+        if key not in ALL_KEYS:
+            problems.append(f"{where}: unknown config key")
+            continue
+        if key == "train.seed":
+            problems.append(f"{where}: seeds are set by [sweep] seeds, so every point runs once per seed")
+            continue
+        section, _, name = key.partition(".")
+        kind = typing.get_type_hints(SECTIONS[section])[name]
+        if isinstance(value, list):
+            if not value:
+                problems.append(f"{where}: an empty list; give at least one value")
+                continue
+            if len({json.dumps(item) for item in value}) < len(value):
+                problems.append(f"{where}: a value is listed twice")
+            bad = [_value_problem(base, key, item) for item in value]
+            problems.extend(f"{where}: {problem}" for problem in bad if problem)
+            space[key] = list(value)
+        elif isinstance(value, dict):
+            found = _read_range(where, value, kind, problems)
+            if found is not None:
+                for end in (found.low, found.high):
+                    problem = _value_problem(base, key, int(end) if found.integer else end)
+                    if problem:
+                        problems.append(f"{where}: {problem}")
+                space[key] = found
+        else:
+            problems.append(f"{where}: must be a list of values or a range {{ low = ..., high = ... }}")
+    if not space:
+        problems.append("[space]: no keys to sweep")
+    return space
+
+
+def _read_range(where: str, table: dict, kind: object, problems: list[str]) -> Range | None:
+    unknown = set(table) - RANGE_KEYS
+    if unknown:
+        problems.append(f"{where}: unknown range keys {', '.join(sorted(unknown))}; a range has low, high, log")
+        return None
+    if kind not in (int, float):
+        problems.append(f"{where}: a range needs a number key, this one takes {getattr(kind, '__name__', kind)}")
+        return None
+    low, high, log = table.get("low"), table.get("high"), table.get("log", False)
+    numbers = all(isinstance(end, int | float) and not isinstance(end, bool) for end in (low, high))
+    if not numbers or not isinstance(log, bool):
+        problems.append(f"{where}: low and high must be numbers and log true or false")
+        return None
+    if kind is int and not all(isinstance(end, int) for end in (low, high)):
+        problems.append(f"{where}: low and high must be whole numbers for this key")
+        return None
+    if not low < high:
+        problems.append(f"{where}: low must be below high, got {low} and {high}")
+        return None
+    if log and low <= 0:
+        problems.append(f"{where}: a log range needs low > 0, got {low}")
+        return None
+    return Range(low=low, high=high, log=log, integer=kind is int)
+
+
+def _value_problem(base: Config, key: str, value: object) -> str:
+    """'' when `value` is valid for `key` on top of the base config, else the config's own complaint."""
+    section, _, name = key.partition(".")
+    values = base.to_dict()
+    values[section][name] = value
+    try:
+        config_from_dict(values)
+    except ConfigError as exc:
+        return "; ".join(problem for problem in exc.problems if key in problem) or "; ".join(exc.problems)
+    return ""
+
+
+def _read_settings(table: object, spec: SweepSpec, problems: list[str]) -> None:
+    if not isinstance(table, dict):
+        problems.append("[sweep]: must be a table")
+        return
+    for key in set(table) - SWEEP_KEYS:
+        problems.append(f"sweep.{key}: unknown key; [sweep] takes {', '.join(sorted(SWEEP_KEYS))}")
+    sampler = table.get("sampler", "grid")
+    if sampler not in SAMPLERS:
+        problems.append(f"sweep.sampler: must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    else:
+        spec.sampler = sampler
+    trials = table.get("trials", 0)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 0:
+        problems.append(f"sweep.trials: must be a whole number >= 1, got {trials!r}")
+    elif spec.sampler == "tpe" and trials == 0:
+        problems.append("sweep.trials: the tpe sampler needs a number of trials")
+    else:
+        spec.trials = trials
+    seeds = table.get("seeds", [0])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED for seed in seeds)
+    ):
+        problems.append(f"sweep.seeds: must be a list of seeds like [0, 1, 2], got {seeds!r}")
+    elif len(set(seeds)) < len(seeds):
+        problems.append(f"sweep.seeds: a seed is listed twice in {seeds}")
+    else:
+        spec.seeds = seeds
+    for key, choices in (("objective", OBJECTIVES), ("pruner", PRUNERS)):
+        value = table.get(key, getattr(spec, key))
+        if value not in choices:
+            problems.append(f"sweep.{key}: must be one of {', '.join(choices)}, got {value!r}")
+        else:
+            setattr(spec, key, value)

@@ -1,0 +1,337 @@
+"""`mnist-ffn sweep`: specs, exactly-once grids over worker processes, kill -9 and resume, PostgreSQL, pruning."""
+
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_ffn.errors import ConfigError
+from mnist_ffn.sweep_spec import load_spec
+from tests.conftest import PROJECT_ROOT, assert_one_line_error, finish_process, run_cli, start_process
+
+optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install 'mnist-ffn[sweep]'")
+
+SPECS = sorted((PROJECT_ROOT / "sweeps").glob("*.toml"))
+TINY_BASE = """
+[base]
+data.verify_checksums = false
+train.val_size = 100
+train.epochs = {epochs}
+train.checkpoint_every = {checkpoint_every}
+"""
+
+
+def write_spec(folder: Path, body: str, epochs: int = 2, name: str = "spec.toml", checkpoint_every: int = 0) -> Path:
+    path = folder / name
+    path.write_text(TINY_BASE.format(epochs=epochs, checkpoint_every=checkpoint_every) + body)
+    return path
+
+
+GRID = """
+[space]
+model.activation = ["identity", "relu"]
+model.hidden = [[16], [32, 16]]
+
+[sweep]
+seeds = [0, 1]
+pruner = "none"
+"""
+
+
+def trials_of(out: Path) -> list:
+    study = json.loads((out / "sweep.json").read_text())["study"]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "journal.log")))
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def complete_points(trials) -> list:
+    return sorted(
+        (json.dumps(trial.user_attrs["point"], sort_keys=True), trial.user_attrs["seed"])
+        for trial in trials
+        if trial.state == optuna.trial.TrialState.COMPLETE
+    )
+
+
+# -- specs -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda path: path.name)
+def test_every_shipped_spec_is_valid(path):
+    spec = load_spec(path)
+    assert spec.space and spec.seeds
+
+
+def test_the_lesson_spec_is_16_points_times_3_seeds():
+    spec = load_spec(PROJECT_ROOT / "sweeps" / "lesson.toml")
+    assert len(spec.grid()) == 16 and spec.seeds == [0, 1, 2]
+
+
+def test_every_problem_in_a_spec_is_reported_at_once(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        """
+[base]
+train.epochz = 3
+
+[space]
+model.activation = ["relu", "wobbly"]
+optim.lr = { low = 0.5, high = 0.1 }
+model.hiden = [[10]]
+train.seed = [1, 2]
+
+[sweep]
+sampler = "random"
+seeds = [0, 0]
+pruner = "always"
+colour = "blue"
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_spec(path)
+    text = str(caught.value)
+    for fragment in (
+        "train.epochz: unknown key",
+        "space.model.activation",
+        "wobbly",
+        "space.optim.lr: low must be below high",
+        "space.model.hiden: unknown config key",
+        "space.train.seed: seeds are set by [sweep] seeds",
+        "sweep.sampler: must be one of grid, tpe",
+        "sweep.seeds: a seed is listed twice",
+        "sweep.pruner",
+        "sweep.colour: unknown key",
+    ):
+        assert fragment in text, fragment
+    result = run_cli("sweep", path, "--out", tmp_path / "out")
+    assert_one_line_error(result, 2, "train.epochz", "sweep.colour")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_grid_spec_refuses_ranges_and_tpe_needs_trials(tmp_path):
+    grid = write_spec(tmp_path, "[space]\noptim.lr = { low = 0.01, high = 0.1, log = true }\n", name="grid.toml")
+    with pytest.raises(ConfigError, match="the grid sampler needs a list"):
+        load_spec(grid)
+    tpe = write_spec(tmp_path, '[space]\noptim.lr = { low = 0.01, high = 0.1 }\n[sweep]\nsampler = "tpe"\n')
+    with pytest.raises(ConfigError, match="the tpe sampler needs a number of trials"):
+        load_spec(tpe)
+
+
+# -- a grid on one machine ---------------------------------------------------------------------------------------
+
+
+def test_a_grid_with_two_workers_runs_every_point_and_seed_exactly_once(tiny_data, tmp_path):
+    spec = write_spec(tmp_path, GRID)
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", spec, "--out", out, "--workers", "2", "--data-dir", tiny_data, "--json")
+    assert result.returncode == 0, result.stderr
+    trials = trials_of(out)
+    assert complete_points(trials) == sorted(set(complete_points(trials)))  # no point x seed twice
+    assert len(complete_points(trials)) == 4 * 2
+    folders = sorted((out / "trials").iterdir())
+    assert len(folders) == 8
+    workers = {trial.user_attrs["worker"] for trial in trials}
+    assert len(workers) == 2, "both workers drew trials"
+
+    # results.csv agrees with the run folders' own summary.json files
+    summaries: dict[str, list] = {}
+    for trial in trials:
+        summary = json.loads((out / trial.user_attrs["run_folder"] / "summary.json").read_text())
+        summaries.setdefault(json.dumps(trial.user_attrs["point"], sort_keys=True), []).append(summary)
+    with open(out / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 4
+    report = json.loads(result.stdout)
+    for row in report["points"]:
+        runs = summaries[json.dumps(row["params"], sort_keys=True)]
+        assert row["seeds"] == 2
+        assert row["val_mean"] == pytest.approx(statistics.fmean(run["best_val_accuracy"] for run in runs))
+        assert row["test_mean"] == pytest.approx(statistics.fmean(run["test_accuracy"] for run in runs))
+        assert row["test_std"] == pytest.approx(statistics.stdev(run["test_accuracy"] for run in runs))
+    by_label = {row["point"]: row for row in rows}
+    for row in report["points"]:
+        assert float(by_label[row["point"]]["val_mean"]) == pytest.approx(row["val_mean"], rel=1e-5)
+
+    again = run_cli("sweep", "--report", out, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["points"] == report["points"]
+
+
+def test_rerunning_a_finished_sweep_trains_nothing_again(tiny_data, tmp_path):
+    spec = write_spec(tmp_path, GRID)
+    out = tmp_path / "sweep"
+    args = ["sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet"]
+    assert run_cli(*args).returncode == 0
+    stamps = {path: path.stat().st_mtime_ns for path in out.glob("trials/*/best.pt")}
+    assert run_cli(*args).returncode == 0
+    assert {path: path.stat().st_mtime_ns for path in out.glob("trials/*/best.pt")} == stamps
+    assert len(complete_points(trials_of(out))) == 8
+
+
+def test_pruning_stops_a_trial_far_below_the_median(tiny_data, tmp_path):
+    spec = write_spec(
+        tmp_path,
+        '[space]\noptim.lr = [0.05, 1e-7]\nmodel.hidden = [[16]]\n[sweep]\nseeds = [0, 1, 2]\npruner = "median"\n',
+        epochs=6,
+    )
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", spec, "--out", out, "--data-dir", tiny_data, "--json")
+    assert result.returncode == 0, result.stderr
+    states = {}
+    for trial in trials_of(out):
+        states.setdefault(trial.user_attrs["point"]["optim.lr"], []).append(trial.state.name)
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            with open(out / trial.user_attrs["run_folder"] / "metrics.csv") as file:
+                assert len(list(csv.DictReader(file))) < 6, "a pruned trial stopped before its last epoch"
+    assert states[0.05] == ["COMPLETE"] * 3
+    assert "PRUNED" in states[1e-7], states
+
+
+# -- kill -9 -----------------------------------------------------------------------------------------------------
+
+
+def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(tiny_data, tmp_path):
+    spec = write_spec(
+        tmp_path,
+        '[space]\nmodel.hidden = [[64], [128]]\n[sweep]\nseeds = [0, 1]\npruner = "none"\n',
+        epochs=40,
+        checkpoint_every=2,
+    )
+    out = tmp_path / "sweep"
+    args = ["sweep", spec, "--out", out, "--workers", "2", "--data-dir", tiny_data, "--quiet"]
+    process = start_process(*args, start_new_session=True)  # its own process group: the sweep and its workers
+    deadline = time.monotonic() + 120
+    while not any(out.glob("trials/*/summary.json")) or not _running_with_checkpoint(out):
+        assert process.poll() is None, finish_process(process)
+        assert time.monotonic() < deadline, "no trial finished and another running within 120 s"
+        time.sleep(0.05)
+    interrupted = _running_with_checkpoint(out)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole machine's share of the sweep dies at once
+    process.wait()
+    finished = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("trials/*/summary.json")}
+
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    for name, stamp in finished.items():
+        assert (out / "trials" / name / "summary.json").stat().st_mtime_ns == stamp, f"{name} was trained again"
+    trials = trials_of(out)
+    assert len(complete_points(trials)) == 4 and len(set(complete_points(trials))) == 4
+
+    # the interrupted trial, resumed from its last.pt, ends exactly where an uninterrupted run ends
+    folder = interrupted[0]
+    reference = tmp_path / "reference"
+    alone = run_cli("train", "--config", folder / "config.toml", "--data-dir", tiny_data, "--out", reference, "--quiet")
+    assert alone.returncode == 0, alone.stderr
+    resumed = torch.load(folder / "last.pt", weights_only=True)
+    uninterrupted = torch.load(reference / "last.pt", weights_only=True)
+    for name, tensor in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+
+
+def _running_with_checkpoint(out: Path) -> list[Path]:
+    return [path.parent for path in out.glob("trials/*/last.pt") if not (path.parent / "summary.json").exists()]
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_bad_sweep_commands_are_one_line_and_create_nothing(tiny_data, tmp_path):
+    spec = write_spec(tmp_path, GRID)
+    assert_one_line_error(run_cli("sweep", spec, "--workers", "0"), 2, "--workers")
+    assert_one_line_error(
+        run_cli("sweep", spec, "--out", tmp_path / "a", "--storage", "mysql://me@localhost/db"), 2, "postgresql://"
+    )
+    closed_port = _free_port()
+    unreachable = f"postgresql://nobody@127.0.0.1:{closed_port}/none"
+    assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "b", "--storage", unreachable), 1, "--storage")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    other = tmp_path / "not-a-sweep"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert_one_line_error(run_cli("sweep", spec, "--out", other), 2, "is not a sweep folder")
+
+    out = tmp_path / "sweep"
+    assert run_cli("sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet").returncode == 0
+    changed = write_spec(tmp_path, GRID.replace("[0, 1]", "[0, 1, 2]"), name="changed.toml")
+    before = (out / "journal.log").read_bytes()
+    assert_one_line_error(run_cli("sweep", changed, "--out", out, "--study", "spec"), 2, "holds another sweep")
+    assert (out / "journal.log").read_bytes() == before
+    assert_one_line_error(run_cli("sweep", "--report", tmp_path), 2, "not a sweep folder")
+
+
+def test_without_optuna_the_sweep_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    spec = write_spec(tmp_path, GRID)
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "out"), 1, "pip install 'mnist-ffn[sweep]'")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- PostgreSQL: two machines on one study ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL server on a free loopback port, stopped afterwards."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not binaries:
+        message = "PostgreSQL's server binaries are not installed (Debian package postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI must have them")
+        pytest.skip(message)
+    bin_dir = Path(binaries[-1])
+    root = Path(tempfile.mkdtemp(prefix="mnist-ffn-pg-"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+
+    def run(*command):
+        subprocess.run([*as_postgres, *map(str, command)], check=True, capture_output=True, timeout=120)
+
+    run(bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    run(bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", root / "log", "-w", "start")
+    try:
+        run(bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "sweeps")
+        yield f"postgresql://postgres@127.0.0.1:{port}/sweeps"
+    finally:
+        run(bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(tiny_data, tmp_path, postgres):
+    spec = write_spec(tmp_path, GRID, epochs=3)
+    flags = ["--storage", postgres, "--study", "shared", "--data-dir", tiny_data, "--quiet"]
+    machines = [start_process("sweep", spec, "--out", tmp_path / name, *flags) for name in ("machine-a", "machine-b")]
+    results = [finish_process(machine, timeout=300) for machine in machines]
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    storage = optuna.storages.RDBStorage(postgres.replace("postgresql://", "postgresql+psycopg://"))
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    done = complete_points(trials)
+    assert len(done) == 8 and len(set(done)) == 8, "every point x seed once, none twice"
+    for name in ("machine-a", "machine-b"):
+        assert any((tmp_path / name / "trials").iterdir()), f"{name} ran no trial"
+    spec_changed = write_spec(tmp_path, GRID.replace("[0, 1]", "[5]"), name="other.toml")
+    refused = run_cli("sweep", spec_changed, "--out", tmp_path / "c", "--storage", postgres, "--study", "shared")
+    assert_one_line_error(refused, 2, "--study shared: exists with another spec")
+    assert not (tmp_path / "c").exists()
