@@ -71,25 +71,35 @@ def open_storage(url: str | None, out: Path):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, the sweep extra's driver
     elif not url.startswith("postgresql+psycopg://"):
         raise UsageError(f"--storage {url}: expected postgresql://USER@HOST:PORT/DATABASE")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna calls heartbeats experimental: no warning for every worker
-            # A trial whose heartbeat stopped is enqueued again with its user attributes, so with its run folder.
-            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
-            if retry is not None:
-                callback = {"heartbeat_stale_trial_callback": retry()}
-            else:
-                callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=None)}
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"connect_args": {"connect_timeout": 10}},
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-                **callback,
-            )
-    except Exception as exc:  # SQLAlchemy and psycopg report a refused or misspelt server in many ways
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise MnistFfnError(f"--storage {url}: cannot use the database ({reason[:200]})") from None
+    for attempt in range(5):
+        try:
+            return _rdb_storage(optuna, url)
+        except Exception as exc:  # SQLAlchemy and psycopg report a refused or misspelt server in many ways
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            # Machines starting together on an empty database race to create Optuna's tables: try again.
+            if ("duplicate" in reason or "already exists" in reason) and attempt < 4:
+                time.sleep(0.5 + attempt)
+                continue
+            raise MnistFfnError(f"--storage {url}: cannot use the database ({reason[:200]})") from None
+    raise AssertionError("unreachable")
+
+
+def _rdb_storage(optuna, url: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna calls heartbeats experimental: no warning for every worker
+        # A trial whose heartbeat stopped is enqueued again with its user attributes, so with its run folder.
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
+        if retry is not None:
+            callback = {"heartbeat_stale_trial_callback": retry()}
+        else:
+            callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=None)}
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"connect_args": {"connect_timeout": 10}},
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            **callback,
+        )
 
 
 def open_study(spec: SweepSpec, storage, name: str):
@@ -169,8 +179,14 @@ def run_sweep(
         "device": device,
         "threads": threads,
     }
-    if not _has_work(study, spec):  # a finished sweep run again: nothing to start
-        return _finish(out, study, spec)
+    while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
+        _run_workers(study, spec, job, workers, log)
+        _recover_dead_trials(study)
+    return _finish(out, study, spec)
+
+
+def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:
+    """Start `workers` processes and wait for them; one that dies is replaced while work remains."""
     processes = [_CONTEXT.Process(target=worker_main, args=(job,), daemon=False) for _ in range(workers)]
     for process in processes:
         process.start()
@@ -192,7 +208,6 @@ def run_sweep(
     finally:
         for process in processes:  # Ctrl-C: the workers saved their runs on SIGINT; wait for them to finish
             process.join()
-    return _finish(out, study, spec)
 
 
 def _finish(out: Path, study, spec: SweepSpec) -> dict:
@@ -366,6 +381,10 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
         if trial.should_prune():
             raise optuna.TrialPruned()
 
+    finished = _finished_summary(run, config)
+    if finished is not None:  # the run ended but its worker died before telling the study: keep it
+        _tell_complete(study, trial, finished, finished["wall_seconds"])
+        return
     heartbeat = _Heartbeat(study, trial)
     started = time.perf_counter()
     try:
@@ -389,9 +408,29 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
+    _tell_complete(study, trial, summary, time.perf_counter() - started)
+
+
+def _tell_complete(study, trial, summary: dict, seconds: float) -> None:
     trial.set_user_attr("test_accuracy", summary["test_accuracy"])
-    trial.set_user_attr("seconds", time.perf_counter() - started)
+    trial.set_user_attr("seconds", seconds)
     study.tell(trial, summary["best_val_accuracy"])
+
+
+def _finished_summary(run: RunFolder, config) -> dict | None:
+    """The summary of a run that already finished in this folder with this config, else None."""
+    from mnist_ffn.config import load_config
+
+    if not run.summary.is_file():
+        return None
+    try:
+        on_disk = load_config(run.config)
+        summary = run.read_summary()
+    except MnistFfnError:
+        return None
+    same = on_disk.to_dict() | {"train": {**on_disk.train.__dict__, "threads": 0}}
+    wanted = config.to_dict() | {"train": {**config.train.__dict__, "threads": 0}}
+    return summary if same == wanted else None
 
 
 def _folder_safe(label: str) -> str:

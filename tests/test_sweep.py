@@ -130,52 +130,66 @@ def test_a_grid_spec_refuses_ranges_and_tpe_needs_trials(tmp_path):
 # -- a grid on one machine ---------------------------------------------------------------------------------------
 
 
-def test_a_grid_with_two_workers_runs_every_point_and_seed_exactly_once(tiny_data, tmp_path):
-    spec = write_spec(tmp_path, GRID)
-    out = tmp_path / "sweep"
-    result = run_cli("sweep", spec, "--out", out, "--workers", "2", "--data-dir", tiny_data, "--json")
+@pytest.fixture(scope="module")
+def finished_grid(tiny_template, tmp_path_factory):
+    """One grid sweep (2 activations x 2 depths x 2 seeds) run by two workers, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("grid")
+    data = shutil.copytree(tiny_template[0], folder / "data")
+    spec = write_spec(folder, GRID)
+    args = ["sweep", spec, "--out", folder / "sweep", "--data-dir", data]
+    result = run_cli(*args, "--workers", "2", "--json")
     assert result.returncode == 0, result.stderr
+    return folder / "sweep", args, json.loads(result.stdout)
+
+
+def test_a_grid_with_two_workers_runs_every_point_and_seed_exactly_once(finished_grid):
+    out, _, report = finished_grid
     trials = trials_of(out)
     assert complete_points(trials) == sorted(set(complete_points(trials)))  # no point x seed twice
     assert len(complete_points(trials)) == 4 * 2
-    folders = sorted((out / "trials").iterdir())
-    assert len(folders) == 8
-    workers = {trial.user_attrs["worker"] for trial in trials}
-    assert len(workers) == 2, "both workers drew trials"
+    assert len(list((out / "trials").iterdir())) == 8
+    assert len({trial.user_attrs["worker"] for trial in trials}) == 2, "both workers drew trials"
 
-    # results.csv agrees with the run folders' own summary.json files
+    # results.csv and the table agree with the run folders' own summary.json files
     summaries: dict[str, list] = {}
     for trial in trials:
         summary = json.loads((out / trial.user_attrs["run_folder"] / "summary.json").read_text())
         summaries.setdefault(json.dumps(trial.user_attrs["point"], sort_keys=True), []).append(summary)
     with open(out / "results.csv") as file:
-        rows = list(csv.DictReader(file))
-    assert len(rows) == 4
-    report = json.loads(result.stdout)
+        rows = {row["point"]: row for row in csv.DictReader(file)}
+    assert len(rows) == 4 == len(report["points"])
     for row in report["points"]:
         runs = summaries[json.dumps(row["params"], sort_keys=True)]
         assert row["seeds"] == 2
         assert row["val_mean"] == pytest.approx(statistics.fmean(run["best_val_accuracy"] for run in runs))
         assert row["test_mean"] == pytest.approx(statistics.fmean(run["test_accuracy"] for run in runs))
         assert row["test_std"] == pytest.approx(statistics.stdev(run["test_accuracy"] for run in runs))
-    by_label = {row["point"]: row for row in rows}
-    for row in report["points"]:
-        assert float(by_label[row["point"]]["val_mean"]) == pytest.approx(row["val_mean"], rel=1e-5)
-
-    again = run_cli("sweep", "--report", out, "--json")
-    assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["points"] == report["points"]
+        assert float(rows[row["point"]]["val_mean"]) == pytest.approx(row["val_mean"], rel=1e-5)
+        assert float(rows[row["point"]]["test_std"]) == pytest.approx(row["test_std"], rel=1e-5, abs=1e-9)
+    means = [row["val_mean"] for row in report["points"]]
+    assert means == sorted(means, reverse=True), "best validation accuracy first"
 
 
-def test_rerunning_a_finished_sweep_trains_nothing_again(tiny_data, tmp_path):
-    spec = write_spec(tmp_path, GRID)
-    out = tmp_path / "sweep"
-    args = ["sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet"]
-    assert run_cli(*args).returncode == 0
+def test_report_and_rerun_of_a_finished_sweep_train_nothing_again(finished_grid):
+    out, args, report = finished_grid
     stamps = {path: path.stat().st_mtime_ns for path in out.glob("trials/*/best.pt")}
-    assert run_cli(*args).returncode == 0
+    again = run_cli(*args, "--json")
+    assert again.returncode == 0, again.stderr
     assert {path: path.stat().st_mtime_ns for path in out.glob("trials/*/best.pt")} == stamps
-    assert len(complete_points(trials_of(out))) == 8
+    assert json.loads(again.stdout)["points"] == report["points"]
+    reported = run_cli("sweep", "--report", out, "--json")
+    assert reported.returncode == 0, reported.stderr
+    assert json.loads(reported.stdout)["points"] == report["points"]
+    table = run_cli("sweep", "--report", out)
+    assert "±" in table.stdout and "results.csv" in table.stdout
+
+
+def test_a_folder_of_another_sweep_is_refused_and_left_as_it_was(finished_grid, tmp_path):
+    out, _, _ = finished_grid
+    changed = write_spec(tmp_path, GRID.replace("[0, 1]", "[0, 1, 2]"), name="spec.toml")
+    before = (out / "journal.log").read_bytes()
+    assert_one_line_error(run_cli("sweep", changed, "--out", out), 2, "holds another sweep")
+    assert (out / "journal.log").read_bytes() == before
 
 
 def test_pruning_stops_a_trial_far_below_the_median(tiny_data, tmp_path):
@@ -218,6 +232,8 @@ def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(
     interrupted = _running_with_checkpoint(out)
     os.killpg(process.pid, signal.SIGKILL)  # the whole machine's share of the sweep dies at once
     process.wait()
+    while _group_alive(process.pid):  # workers inside an fsync die when it returns
+        time.sleep(0.05)
     finished = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("trials/*/summary.json")}
 
     rerun = run_cli(*args)
@@ -238,6 +254,14 @@ def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(
         assert torch.equal(resumed["model"][name], tensor), name
 
 
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _running_with_checkpoint(out: Path) -> list[Path]:
     return [path.parent for path in out.glob("trials/*/last.pt") if not (path.parent / "summary.json").exists()]
 
@@ -245,7 +269,7 @@ def _running_with_checkpoint(out: Path) -> list[Path]:
 # -- bad input ---------------------------------------------------------------------------------------------------
 
 
-def test_bad_sweep_commands_are_one_line_and_create_nothing(tiny_data, tmp_path):
+def test_bad_sweep_commands_are_one_line_and_create_nothing(tmp_path):
     spec = write_spec(tmp_path, GRID)
     assert_one_line_error(run_cli("sweep", spec, "--workers", "0"), 2, "--workers")
     assert_one_line_error(
@@ -261,13 +285,8 @@ def test_bad_sweep_commands_are_one_line_and_create_nothing(tiny_data, tmp_path)
     (other / "notes.txt").write_text("mine")
     assert_one_line_error(run_cli("sweep", spec, "--out", other), 2, "is not a sweep folder")
 
-    out = tmp_path / "sweep"
-    assert run_cli("sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet").returncode == 0
-    changed = write_spec(tmp_path, GRID.replace("[0, 1]", "[0, 1, 2]"), name="changed.toml")
-    before = (out / "journal.log").read_bytes()
-    assert_one_line_error(run_cli("sweep", changed, "--out", out, "--study", "spec"), 2, "holds another sweep")
-    assert (out / "journal.log").read_bytes() == before
     assert_one_line_error(run_cli("sweep", "--report", tmp_path), 2, "not a sweep folder")
+    assert_one_line_error(run_cli("sweep"), 2, "give a sweep spec")
 
 
 def test_without_optuna_the_sweep_says_how_to_install_it(tmp_path, monkeypatch):
@@ -319,7 +338,7 @@ def postgres(tmp_path_factory):
 
 
 def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(tiny_data, tmp_path, postgres):
-    spec = write_spec(tmp_path, GRID, epochs=3)
+    spec = write_spec(tmp_path, GRID, epochs=1)
     flags = ["--storage", postgres, "--study", "shared", "--data-dir", tiny_data, "--quiet"]
     machines = [start_process("sweep", spec, "--out", tmp_path / name, *flags) for name in ("machine-a", "machine-b")]
     results = [finish_process(machine, timeout=300) for machine in machines]
