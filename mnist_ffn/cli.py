@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
-import math
 import os
 import signal
 import sys
@@ -251,6 +249,8 @@ def compare(
         progress_bars=not quiet and not as_json,
     )
     if as_json:
+        from mnist_ffn.report import strict_json
+
         print(strict_json(comparison))
     elif not quiet:
         print_comparison(comparison, out)
@@ -291,7 +291,7 @@ def sweep(
     Rerunning the same command continues the sweep; the same command on other machines with the same
     --storage joins it. Needs the sweep extra: pip install 'mnist-ffn[sweep]'.
     """
-    from mnist_ffn.report import print_sweep
+    from mnist_ffn.report import print_sweep, strict_json
 
     if report is not None:
         from mnist_ffn.sweep import report_folder
@@ -334,25 +334,12 @@ def _resolve_config(config: Path | None, overrides: list[str], dataset: str | No
 
 def _show(report: dict, as_json: bool, print_tables) -> None:
     """One JSON object for scripts, or tables for people."""
+    from mnist_ffn.report import strict_json
+
     if as_json:
         print(strict_json(report))
     else:
         print_tables(report)
-
-
-def strict_json(value) -> str:
-    """JSON that strict parsers accept: a NaN or infinite number (a diverged model's loss) becomes null."""
-
-    def finite(item):
-        if isinstance(item, float) and not math.isfinite(item):
-            return None
-        if isinstance(item, dict):
-            return {key: finite(inner) for key, inner in item.items()}
-        if isinstance(item, list | tuple):
-            return [finite(inner) for inner in item]
-        return item
-
-    return json.dumps(finite(value), indent=2, allow_nan=False)
 
 
 def _default_run_dir(config: Path | None) -> Path:

@@ -30,6 +30,8 @@ def plot_folder(folder: Path) -> list[Path]:
         raise UsageError(f"{folder}: no such folder")
     if (folder / COMPARISON_FILE).is_file():
         return [plot_comparison(folder)]
+    if (folder / "results.json").is_file():
+        return [plot_sweep(folder)]
     run = RunFolder(folder)
     if not run.metrics.is_file():
         raise MnistFfnError(f"{folder}: no metrics.csv or {COMPARISON_FILE}: not a run or compare folder")
@@ -139,6 +141,49 @@ def plot_comparison(folder: Path) -> Path:
     path = _save(figure, folder / "compare.png")
     plt.close(figure)
     return path
+
+
+def plot_sweep(folder: Path) -> Path:
+    """Test accuracy (mean, with error bars of one standard deviation over seeds) against each swept key,
+    one line for each combination of the other keys."""
+    path = folder / "results.json"
+    try:
+        points = json.loads(path.read_text(encoding="utf-8"))["points"]
+        keys = list(points[0]["params"])
+        for point in points:
+            if list(point["params"]) != keys or not isinstance(point["test_mean"], int | float):
+                raise ValueError("points with different keys")
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{path}: damaged, not the results.json mnist-ffn writes ({exc})") from None
+    plt = _pyplot()
+    figure, axes_row = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), dpi=120, squeeze=False)
+    for key, axes in zip(keys, axes_row[0], strict=True):
+        values = list(dict.fromkeys(json.dumps(point["params"][key]) for point in points))
+        others = [other for other in keys if other != key]
+        lines: dict[str, list] = {}
+        for point in points:
+            label = ", ".join(f"{other.rpartition('.')[2]}={json.dumps(point['params'][other])}" for other in others)
+            lines.setdefault(label, []).append(point)
+        for label, members in lines.items():
+            members.sort(key=lambda point: values.index(json.dumps(point["params"][key])))
+            axes.errorbar(
+                [values.index(json.dumps(point["params"][key])) for point in members],
+                [point["test_mean"] * 100 for point in members],
+                yerr=[(point["test_std"] or 0) * 100 for point in members],
+                marker="o",
+                capsize=3,
+                label=label or None,
+            )
+        axes.set_xticks(range(len(values)), values, rotation=30 if len(values) > 4 else 0)
+        axes.set(xlabel=key, ylabel="test accuracy (%), mean ± std over seeds")
+        axes.grid(alpha=0.3)
+        if others:
+            axes.legend(fontsize=7)
+    figure.suptitle(f"Sweep {folder.name}")
+    figure.tight_layout()
+    saved = _save(figure, folder / "sweep.png")
+    plt.close(figure)
+    return saved
 
 
 def _save(figure, path: Path) -> Path:

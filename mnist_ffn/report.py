@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -9,6 +11,21 @@ from rich.markup import escape
 from rich.table import Table
 
 console = Console()
+
+
+def strict_json(value) -> str:
+    """JSON that strict parsers accept: a NaN or infinite number (a diverged model's loss) becomes null."""
+
+    def finite(item):
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(inner) for inner in item]
+        return item
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)
 
 
 def start_line(

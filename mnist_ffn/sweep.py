@@ -16,6 +16,7 @@ this machine and, with PostgreSQL, by Optuna's heartbeat from any machine.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import multiprocessing
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.errors import ConfigError, MnistFfnError, UsageError
+from mnist_ffn.report import strict_json
 from mnist_ffn.run_folder import RunFolder
 from mnist_ffn.sweep_spec import Range, SweepSpec, point_config, point_label
 
@@ -270,10 +272,14 @@ def _recover_dead_trials(study) -> None:
         warnings.simplefilter("ignore")  # Optuna calls fail_stale_trials experimental
         optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker", "")
-        worker_host, _, pid = worker.rpartition(":")
-        if worker_host != host or not pid.isdigit() or _process_alive(int(pid)):
+        worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if not pid:  # killed in the instant between drawing the trial and naming its worker
+            age = (now - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+            if age < GRACE_SECONDS:
+                continue
+        elif worker_host != host or _process_alive(int(pid)):
             continue
         try:
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
@@ -320,6 +326,7 @@ def worker_main(job: dict) -> None:
     study = optuna.load_study(study_name=job["study"], storage=storage, pruner=_pruner(spec), sampler=_sampler(spec))
     while _has_work(study, spec):
         trial = study.ask()
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: who to ask if it lives
         if spec.sampler == "grid" and "point" not in trial.user_attrs:  # the queue emptied as we asked
             trial.set_user_attr("discarded", True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -371,7 +378,6 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
         f"trials/{trial.number:04d}-{_folder_safe(point_label(point))}-seed{seed}"
     )
     trial.set_user_attr("run_folder", relative)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     run = RunFolder(out / relative)
     config = point_config(spec.base, point, seed)
     config.train.threads = job["threads"]
@@ -515,6 +521,8 @@ def collect_results(study, spec: SweepSpec) -> dict:
 
 
 def write_results(out: Path, results: dict) -> None:
+    """results.csv for spreadsheets, results.json (with each point's values) for `mnist-ffn plot`."""
+    write_text_atomically(out / "results.json", strict_json(results) + "\n")
     lines = [",".join(RESULT_COLUMNS)]
     for row in results["points"]:
         cells = [f'"{row["point"]}"', str(row["seeds"])]

@@ -217,8 +217,8 @@ def test_pruning_stops_a_trial_far_below_the_median(tiny_data, tmp_path):
 def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(tiny_data, tmp_path):
     spec = write_spec(
         tmp_path,
-        '[space]\nmodel.hidden = [[64], [128]]\n[sweep]\nseeds = [0, 1]\npruner = "none"\n',
-        epochs=40,
+        '[space]\nmodel.hidden = [[32], [48]]\n[sweep]\nseeds = [0, 1]\npruner = "none"\n',
+        epochs=16,
         checkpoint_every=2,
     )
     out = tmp_path / "sweep"
@@ -354,3 +354,14 @@ def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(t
     refused = run_cli("sweep", spec_changed, "--out", tmp_path / "c", "--storage", postgres, "--study", "shared")
     assert_one_line_error(refused, 2, "--study shared: exists with another spec")
     assert not (tmp_path / "c").exists()
+
+
+def test_plot_of_a_sweep_draws_accuracy_against_each_swept_key(finished_grid):
+    pytest.importorskip("matplotlib", reason="needs the plot extra")
+    out, _, _ = finished_grid
+    result = run_cli("plot", out)
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    with Image.open(out / "sweep.png") as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1]  # one panel per swept key, side by side
