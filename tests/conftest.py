@@ -173,6 +173,6 @@ def default_run(tmp_path_factory) -> Path:
     """`mnist-ffn train` with no flags on the real MNIST, once per session (about 15 s on 2 CPU cores)."""
     data_dir = real_data_dir()
     out = tmp_path_factory.mktemp("default-run") / "run"
-    result = run_process("train", "--data-dir", data_dir, "--out", out, "--quiet")
+    result = run_cli("train", "--data-dir", data_dir, "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
     return out

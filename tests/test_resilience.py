@@ -20,7 +20,6 @@ from tests.conftest import (
     assert_one_line_error,
     finish_process,
     run_cli,
-    run_process,
     start_process,
     write_dataset,
 )
@@ -47,7 +46,7 @@ def resume_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(resume_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = run_process("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
+    result = run_cli("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
     assert result.returncode == 0, result.stderr
     return out
 
