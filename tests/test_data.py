@@ -191,6 +191,15 @@ def test_data_dir_option_beats_the_environment_which_beats_the_default(tmp_path,
 
 
 @pytest.mark.real_data
+def test_verified_and_unverified_reads_are_cached_apart(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_FFN_CACHE", str(tmp_path / "cache"))
+    load_dataset(tiny_data, "mnist", verify_checksums=False, download=False)
+    assert len(list((tmp_path / "cache").glob("mnist-*.pt"))) == 1
+    with pytest.raises(DataError, match="does not match the original"):  # the unverified decode is not reused
+        load_dataset(tiny_data, "mnist", verify_checksums=True, download=False)
+    assert len(list((tmp_path / "cache").glob("mnist-*.pt"))) == 1, "a failed verification caches nothing"
+
+
 def test_real_mnist_verifies_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_FFN_CACHE", str(tmp_path / "cache"))
     data_dir = real_data_dir()
@@ -234,16 +243,15 @@ def test_a_modified_real_file_fails_its_checksum(tmp_path):
     ],
     ids=["wrong-shape", "labels-out-of-range", "counts-disagree", "missing-part"],
 )
-def test_a_damaged_tensor_cache_is_rebuilt_from_the_verified_files(tmp_path, monkeypatch, damage):
-    """The cache needs verified files, so this uses real MNIST; its tensors have the right dtypes but wrong contents."""
+def test_a_damaged_tensor_cache_is_rebuilt_from_the_files(tiny_data, tmp_path, monkeypatch, damage):
+    """A cache file with the right dtypes but wrong contents is never trusted."""
     monkeypatch.setenv("MNIST_FFN_CACHE", str(tmp_path / "cache"))
-    data_dir = real_data_dir()
-    good = load_dataset(data_dir, "mnist", download=False)
+    good = load_dataset(tiny_data, "mnist", verify_checksums=False, download=False)
     (cache,) = (tmp_path / "cache").glob("mnist-*.pt")
     tensors = torch.load(cache, weights_only=True)
     damage(tensors)
     torch.save(tensors, cache)
-    again = load_dataset(data_dir, "mnist", download=False)
+    again = load_dataset(tiny_data, "mnist", verify_checksums=False, download=False)
     assert torch.equal(again.train_images, good.train_images)
     assert torch.equal(again.train_labels, good.train_labels)
     assert torch.equal(again.test_labels, good.test_labels)

@@ -283,36 +283,32 @@ def test_the_lock_file_is_gone_after_a_run_and_not_part_of_it(tiny_run):
 # -- permissions the operating system refuses ------------------------------------------------------------------
 
 
-def without_root_powers(*args) -> subprocess.CompletedProcess:
-    """`python -m mnist_ffn ARGS` that obeys file permissions even when the tests run as root (as CI does)."""
+def without_root_powers(*args) -> subprocess.Popen:
+    """Start `python -m mnist_ffn ARGS` obeying file permissions even when the tests run as root (as CI does)."""
     command = [sys.executable, "-m", "mnist_ffn", *map(str, args)]
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: root ignores file permissions")
         drop = "-dac_override,-dac_read_search"
         command = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
-    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_an_unwritable_out_parent_is_one_line(tiny_data, tmp_path):
+def test_unwritable_folders_and_unreadable_files_are_one_line_and_destroy_nothing(tiny_data, tiny_run, tmp_path):
     parent = tmp_path / "read-only"
     parent.mkdir()
     parent.chmod(0o555)
-    try:
-        result = without_root_powers("train", "--data-dir", tiny_data, "--out", parent / "run", *TINY_FLAGS)
-    finally:
-        parent.chmod(0o755)
-    assert_one_line_error(result, 1, f"--out {parent / 'run'}: cannot create the folder", "Permission denied")
-    assert list(parent.iterdir()) == []
-
-
-def test_an_unreadable_data_file_is_one_line_and_destroys_nothing(tiny_data, tiny_run):
-    before = snapshot(tiny_run)
     images = tiny_data / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
     images.chmod(0o000)
-    try:
-        result = without_root_powers("train", "--data-dir", tiny_data, "--out", tiny_run, "--force", *TINY_FLAGS)
+    before = snapshot(tiny_run)
+    try:  # both at once: one per core
+        unwritable = without_root_powers("train", "--data-dir", tiny_data, "--out", parent / "run", *TINY_FLAGS)
+        unreadable = without_root_powers("train", "--data-dir", tiny_data, "--out", tiny_run, "--force", *TINY_FLAGS)
+        unwritable, unreadable = finish_process(unwritable), finish_process(unreadable)
     finally:
+        parent.chmod(0o755)
         images.chmod(0o644)
-    assert_one_line_error(result, 1, "train-images-idx3-ubyte.gz: cannot read it", "Permission denied")
+    assert_one_line_error(unwritable, 1, f"--out {parent / 'run'}: cannot create the folder", "Permission denied")
+    assert list(parent.iterdir()) == []
+    assert_one_line_error(unreadable, 1, "train-images-idx3-ubyte.gz: cannot read it", "Permission denied")
     assert snapshot(tiny_run) == before
