@@ -253,13 +253,11 @@ def _write_sweep_file(out: Path, spec: SweepSpec, study_name: str, storage_url: 
 def _has_work(study, spec: SweepSpec) -> bool:
     from optuna.trial import TrialState
 
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return True  # the grid, a point's other seeds, or a retry
     if spec.sampler == "grid":
-        return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    return _tpe_runs_started(study) < spec.trials * len(spec.seeds)
-
-
-def _tpe_runs_started(study) -> int:
-    return sum(1 for trial in study.get_trials(deepcopy=False) if not trial.user_attrs.get("discarded"))
+        return False
+    return sum(1 for trial in study.get_trials(deepcopy=False) if trial.user_attrs.get("sampled")) < spec.trials
 
 
 def _recover_dead_trials(study) -> None:
@@ -363,6 +361,7 @@ def _suggest(trial, spec: SweepSpec) -> tuple[dict, int]:
     seed = spec.seeds[0]
     trial.set_user_attr("point", point)
     trial.set_user_attr("seed", seed)
+    trial.set_user_attr("sampled", True)  # counts toward the spec's trials
     for other in spec.seeds[1:]:  # a point TPE sampled runs once per seed too
         trial.study.enqueue_trial(trial.params, user_attrs={"point": point, "seed": other})
     return point, seed

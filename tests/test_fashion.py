@@ -36,8 +36,10 @@ def test_each_data_set_is_found_in_its_own_folder(tmp_path):
     assert len(load_dataset(tmp_path, "fashion-mnist", verify_checksums=False, download=False).train_labels) == 50
 
 
-@pytest.fixture
-def fashion_run(tmp_path):
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory):
+    """A tiny Fashion-MNIST run, made once: the tests below only read it."""
+    tmp_path = tmp_path_factory.mktemp("fashion")
     data = tmp_path / "data"
     write_dataset(data / "FashionMNIST" / "raw")
     out = tmp_path / "run"

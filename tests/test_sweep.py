@@ -365,3 +365,23 @@ def test_plot_of_a_sweep_draws_accuracy_against_each_swept_key(finished_grid):
 
     with Image.open(out / "sweep.png") as image:
         assert image.format == "PNG" and image.size[0] > image.size[1]  # one panel per swept key, side by side
+
+
+def test_a_tpe_search_samples_points_and_runs_each_once_per_seed(tiny_data, tmp_path):
+    spec = write_spec(
+        tmp_path,
+        "[space]\noptim.lr = { low = 0.01, high = 0.3, log = true }\nmodel.hidden = [[8], [16]]\n"
+        '[sweep]\nsampler = "tpe"\ntrials = 3\nseeds = [0, 1]\npruner = "none"\n',
+        epochs=1,
+    )
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", spec, "--out", out, "--data-dir", tiny_data, "--json")
+    assert result.returncode == 0, result.stderr
+    trials = [trial for trial in trials_of(out) if trial.state == optuna.trial.TrialState.COMPLETE]
+    by_point: dict[str, list] = {}
+    for trial in trials:
+        assert 0.01 <= trial.user_attrs["point"]["optim.lr"] <= 0.3
+        by_point.setdefault(json.dumps(trial.user_attrs["point"], sort_keys=True), []).append(trial.user_attrs["seed"])
+    assert len(by_point) >= 3
+    assert all(sorted(seeds) == [0, 1] for seeds in by_point.values()), by_point
+    assert all(row["seeds"] == 2 for row in json.loads(result.stdout)["points"])
