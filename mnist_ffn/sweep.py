@@ -21,15 +21,17 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
+import sys
 import threading
 import time
 import warnings
 from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
-from mnist_ffn.errors import ConfigError, MnistFfnError, UsageError
+from mnist_ffn.errors import ConfigError, Interrupted, MnistFfnError, TrainingInterrupted, UsageError
 from mnist_ffn.report import strict_json
 from mnist_ffn.run_folder import RunFolder
 from mnist_ffn.sweep_spec import Range, SweepSpec, point_config, point_label
@@ -181,9 +183,16 @@ def run_sweep(
         "device": device,
         "threads": threads,
     }
-    while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
-        _run_workers(study, spec, job, workers, log)
-        _recover_dead_trials(study)
+    try:
+        while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
+            _run_workers(study, spec, job, workers, log)
+            _recover_dead_trials(study)
+    except Interrupted as exc:
+        name = signal.Signals(exc.signal_number).name
+        raise TrainingInterrupted(
+            f"stopped by {name}; each running trial saved its run folder; rerun the same command to continue",
+            exc.signal_number,
+        ) from None
     return _finish(out, study, spec)
 
 
@@ -207,8 +216,11 @@ def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:
                         processes.append(replacement)
                     if log:
                         log(f"a worker ended with exit code {process.exitcode}; its trial is queued again")
-    finally:
-        for process in processes:  # Ctrl-C: the workers saved their runs on SIGINT; wait for them to finish
+    finally:  # stopped by a signal: each worker saves its run and stops (SIGTERM), then the sweep ends
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
             process.join()
 
 
@@ -284,10 +296,16 @@ def _recover_dead_trials(study) -> None:
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process recovered it first
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental in Optuna's eyes, stable in ours
-            retry = optuna.storages.RetryFailedTrialCallback(max_retry=None)
-        retry(study, study._storage.get_trial(trial._trial_id))  # queued again, with its run folder
+        _requeue(study, trial._trial_id)
+
+
+def _requeue(study, trial_id: int) -> None:
+    """Enqueue a failed trial again with its params and user attributes, so with its run folder."""
+    optuna = _optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental in Optuna's eyes, stable in ours
+        retry = optuna.storages.RetryFailedTrialCallback(max_retry=None)
+    retry(study, study._storage.get_trial(trial_id))
 
 
 def _process_alive(pid: int) -> bool:
@@ -312,11 +330,9 @@ def _process_alive(pid: int) -> bool:
 
 def worker_main(job: dict) -> None:
     """One worker process: draw trials from the study until there are none, train each."""
-    import signal
-
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep process owns Ctrl-C; SIGTERM still stops a run
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep process, which stops the workers
     torch.set_num_threads(job["threads"])
     optuna = _optuna()
     spec: SweepSpec = job["spec"]
@@ -329,7 +345,10 @@ def worker_main(job: dict) -> None:
             trial.set_user_attr("discarded", True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
-        _run_trial(study, trial, spec, job)
+        try:
+            _run_trial(study, trial, spec, job)
+        except TrainingInterrupted as exc:  # saved in its run folder and queued again: a rerun resumes it
+            sys.exit(exc.exit_code)
 
 
 def _pruner(spec: SweepSpec):
@@ -409,6 +428,10 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
+    except TrainingInterrupted:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _requeue(study, trial._trial_id)
+        raise
     except (MnistFfnError, ConfigError) as exc:
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -385,3 +385,33 @@ def test_a_tpe_search_samples_points_and_runs_each_once_per_seed(tiny_data, tmp_
     assert len(by_point) >= 3
     assert all(sorted(seeds) == [0, 1] for seeds in by_point.values()), by_point
     assert all(row["seeds"] == 2 for row in json.loads(result.stdout)["points"])
+
+
+def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny_data, tmp_path):
+    import threading
+
+    spec = write_spec(
+        tmp_path, '[space]\nmodel.hidden = [[16], [24]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=30
+    )
+    out = tmp_path / "sweep"
+    args = ["sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet"]
+
+    def interrupt_once_a_run_has_saved():
+        deadline = time.monotonic() + 60
+        while not any(out.glob("trials/*/last.pt")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does to the sweep process
+
+    watcher = threading.Thread(target=interrupt_once_a_run_has_saved)
+    watcher.start()
+    stopped = run_cli(*args)
+    watcher.join()
+    assert_one_line_error(stopped, 130, "stopped by SIGINT", "rerun the same command to continue")
+    saved = list(out.glob("trials/*/last.pt"))
+    assert saved and all(torch.load(path, weights_only=True)["progress"]["epoch"] < 30 for path in saved)
+
+    finished = run_cli(*args)
+    assert finished.returncode == 0, finished.stderr
+    assert len(complete_points(trials_of(out))) == 2 == len(set(complete_points(trials_of(out))))
+    for path in saved:  # the interrupted trial went on in its own folder
+        assert json.loads((path.parent / "summary.json").read_text())["epochs"] == 30
