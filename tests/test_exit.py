@@ -6,28 +6,25 @@ import sys
 import pytest
 
 from mnist_ffn import cli
-from tests.conftest import TINY_FLAGS, finish_process, run_process, start_process
+from tests.conftest import TINY_FLAGS, finish_process, start_process
 
 
-def test_buffered_output_is_flushed_before_the_fast_exit(tiny_data, tiny_run, tmp_path):
+def test_buffered_output_and_an_error_line_survive_the_fast_exit(tiny_data, tiny_run, tmp_path):
     out = tmp_path / "new-run"
     train = start_process(
         "train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=2", buffered=True
     )
     evaluation = start_process("eval", tiny_run / "best.pt", "--data-dir", tiny_data, "--json", buffered=True)
-    train, evaluation = finish_process(train), finish_process(evaluation)  # both at once: two cores
+    missing = start_process("eval", tmp_path / "missing.pt", buffered=True)
+    train, evaluation, missing = map(finish_process, (train, evaluation, missing))  # all at once
 
     assert train.returncode == 0, train.stderr
     assert "epoch 2/2" in train.stdout and "run folder" in train.stdout  # the summary table is printed last
     assert evaluation.returncode == 0, evaluation.stderr
     report = json.loads(evaluation.stdout)  # the whole document, not a cut-off prefix
     assert report["accuracy"] == json.loads((tiny_run / "summary.json").read_text())["test_accuracy"]
-
-
-def test_an_error_line_survives_the_fast_exit(tmp_path):
-    result = run_process("eval", tmp_path / "missing.pt", buffered=True)
-    assert result.returncode == 1
-    assert result.stderr.strip() == f"mnist-ffn: error: {tmp_path / 'missing.pt'}: no such checkpoint file"
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"mnist-ffn: error: {tmp_path / 'missing.pt'}: no such checkpoint file"
 
 
 @pytest.mark.parametrize(
