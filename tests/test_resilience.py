@@ -31,7 +31,7 @@ RUN_FLAGS = [
     "--set", "model.hidden=[256,256]",
     "--set", "model.dropout=0.1",  # dropout draws random numbers, so the RNG state must be restored too
     "--set", "train.batch_size=32",
-    "--set", "train.epochs=4",
+    "--set", "train.epochs=3",
     "--set", "train.checkpoint_every=7",
 ]  # fmt: skip
 
