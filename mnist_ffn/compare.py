@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
-from mnist_ffn.config import ACTIVATIONS, Config, load_config
+from mnist_ffn.config import ACTIVATIONS, Config
 from mnist_ffn.errors import ConfigError, UsageError
 from mnist_ffn.model import architecture, layer_widths
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
@@ -121,11 +121,7 @@ def _plan(out: Path, activation: str, config: Config, force: bool) -> str:
         return "new"
     if force:
         return "replace"
-    try:
-        same = run.config.is_file() and load_config(run.config) == config
-    except ConfigError:
-        same = False
-    if not same:
+    if run.saved_config() != config:
         raise UsageError(
             f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
         )

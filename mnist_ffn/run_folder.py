@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mnist_ffn.atomic import remove_leftover_temp_files, write_text_atomically
-from mnist_ffn.config import Config, to_toml
-from mnist_ffn.errors import DamagedFile, RunFolderBusy, UsageError, WriteError
+from mnist_ffn.config import Config, load_config, to_toml
+from mnist_ffn.errors import ConfigError, DamagedFile, RunFolderBusy, UsageError, WriteError
 
 COMPARISON_FILE = "compare.json"  # what `mnist-ffn compare` writes beside one run folder per activation
 LOCK_FILE = ".mnist-ffn.lock"  # flock()ed while a process trains in the folder; empty, removed at the end
@@ -151,6 +151,13 @@ class RunFolder:
 
     def written_names(self) -> list[str]:
         return [path.name for path in self.run_files()]
+
+    def saved_config(self) -> Config | None:
+        """The config in config.toml, or None when it is missing or not a valid config."""
+        try:
+            return load_config(self.config)
+        except ConfigError:  # load_config reports a missing or unreadable file as a ConfigError too
+            return None
 
     def config_run_id(self) -> str | None:
         """The identity in config.toml's first line (None for runs made before identities existed)."""

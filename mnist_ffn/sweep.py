@@ -16,6 +16,7 @@ this machine and, with PostgreSQL, by Optuna's heartbeat from any machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import math
@@ -446,19 +447,21 @@ def _tell_complete(study, trial, summary: dict, seconds: float) -> None:
 
 
 def _finished_summary(run: RunFolder, config) -> dict | None:
-    """The summary of a run that already finished in this folder with this config, else None."""
-    from mnist_ffn.config import load_config
+    """The summary of a run that already finished in this folder with this config, else None.
 
-    if not run.summary.is_file():
+    The thread count may differ (a rerun with another --workers): a finished run stays finished.
+    """
+    on_disk = run.saved_config()
+    if on_disk is None or not run.summary.is_file():
+        return None
+    if dataclasses.replace(on_disk.train, threads=0) != dataclasses.replace(config.train, threads=0):
+        return None
+    if dataclasses.replace(on_disk, train=config.train) != config:
         return None
     try:
-        on_disk = load_config(run.config)
-        summary = run.read_summary()
+        return run.read_summary()
     except MnistFfnError:
         return None
-    same = on_disk.to_dict() | {"train": {**on_disk.train.__dict__, "threads": 0}}
-    wanted = config.to_dict() | {"train": {**config.train.__dict__, "threads": 0}}
-    return summary if same == wanted else None
 
 
 def _folder_safe(label: str) -> str:
