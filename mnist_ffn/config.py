@@ -27,6 +27,7 @@ LESSON_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
 SCHEDULES = ("constant", "step", "cosine")
 DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("fp32", "bf16")
+ENGINES = ("auto", "backprop", "autograd")
 TRAIN_SET_SIZE = 60_000  # both MNIST and Fashion-MNIST ship 60k training and 10k test images
 INPUT_PIXELS = 28 * 28
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit, and the augmentation generator takes seed + 1
@@ -76,6 +77,11 @@ class TrainConfig:
     threads: int = key(0, "CPU threads for torch (0: torch's default, one per physical core)")
     precision: str = key("fp32", "`fp32`, or `bf16` autocast (for GPUs and CPUs with AMX)")
     compile: bool = key(False, "`torch.compile` the model; pays off only for long runs on a GPU")
+    engine: str = key(
+        "auto",
+        "`backprop` (the lesson's equations, by hand), `autograd` (`loss.backward()` + `torch.optim.SGD`), "
+        'or `auto`: backprop unless `train.precision = "bf16"` or `train.compile`',
+    )
 
 
 @dataclass
@@ -278,6 +284,13 @@ def validate(config: Config) -> list[str]:
         train.threads,
     )
     choose("train.precision", train.precision, PRECISIONS)
+    choose("train.engine", train.engine, ENGINES)
+    require(
+        train.engine != "backprop" or (train.precision == "fp32" and not train.compile),
+        "train.engine",
+        "backprop runs in fp32 without torch.compile; use auto or autograd with bf16 or compile",
+        train.engine,
+    )
     require(optim.lr > 0.0 and math.isfinite(optim.lr), "optim.lr", "must be > 0", optim.lr)
     require(0.0 <= optim.momentum < 1.0, "optim.momentum", "must be >= 0 and < 1", optim.momentum)
     require(not optim.nesterov or optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0", optim.nesterov)

@@ -58,6 +58,7 @@ SUMMARY_KEYS = {
     "parameters": "number of weights and biases",
     "device": "cpu, cuda or mps",
     "device_name": "the processor or GPU",
+    "engine": "what took the SGD steps: backprop (by hand) or autograd (train.engine)",
     "threads": "CPU threads torch used",
     "seed": "train.seed",
     "run_id": "the run's identity, as in config.toml and every checkpoint",

@@ -14,12 +14,10 @@ import math
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from mnist_ffn import __version__
@@ -37,6 +35,7 @@ from mnist_ffn.checkpoint import (
 from mnist_ffn.config import Config, load_config
 from mnist_ffn.data import load_dataset, make_splits, shuffled_batches
 from mnist_ffn.devices import device_name, peak_memory, pick_device
+from mnist_ffn.engines import build_engine
 from mnist_ffn.errors import (
     CheckpointError,
     ConfigError,
@@ -48,7 +47,7 @@ from mnist_ffn.errors import (
 )
 from mnist_ffn.evaluate import evaluate
 from mnist_ffn.model import architecture, build_model, count_parameters
-from mnist_ffn.optim import build_optimizer, learning_rate
+from mnist_ffn.optim import learning_rate
 from mnist_ffn.report import epoch_line, start_line
 from mnist_ffn.run_folder import RunFolder, resume_command
 
@@ -124,8 +123,7 @@ class Trainer:
             torch.set_num_threads(train.threads)
         torch.manual_seed(train.seed)  # the initial weights
         self.model = build_model(config.model).to(device)
-        self.forward = torch.compile(self.model) if train.compile else self.model
-        self.optimizer = build_optimizer(self.model, config.optim)
+        self.engine = build_engine(self.model, config, device)
         self.shuffle_generator = torch.Generator().manual_seed(train.seed)  # on the CPU: same order on every device
         self.augment_generator = torch.Generator(device).manual_seed(train.seed + 1)
         self.epoch_start_state = self.shuffle_generator.get_state()
@@ -155,7 +153,7 @@ class Trainer:
             )
         try:
             self.model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(state.optimizer)
+            self.engine.load_optimizer_state(state.optimizer)
             torch.set_rng_state(state.torch_rng)
             if self.device.type == "cuda" and state.cuda_rng:
                 torch.cuda.set_rng_state_all(state.cuda_rng)
@@ -188,12 +186,6 @@ class Trainer:
         if progress.step_in_epoch == 0:
             self.step_losses = torch.zeros(self.steps_per_epoch, device=self.device)
             self.step_correct = torch.zeros(self.steps_per_epoch, dtype=torch.int64, device=self.device)
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if config.train.precision == "bf16"
-            else nullcontext()
-        )
-        label_smoothing = config.train.label_smoothing
         checkpoint_every = config.train.checkpoint_every
         self.model.train()
         bar = tqdm(
@@ -208,18 +200,11 @@ class Trainer:
         started = time.perf_counter()
         for images, labels in shuffled_batches(train_split, config.train.batch_size, order, progress.step_in_epoch):
             lr = learning_rate(config.optim, progress.global_step, self.steps_per_epoch, config.train.epochs)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             if self.augmenter is not None:
                 images = self.augmenter(images)
-            with autocast:
-                logits = self.forward(images)
-                loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss, logits = self.engine.step(images, labels, lr)  # the loss and logits before the update
             step = progress.step_in_epoch
-            self.step_losses[step] = loss.detach()
+            self.step_losses[step] = loss
             self.step_correct[step] = (logits.argmax(dim=1) == labels).sum()
             progress.step_in_epoch += 1
             progress.global_step += 1
@@ -326,7 +311,7 @@ class Trainer:
     def _save(self, path: Path) -> None:
         state = TrainingState(
             run_id=self.run_id,
-            optimizer=self.optimizer.state_dict(),
+            optimizer=self.engine.optimizer_state(),
             progress=dict(self.progress.__dict__),
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
@@ -377,6 +362,7 @@ class Trainer:
             "parameters": count_parameters(self.model),
             "device": str(self.device),
             "device_name": device_name(self.device),
+            "engine": self.engine.name,
             "threads": torch.get_num_threads(),
             "seed": self.config.train.seed,
             "run_id": self.run_id,

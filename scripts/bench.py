@@ -4,19 +4,24 @@ In one run, on one machine, for the same model (784-512-512-10 ReLU) and the sam
 (lr 0.01, momentum 0.9), at each batch size it measures training samples/s of
 
   (a) the canonical loop of the PyTorch examples: datasets.MNIST + ToTensor + Normalize + DataLoader,
-  (b) mnist-ffn's own training loop (the code `mnist-ffn train` runs),
+  (b) mnist-ffn's own training loop with the autograd engine (`train.engine = "autograd"`),
   (c) the ceiling: the same forward and backward matrix multiplications alone, on random data,
   (d) for the reader: a bare eager PyTorch step on random data already in memory (nn.Sequential forward,
       cross-entropy, autograd backward, the same fused torch.optim.SGD step), with no data pipeline and
       no bookkeeping: the best any eager nn.Sequential + torch.optim.SGD loop can do here,
+  (e) the hand-written backprop engine's step (mnist_ffn.backprop, what `train.engine = "auto"` picks) on
+      the same random data as (c) and (d): the like-for-like rival of (d),
+  (f) mnist-ffn's own training loop with that engine: (b) with `train.engine = "backprop"`,
 
-and prints b/a and b/c, and b/d (how much mnist-ffn's loop adds) and d/c (how far eager PyTorch itself
-stays from the ceiling). Each figure is the best of --rounds rounds, the rounds interleaved so that a
-noisy neighbour hurts all three alike. It then times a whole default `mnist-ffn train` (process
-start to exit; its test accuracy and peak resident memory) and `mnist-ffn --help`. The figures
-are written as JSON with the device they ran on.
+and prints b/a, b/c, b/d, d/c, then e/c and e/d (how close the engine's step comes to the ceiling, and
+how much it beats the best eager step) and f/b (what it gives the whole loop). Each figure is the best
+of --rounds rounds, the rounds interleaved so that a noisy neighbour hurts all alike. With --profile
+it then shows where a step of the engine spends its time (matrix products against everything else).
+It then times whole default `mnist-ffn train` runs with each engine, back to back (process start to
+exit; test accuracy and peak resident memory), and `mnist-ffn --help`. The figures are written as
+JSON with the device they ran on.
 
-    python scripts/bench.py --data-dir ../shared/data [--device cpu|cuda] [--json-out bench.json]
+    python scripts/bench.py --data-dir ../shared/data [--device cpu|cuda] [--profile] [--json-out bench.json]
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import argparse
 import gzip
 import itertools
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -87,25 +92,19 @@ def canonical_loop(torchvision_root: Path, batch_size: int, device: torch.device
     return seen / (time.perf_counter() - started)
 
 
-def mnist_ffn_loop(data_dir: Path, batch_size: int, device: torch.device, workdir: Path) -> float:
-    """(b) One epoch of mnist-ffn's own loop, timed by the loop itself (steps only, not evaluation)."""
-    config = load_config(
-        None,
-        [
-            f"model.hidden={WIDTHS[1:-1]}",
-            "model.activation=relu",
-            f"optim.lr={LR}",
-            f"optim.momentum={MOMENTUM}",
-            "optim.nesterov=false",
-            "optim.weight_decay=0",
-            "optim.schedule=constant",
-            f"train.batch_size={batch_size}",
-            "train.epochs=1",
-        ],
-    )
-    run = RunFolder(workdir / f"loop-{batch_size}")
-    run.create(force=True)
+def bench_config(batch_size: int, engine: str):
+    """The bench's model and SGD as an mnist-ffn config."""
+    settings = [f"model.hidden={WIDTHS[1:-1]}", "model.activation=relu", f"optim.lr={LR}", f"optim.momentum={MOMENTUM}"]
+    settings += ["optim.nesterov=false", "optim.weight_decay=0", "optim.schedule=constant"]
+    return load_config(None, [*settings, f"train.batch_size={batch_size}", "train.epochs=1", f"train.engine={engine}"])
+
+
+def mnist_ffn_loop(data_dir: Path, batch_size: int, device: torch.device, workdir: Path, engine: str) -> float:
+    """(b), (e): one epoch of mnist-ffn's own loop, timed by the loop itself (steps only, not evaluation)."""
+    config = bench_config(batch_size, engine)
+    run = RunFolder(workdir / f"loop-{engine}-{batch_size}")
     trainer = Trainer(config, run, device, log=None, progress_bars=False, resume_command="")
+    trainer.run_id = run.create(config, force=True)
     trainer.load_data(data_dir)
     with StopSignals() as stop:
         trainer.train_epoch(stop)
@@ -165,6 +164,58 @@ def bare_torch_step(batch_size: int, device: torch.device, samples: int) -> floa
     return samples_per_second(step, batch_size, device, samples)
 
 
+MATRIX_PRODUCTS = {"aten::addmm", "aten::addmm_", "aten::mm", "aten::mv", "aten::addmv_"}
+
+
+def profile_engine(batch_size: int, device: torch.device, steps: int = 200) -> dict:
+    """Where one step of the backprop engine spends its time: matrix products, and everything else."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mnist_ffn.backprop import BackpropEngine
+    from mnist_ffn.model import build_model
+
+    config = bench_config(batch_size, "backprop")
+    engine = BackpropEngine(build_model(config.model).to(device), config.model, config.optim, 0.0, batch_size)
+    inputs = torch.randn(batch_size, WIDTHS[0], device=device)
+    labels = torch.randint(0, WIDTHS[-1], (batch_size,), device=device)
+    for _ in range(20):
+        engine.step(inputs, labels, LR)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(steps):
+            engine.step(inputs, labels, LR)
+        synchronize(device)
+    rows = [
+        (event.key, event.self_cpu_time_total / steps, event.count // steps)
+        for event in profiler.key_averages()
+        if event.self_cpu_time_total > 0
+    ]
+    rows.sort(key=lambda row: -row[1])
+    total = sum(row[1] for row in rows)
+    products = sum(row[1] for row in rows if row[0] in MATRIX_PRODUCTS)
+    print(
+        f"profile, backprop engine, batch {batch_size}: {total:,.0f} us of operator time per step (profiled, so "
+        f"slower than unprofiled): matrix products {products:,.0f} us ({products / total:.0%}), everything else "
+        f"{total - products:,.0f} us; the top operators (us per step, calls per step):"
+    )
+    for name, micros, calls in rows[:12]:
+        print(f"    {name:<24} {micros:>8,.1f}  x{calls}")
+    return {"us_per_step": total, "matrix_product_us": products, "top": [list(row) for row in rows[:12]]}
+
+
+def backprop_step(batch_size: int, device: torch.device, samples: int) -> float:
+    """(e) The hand-written engine's step, on the same random data as (d)."""
+    from mnist_ffn.backprop import BackpropEngine
+    from mnist_ffn.model import build_model
+
+    generator = torch.Generator(device).manual_seed(0)
+    inputs = torch.randn(batch_size, WIDTHS[0], generator=generator, device=device)
+    labels = torch.randint(0, WIDTHS[-1], (batch_size,), generator=generator, device=device)
+    config = bench_config(batch_size, "backprop")
+    engine = BackpropEngine(build_model(config.model).to(device), config.model, config.optim, 0.0, batch_size)
+    return samples_per_second(lambda: engine.step(inputs, labels, LR), batch_size, device, samples)
+
+
 def prepare_torchvision_root(data_dir: Path, workdir: Path) -> Path:
     """torchvision's MNIST class wants extracted files under ROOT/MNIST/raw."""
     files = find_files(data_dir, DATASETS["mnist"])
@@ -181,18 +232,24 @@ def prepare_torchvision_root(data_dir: Path, workdir: Path) -> Path:
     return workdir / "torchvision"
 
 
-def default_training_run(data_dir: Path, workdir: Path, device: str) -> dict:
+def default_training_run(data_dir: Path, workdir: Path, device: str, engine: str) -> dict:
     """A whole `mnist-ffn train` with no config, as a user runs it: wall time, accuracy, peak RSS."""
-    out = workdir / "default-run"
+    out = workdir / f"default-run-{engine}"
     command = [sys.executable, "-m", "mnist_ffn", "train", "--data-dir", str(data_dir), "--out", str(out)]
-    started = time.perf_counter()
-    result = subprocess.run([*command, "--quiet", "--device", device], capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"bench: the default training run failed: {result.stderr.strip()}")
+    command += ["--quiet", "--device", device, "--set", f"train.engine={engine}"]
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            stderr.seek(0)
+            sys.exit(f"bench: the default training run failed: {stderr.read().decode(errors='replace').strip()}")
     summary = json.loads((out / "summary.json").read_text())
-    children_max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
+    children_max_rss = usage.ru_maxrss * 1024  # kB on Linux
     return {
+        "engine": summary.get("engine", engine),
         "command_seconds": wall,
         "test_accuracy": summary["test_accuracy"],
         "train_samples_per_second": summary["train_samples_per_second"],
@@ -219,6 +276,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="each figure is the best of this many rounds")
     parser.add_argument("--canonical-samples", type=int, default=12_800, help="samples timed per canonical round")
     parser.add_argument("--skip-default-run", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="show where a step of the backprop engine goes")
     parser.add_argument("--json-out", type=Path, default=Path("bench.json"))
     args = parser.parse_args()
 
@@ -237,22 +295,34 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="mnist-ffn-bench-") as temp:
         workdir = Path(temp)
-        if not args.skip_default_run:  # first, so that the RSS of this process's children is that run's
-            results["default_run"] = default_training_run(data_dir, workdir, args.device)
+        if not args.skip_default_run:  # back to back, before this process warms anything for either
+            results["default_runs"] = [
+                default_training_run(data_dir, workdir, args.device, engine) for engine in ("autograd", "backprop")
+            ]
         torchvision_root = prepare_torchvision_root(data_dir, workdir)
         for batch_size in batch_sizes:
-            best = {"canonical": 0.0, "mnist_ffn": 0.0, "ceiling": 0.0, "bare_torch_step": 0.0}
+            figures = ["canonical", "mnist_ffn", "ceiling", "bare_torch_step", "backprop", "loop_backprop"]
+            best = dict.fromkeys(figures, 0.0)
             for _ in range(args.rounds):
                 best["ceiling"] = max(best["ceiling"], ceiling(batch_size, device, samples=50_000))
                 best["bare_torch_step"] = max(best["bare_torch_step"], bare_torch_step(batch_size, device, 50_000))
                 best["canonical"] = max(
                     best["canonical"], canonical_loop(torchvision_root, batch_size, device, args.canonical_samples)
                 )
-                best["mnist_ffn"] = max(best["mnist_ffn"], mnist_ffn_loop(data_dir, batch_size, device, workdir))
+                best["mnist_ffn"] = max(
+                    best["mnist_ffn"], mnist_ffn_loop(data_dir, batch_size, device, workdir, "autograd")
+                )
+                best["backprop"] = max(best["backprop"], backprop_step(batch_size, device, 50_000))
+                best["loop_backprop"] = max(
+                    best["loop_backprop"], mnist_ffn_loop(data_dir, batch_size, device, workdir, "backprop")
+                )
             best["b_over_a"] = best["mnist_ffn"] / best["canonical"]
             best["b_over_c"] = best["mnist_ffn"] / best["ceiling"]
             best["b_over_d"] = best["mnist_ffn"] / best["bare_torch_step"]
             best["d_over_c"] = best["bare_torch_step"] / best["ceiling"]
+            best["e_over_c"] = best["backprop"] / best["ceiling"]
+            best["e_over_d"] = best["backprop"] / best["bare_torch_step"]
+            best["f_over_b"] = best["loop_backprop"] / best["mnist_ffn"]
             results["batch_sizes"][str(batch_size)] = best
             print(
                 f"batch {batch_size:>4}: (a) canonical {best['canonical']:>8,.0f}  "
@@ -262,17 +332,25 @@ def main() -> None:
                 f"d/c {best['d_over_c']:.2f}]",
                 flush=True,
             )
+            print(
+                f"            (e) backprop engine's step {best['backprop']:>8,.0f}  e/c {best['e_over_c']:.2f}  "
+                f"e/d {best['e_over_d']:.2f}   (f) mnist-ffn loop with it {best['loop_backprop']:>8,.0f}  "
+                f"f/b {best['f_over_b']:.2f}",
+                flush=True,
+            )
+        if args.profile:
+            for batch_size in batch_sizes:
+                results["batch_sizes"][str(batch_size)]["profile"] = profile_engine(batch_size, device)
     results["help_seconds"] = help_seconds()
     print(
         f"device: {results['device']} ({results['device_name']}), {results['threads']} threads, "
         f"torch {results['torch_version']}"
     )
-    if "default_run" in results:
-        run = results["default_run"]
+    for run in results.get("default_runs", []):
         print(
-            f"default `mnist-ffn train`: {run['command_seconds']:.1f} s process start to exit, "
-            f"test accuracy {run['test_accuracy']:.2%}, peak RSS {run['process_max_rss_bytes'] / 2**20:,.0f} MiB "
-            f"({run['process_max_rss_bytes'] / 1e9:.2f} GB)"
+            f"default `mnist-ffn train`, {run['engine']} engine: {run['command_seconds']:.1f} s process start to "
+            f"exit, test accuracy {run['test_accuracy']:.2%}, peak RSS {run['process_max_rss_bytes'] / 2**20:,.0f} "
+            f"MiB ({run['process_max_rss_bytes'] / 1e9:.2f} GB)"
         )
     print(f"`mnist-ffn --help`: {results['help_seconds']:.2f} s")
     args.json_out.write_text(json.dumps(results, indent=2) + "\n")

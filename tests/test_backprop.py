@@ -1,175 +1,271 @@
-"""Backpropagation by hand, checked against PyTorch.
+"""The hand-written engine (mnist_ffn.backprop) against autograd and torch.optim.SGD.
 
-The lesson in matrix form, for a batch X (N x 784) and one-hot labels Y (N x 10):
+The engine computes the lesson's equations (see its docstring) with its own derivatives and its own
+SGD update. These tests hold it to PyTorch: each f'(z) against finite differences and autograd in
+float64, the whole network's gradient against finite differences of the loss, and one step and 50
+steps against `loss.backward()` + `torch.optim.SGD` from the same weights and batches, for every
+activation, dropout, label smoothing, momentum, Nesterov, weight decay and schedule.
 
-    forward    Z_l = A_{l-1} W_l^T + b_l,    A_l = f(Z_l),    A_0 = X
-               P = softmax(Z_L),  L = -(1/N) sum(Y * log P)
-    backward   dL/dZ_L = (P - Y) / N
-               dL/dW_l = (dL/dZ_l)^T A_{l-1},    dL/db_l = sum over the batch of dL/dZ_l
-               dL/dA_{l-1} = dL/dZ_l W_l,        dL/dZ_{l-1} = dL/dA_{l-1} * f'(Z_{l-1})
-    update     W <- W - lr * dL/dW
-
-The hand-written gradients must equal autograd's (`loss.backward()`), pass
-`torch.autograd.gradcheck` against finite differences in float64, and one hand-written SGD
-step must equal `torch.optim.SGD`'s.
+Tolerance of the 50-step comparisons, float32: 2e-5 absolute on parameters and momentum buffers.
+The two engines add the same numbers in different orders (BLAS accumulating dL/dW into the momentum
+buffer, log_softmax + exp instead of softmax, weight decay added before or after the product), so
+they part in the last bit or two of float32 (about 1e-7) at every step; 50 steps of SGD with momentum
+carry that to a few 1e-6 in the worst case seen (4e-6). A wrong derivative, a missing 1/N or a
+momentum applied twice moves the parameters by 1e-3 or more after a single step.
 """
+
+import copy
+import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mnist_ffn.config import ModelConfig
-from mnist_ffn.model import build_model
+from mnist_ffn.backprop import ACTIVATIONS, BackpropEngine
+from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, read_training_state
+from mnist_ffn.config import ACTIVATIONS as CONFIG_ACTIVATIONS
+from mnist_ffn.config import load_config
+from mnist_ffn.engines import AutogradEngine, build_engine, engine_name
+from mnist_ffn.model import ACTIVATION_LAYERS, build_model
+from mnist_ffn.optim import learning_rate
+from mnist_ffn.run_folder import RunFolder
+from mnist_ffn.train import StopSignals, Trainer, train
 
-# f and f' for each activation of the lesson, written out by hand.
-ACTIVATIONS = {
-    "identity": (lambda z: z, lambda z: torch.ones_like(z)),
-    "sigmoid": (torch.sigmoid, lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z))),
-    "tanh": (torch.tanh, lambda z: 1 - torch.tanh(z) ** 2),
-    "relu": (lambda z: z.clamp(min=0), lambda z: (z > 0).to(z.dtype)),
+TOLERANCE = 2e-5
+ACTIVATION_NAMES = [name for name in CONFIG_ACTIVATIONS if name != "none"]  # "none" is identity's alias
+VARIANTS = {  # the rest of a config, and the schedule that drives the learning rate
+    "plain": ([], "constant"),
+    "dropout+smoothing": (["model.dropout=0.3", "train.label_smoothing=0.1"], "cosine"),
+    "nesterov+decay": (["optim.nesterov=true", "optim.weight_decay=5e-3"], "step"),
+    "momentum+decay": (["optim.nesterov=false", "optim.weight_decay=5e-3"], "cosine"),
+    "no momentum": (["optim.momentum=0", "optim.nesterov=false", "optim.weight_decay=1e-3"], "constant"),
+    "warm-up, no hidden layer": (["model.hidden=[]", "optim.warmup_epochs=0.5"], "cosine"),
 }
+BATCH, STEPS_PER_EPOCH = 12, 5
 
 
-def forward(weights, biases, inputs, activation):
-    """Returns the logits and, per layer, (input A_{l-1}, pre-activation Z_l)."""
-    f, _ = ACTIVATIONS[activation]
-    layers, a = [], inputs
-    for index, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
-        z = a @ weight.T + bias
-        layers.append((a, z))
-        a = z if index == len(weights) - 1 else f(z)
-    return a, layers
+def config_for(activation, variant):
+    settings, schedule = VARIANTS[variant]
+    base = [f"model.activation={activation}", "model.hidden=[16,8]", f"train.batch_size={BATCH}"]
+    base += ["optim.nesterov=false", "optim.weight_decay=0", "optim.lr=0.05", f"optim.schedule={schedule}"]
+    base += ["optim.step_every=2", "optim.step_gamma=0.5", "train.epochs=10"]
+    return load_config(None, base + settings)
 
 
-def cross_entropy(logits, labels):
-    log_p = logits - logits.logsumexp(dim=1, keepdim=True)
-    return -log_p[torch.arange(len(labels)), labels].mean()
+def batches(count, seed=1):
+    """Random batches of images in the model's input units; every fifth one short, like an epoch's last."""
+    generator = torch.Generator().manual_seed(seed)
+    for index in range(count):
+        n = BATCH if index % 5 else BATCH - 5
+        yield torch.randn(n, 784, generator=generator), torch.randint(0, 10, (n,), generator=generator)
 
 
-def backward(weights, layers, logits, labels, activation):
-    """The chain rule, layer by layer from the loss back to the first weights."""
-    _, f_prime = ACTIVATIONS[activation]
-    one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
-    dz = (torch.softmax(logits, dim=1) - one_hot) / len(labels)
-    weight_grads, bias_grads = [None] * len(weights), [None] * len(weights)
-    for index in range(len(weights) - 1, -1, -1):
-        a_below, _ = layers[index]
-        weight_grads[index] = dz.T @ a_below
-        bias_grads[index] = dz.sum(dim=0)
-        if index > 0:
-            da_below = dz @ weights[index]
-            _, z_below = layers[index - 1]
-            dz = da_below * f_prime(z_below)
-    return weight_grads, bias_grads
-
-
-def model_and_batch(activation, seed=0):
+def both_engines(config, seed=0):
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(hidden=[7, 5], activation=activation)).double()
-    inputs = torch.randn(6, 784, dtype=torch.float64)
-    labels = torch.tensor([0, 3, 9, 3, 1, 7])
-    return model, inputs, labels
+    reference = build_model(config.model)
+    hand = copy.deepcopy(reference)
+    cpu = torch.device("cpu")
+    return AutogradEngine(reference, config, cpu), reference, build_engine(hand, config, cpu), hand
 
 
-def parameters(model):
-    linears = [layer for layer in model if isinstance(layer, nn.Linear)]
-    return [layer.weight for layer in linears], [layer.bias for layer in linears]
+def train_both(config, steps):
+    """The same batches, learning rates and dropout draws through both engines."""
+    autograd, reference, hand, model = both_engines(config)
+    reference.train()
+    for step, (images, labels) in enumerate(batches(steps)):
+        lr = learning_rate(config.optim, step, STEPS_PER_EPOCH, config.train.epochs)
+        rng = torch.get_rng_state()
+        reference_loss, reference_logits = autograd.step(images, labels, lr)
+        torch.set_rng_state(rng)  # nn.Dropout and the engine draw the same masks from the same generator
+        loss, logits = hand.step(images, labels, lr)
+        if step == 0:  # the loss and logits are those before the update
+            assert torch.allclose(loss, reference_loss, atol=1e-6)
+            assert torch.allclose(logits, reference_logits, atol=1e-6)
+    return autograd, reference, hand, model
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_hand_forward_equals_the_model(activation):
-    model, inputs, labels = model_and_batch(activation)
-    weights, biases = parameters(model)
-    logits, _ = forward(weights, biases, inputs, activation)
-    assert torch.allclose(logits, model(inputs))
-    assert torch.allclose(cross_entropy(logits, labels), F.cross_entropy(model(inputs), labels))
+def assert_same_training_state(autograd, reference, hand, model):
+    for (name, expected), actual in zip(reference.named_parameters(), model.parameters(), strict=True):
+        difference = (expected - actual).abs().max().item()
+        assert difference <= TOLERANCE, f"{name} differs by {difference:.2e}"
+    expected_state, actual_state = autograd.optimizer_state(), hand.optimizer_state()
+    assert expected_state["param_groups"] == actual_state["param_groups"]
+    assert expected_state["state"].keys() == actual_state["state"].keys()
+    for index, state in expected_state["state"].items():
+        difference = (state["momentum_buffer"] - actual_state["state"][index]["momentum_buffer"]).abs().max()
+        assert difference <= TOLERANCE, f"momentum buffer {index} differs by {difference:.2e}"
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_hand_gradients_equal_autograd(activation):
-    model, inputs, labels = model_and_batch(activation)
-    weights, biases = parameters(model)
-    F.cross_entropy(model(inputs), labels).backward()
+@pytest.mark.parametrize(("activation", "variant"), list(itertools.product(ACTIVATION_NAMES, VARIANTS)))
+def test_fifty_steps_equal_autograd_and_torch_optim_sgd(activation, variant):
+    config = config_for(activation, variant)
+    assert engine_name(config, torch.device("cpu")) == "backprop"
+    assert_same_training_state(*train_both(config, steps=50))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_one_step_equals_autograd_closely(variant):
+    """After one step the two agree to float32's resolution, not merely within the 50-step tolerance."""
+    _, reference, _, model = train_both(config_for("tanh", variant), steps=1)
+    for expected, actual in zip(reference.parameters(), model.parameters(), strict=True):
+        assert torch.allclose(expected, actual, rtol=0, atol=1e-7)
+
+
+def test_a_wrong_derivative_would_be_caught(monkeypatch):
+    """The tolerance is tight enough: f'(z) off by 1% fails the comparison."""
+    tanh = ACTIVATIONS["tanh"]
+
+    def slightly_wrong(z, a, out, scratch):
+        tanh.derivative(z, a, out, scratch)
+        out.mul_(1.01)
+
+    monkeypatch.setitem(ACTIVATIONS, "tanh", type(tanh)(tanh.forward, slightly_wrong))
+    with pytest.raises(AssertionError, match="differs by"):
+        assert_same_training_state(*train_both(config_for("tanh", "plain"), steps=50))
+
+
+# -- each f'(z) in float64 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_each_derivative_matches_finite_differences_and_autograd(activation):
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(400, dtype=torch.float64, generator=generator) * 4
+    z = z[z.abs() > 1e-3]  # away from relu's kink, where the derivative is a choice
+    f = ACTIVATIONS[activation]
+    module = ACTIVATION_LAYERS[activation]()
+    a = torch.empty_like(z)
+    f.forward(z, a)
+    assert torch.equal(a, module(z)), "the engine's f is nn.Sequential's f"
+
+    slope = torch.ones_like(z)
+    if f.derivative is not None:
+        f.derivative(z, a, slope, torch.empty_like(z))
+    step = 1e-6
+    plus, minus = torch.empty_like(z), torch.empty_like(z)
+    f.forward(z + step, plus)
+    f.forward(z - step, minus)
+    assert torch.allclose(slope, (plus - minus) / (2 * step), atol=1e-7), "f'(z) against (f(z+h) - f(z-h)) / 2h"
+
+    leaf = z.clone().requires_grad_()
+    (autograd_slope,) = torch.autograd.grad(module(leaf).sum(), leaf)
+    assert torch.allclose(slope, autograd_slope, atol=1e-12), "f'(z) against autograd"
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid", "gelu"])
+def test_the_whole_gradient_matches_finite_differences_of_the_loss(activation):
+    """gradcheck, by hand, in float64: with lr = 1 and no momentum a step moves each parameter by -dL/dp."""
+    plain_sgd = ["optim.momentum=0", "optim.nesterov=false", "optim.weight_decay=0"]
+    config = load_config(None, [f"model.activation={activation}", "model.hidden=[6,5]", *plain_sgd])
+    torch.manual_seed(3)
+    model = build_model(config.model).double()
+    inputs = torch.randn(4, 784, dtype=torch.float64)
+    labels = torch.tensor([0, 3, 9, 3])
+    before = [p.detach().clone() for p in model.parameters()]
+    engine = BackpropEngine(copy.deepcopy(model), config.model, config.optim, 0.1, max_batch=4)
+    engine.step(inputs, labels, lr=1.0)
+    gradients = [b - a for b, a in zip(before, engine.parameters, strict=True)]
+
+    def loss() -> float:
+        return nn.functional.cross_entropy(model(inputs), labels, label_smoothing=0.1).item()
+
+    checked = 0
     with torch.no_grad():
-        logits, layers = forward(weights, biases, inputs, activation)
-        weight_grads, bias_grads = backward(weights, layers, logits, labels, activation)
-    for weight, grad in zip(weights, weight_grads, strict=True):
-        assert torch.allclose(grad, weight.grad, atol=1e-12), activation
-    for bias, grad in zip(biases, bias_grads, strict=True):
-        assert torch.allclose(grad, bias.grad, atol=1e-12), activation
+        for parameter, gradient in zip(model.parameters(), gradients, strict=True):
+            flat, flat_gradient = parameter.view(-1), gradient.view(-1)
+            for index in torch.randperm(len(flat), generator=torch.Generator().manual_seed(checked))[:6]:
+                saved = flat[index].item()
+                flat[index] = saved + 1e-6
+                up = loss()
+                flat[index] = saved - 1e-6
+                down = loss()
+                flat[index] = saved
+                assert abs((up - down) / 2e-6 - flat_gradient[index].item()) < 1e-7
+                checked += 1
+    assert checked == 6 + 6 + 6 + 5 + 6 + 6  # six entries of each parameter (the 5-wide bias has five)
 
 
-class HandWrittenNetwork(torch.autograd.Function):
-    """The loss of the network with the hand-derived backward pass, so gradcheck can judge it."""
-
-    @staticmethod
-    def forward(ctx, inputs, labels, activation, *params):
-        weights, biases = list(params[0::2]), list(params[1::2])
-        logits, layers = forward(weights, biases, inputs, activation)
-        ctx.save_for_backward(*params)
-        ctx.layers, ctx.logits, ctx.labels, ctx.activation = layers, logits, labels, activation
-        return cross_entropy(logits, labels)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        params = ctx.saved_tensors
-        weight_grads, bias_grads = backward(list(params[0::2]), ctx.layers, ctx.logits, ctx.labels, ctx.activation)
-        grads = [grad * grad_output for pair in zip(weight_grads, bias_grads, strict=True) for grad in pair]
-        return (None, None, None, *grads)
+# -- choosing the engine -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_hand_gradients_pass_gradcheck(activation):
-    torch.manual_seed(1)
-    inputs = torch.randn(4, 6, dtype=torch.float64)
-    labels = torch.tensor([0, 2, 1, 2])
-    shapes = [(5, 6), (5,), (4, 5), (4,), (3, 4), (3,)]
-    params = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
-    assert torch.autograd.gradcheck(
-        lambda *p: HandWrittenNetwork.apply(inputs, labels, activation, *p), params, eps=1e-6, atol=1e-7
-    )
+def test_auto_picks_backprop_except_where_only_autograd_can():
+    cpu = torch.device("cpu")
+    assert engine_name(load_config(None, []), cpu) == "backprop"
+    assert engine_name(load_config(None, ["train.precision=bf16"]), cpu) == "autograd"
+    assert engine_name(load_config(None, ["train.compile=true"]), cpu) == "autograd"
+    assert engine_name(load_config(None, ["train.engine=autograd"]), cpu) == "autograd"
+    assert engine_name(load_config(None, []), torch.device("mps")) == "autograd"
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_one_hand_sgd_step_equals_torch_optim_sgd(activation):
-    learning_rate = 0.1
-    model, inputs, labels = model_and_batch(activation)
-    weights, biases = parameters(model)
-    with torch.no_grad():
-        logits, layers = forward(weights, biases, inputs, activation)
-        weight_grads, bias_grads = backward(weights, layers, logits, labels, activation)
-        by_hand = [w - learning_rate * g for w, g in zip(weights, weight_grads, strict=True)]
-        by_hand += [b - learning_rate * g for b, g in zip(biases, bias_grads, strict=True)]
-
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
-    F.cross_entropy(model(inputs), labels).backward()
-    optimizer.step()
-    weights, biases = parameters(model)
-    for expected, actual in zip(by_hand, [*weights, *biases], strict=True):
-        assert torch.allclose(expected, actual, atol=1e-12)
+def test_the_optimizer_state_is_torch_optim_sgds_before_any_step():
+    config = load_config(None, [])
+    autograd, _, hand, _ = both_engines(config)
+    assert autograd.optimizer_state() == hand.optimizer_state()  # no momentum buffers yet, same group
 
 
-def test_two_momentum_steps_by_hand_equal_torch_optim_sgd():
-    """With momentum: v <- mu v + g, W <- W - lr v (PyTorch's form; the first v is g)."""
-    learning_rate, momentum = 0.1, 0.9
-    model, inputs, labels = model_and_batch("tanh")
-    weights, biases = parameters(model)
-    params = [w.detach().clone() for w in weights] + [b.detach().clone() for b in biases]
-    velocity = [torch.zeros_like(p) for p in params]
-    for _ in range(2):
-        with torch.no_grad():
-            logits, layers = forward(params[:3], params[3:], inputs, "tanh")
-            weight_grads, bias_grads = backward(params[:3], layers, logits, labels, "tanh")
-        for index, grad in enumerate([*weight_grads, *bias_grads]):
-            velocity[index] = momentum * velocity[index] + grad
-            params[index] = params[index] - learning_rate * velocity[index]
+def test_loading_a_state_from_another_model_is_refused():
+    autograd, _, hand, _ = both_engines(load_config(None, []))
+    autograd.step(*next(batches(1)), lr=0.1)
+    state = autograd.optimizer_state()
+    state["param_groups"][0]["params"] = state["param_groups"][0]["params"][:-1]
+    with pytest.raises(ValueError, match="does not match"):
+        hand.load_optimizer_state(state)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
-    for _ in range(2):
-        optimizer.zero_grad()
-        F.cross_entropy(model(inputs), labels).backward()
-        optimizer.step()
-    weights, biases = parameters(model)
-    for expected, actual in zip(params, [*weights, *biases], strict=True):
-        assert torch.allclose(expected, actual, atol=1e-12)
+
+# -- checkpoints do not care which engine wrote them ---------------------------------------------------------
+
+RESUME_SETTINGS = [
+    "data.verify_checksums=false",
+    "train.val_size=100",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "model.hidden=[32,16]",
+    "model.dropout=0.2",  # the engines draw the same masks from the same generator
+    "train.label_smoothing=0.1",
+]
+
+
+class StopAfterFirstEpoch(Exception):
+    pass
+
+
+def stop_after_first_epoch(row):
+    raise StopAfterFirstEpoch
+
+
+def resume_with(engine: str, out, data_dir) -> Trainer:
+    """What `train --resume` does, with the engine swapped."""
+    run = RunFolder(out)
+    checkpoint = load_checkpoint(run.last_checkpoint)
+    config = checkpoint_config(run.last_checkpoint, checkpoint)
+    state = read_training_state(run.last_checkpoint, checkpoint)
+    config.train.engine = engine
+    trainer = Trainer(config, run, torch.device("cpu"), log=None, progress_bars=False, resume_command="")
+    trainer.load_data(data_dir)
+    trainer.restore(checkpoint, state)
+    with StopSignals() as stop:
+        trainer.fit(stop)
+    return trainer
+
+
+@pytest.mark.parametrize(("first", "second"), [("autograd", "backprop"), ("backprop", "autograd")])
+def test_a_run_started_with_one_engine_resumes_with_the_other(first, second, tiny_data, tmp_path):
+    def config(engine):
+        return load_config(None, [*RESUME_SETTINGS, f"train.engine={engine}"])
+
+    quiet = {"data_dir": tiny_data, "log": None, "progress_bars": False}
+    whole = train(config(second), out=tmp_path / "whole", **quiet)
+    assert whole["engine"] == second
+    with pytest.raises(StopAfterFirstEpoch):
+        train(config(first), out=tmp_path / "switched", on_epoch=stop_after_first_epoch, **quiet)
+    assert load_checkpoint(tmp_path / "switched" / "last.pt")["progress"]["epoch"] == 1
+
+    trainer = resume_with(second, tmp_path / "switched", tiny_data)
+    assert trainer.engine.name == second
+    expected = load_checkpoint(tmp_path / "whole" / "last.pt")
+    for name, value in trainer.model.state_dict().items():
+        difference = (value - expected["model"][name]).abs().max().item()
+        assert difference <= TOLERANCE, f"{name} differs by {difference:.2e} from the run that never switched"
+    momentum = trainer.engine.optimizer_state()["state"]
+    for index, state in expected["optimizer"]["state"].items():
+        assert (state["momentum_buffer"] - momentum[index]["momentum_buffer"]).abs().max() <= TOLERANCE

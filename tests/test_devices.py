@@ -57,3 +57,39 @@ def test_cuda_checkpoint_evaluates_on_the_cpu(tiny_data, tmp_path):
 def test_cuda_bf16_trains(tiny_data, tmp_path):
     summary = train_summary(tiny_data, tmp_path / "bf16", "--device", "cuda", "--set", "train.precision=bf16")
     assert summary["test_accuracy"] > 0.9
+
+
+@needs_cuda
+def test_cuda_graph_engine_matches_autograd_on_the_gpu():
+    """The backprop engine replays a captured CUDA graph for full batches; it must still be autograd's SGD."""
+    import copy
+
+    from mnist_ffn.config import load_config
+    from mnist_ffn.engines import AutogradEngine, build_engine
+    from mnist_ffn.model import build_model
+    from mnist_ffn.optim import learning_rate
+
+    cuda = torch.device("cuda")
+    config = load_config(None, ["model.hidden=[64,32]", "train.batch_size=32", "train.label_smoothing=0.1"])
+    torch.manual_seed(0)
+    reference = build_model(config.model).to(cuda)
+    model = copy.deepcopy(reference)
+    autograd, hand = AutogradEngine(reference, config, cuda), build_engine(model, config, cuda)
+    generator = torch.Generator(cuda).manual_seed(1)
+    for step in range(50):
+        n = 32 if step % 10 else 20  # a short batch now and then runs eagerly, beside the graph
+        images = torch.randn(n, 784, device=cuda, generator=generator)
+        labels = torch.randint(0, 10, (n,), device=cuda, generator=generator)
+        lr = learning_rate(config.optim, step, 10, 5)  # changes every step: the graph must read it each replay
+        autograd.step(images, labels, lr)
+        hand.step(images, labels, lr)
+    assert hand.graph is not None, "full batches should replay a CUDA graph"
+    for expected, actual in zip(reference.parameters(), model.parameters(), strict=True):
+        assert (expected - actual).abs().max().item() <= 1e-4
+
+
+@needs_cuda
+def test_cuda_training_uses_the_backprop_engine_with_dropout(tiny_data, tmp_path):
+    summary = train_summary(tiny_data, tmp_path / "cuda", "--device", "cuda", "--set", "model.dropout=0.2")
+    assert summary["engine"] == "backprop"
+    assert summary["test_accuracy"] > 0.9

@@ -1,6 +1,7 @@
 """Never lose a run: exact resume after SIGKILL, atomic checkpoints, SIGINT/SIGTERM, safe loading."""
 
 import csv
+import json
 import os
 import random
 import signal
@@ -108,6 +109,7 @@ def test_resume_after_kill_matches_uninterrupted_run(resume_data, uninterrupted,
         assert process.returncode == 0, stderr
         break
     assert kills == 5, "the run finished before it could be killed five times"
+    assert json.loads((out / "summary.json").read_text())["engine"] == "backprop"  # what auto picks
     assert not list(out.glob(".*.mnist-ffn-partial")), "leftover temp files are cleaned on resume"
     assert_same_final_state(uninterrupted, out)
 
