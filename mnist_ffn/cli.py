@@ -191,6 +191,25 @@ def predict(
 
 
 @app.command()
+def demo(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to serve on; the default is this machine only.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 7860,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the page in a browser.")] = False,
+    device: DeviceOption = Device.auto,
+) -> None:
+    """Draw a digit and watch the network think: a local web page with the prediction and every layer.
+
+    Needs the demo extra: pip install 'mnist-ffn[demo]'. Stop it with Ctrl-C.
+    """
+    from mnist_ffn.demo import serve
+
+    serve(checkpoint, host=host, port=port, open_browser=not no_browser, device=device.value)
+
+
+@app.command()
 def plot(
     folder: Annotated[Path, typer.Argument(help="A run folder (from train) or a compare folder.")],
 ) -> None:

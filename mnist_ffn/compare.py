@@ -3,9 +3,11 @@
 Without an activation (identity) the stacked layers collapse into one linear map and land
 near a linear classifier; every non-linear activation should clear it.
 
-Each activation is an ordinary run folder under the comparison's folder. Rerunning the same
-command continues an interrupted comparison: finished runs are kept, interrupted ones resumed
-from their last.pt, and compare.json is written once all are done.
+A comparison is a grid sweep over `model.activation` with the run's one seed: compare writes
+the spec (OUT/compare.sweep.toml) and runs it with the sweep's own code, one trial after another
+in this process, each an ordinary run folder OUT/<activation>/. Rerunning the same command
+continues an interrupted comparison: finished runs are kept, interrupted ones resumed from their
+last.pt, and compare.json is written once all are done.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from mnist_ffn.config import ACTIVATIONS, Config
 from mnist_ffn.errors import ConfigError, UsageError
 from mnist_ffn.model import architecture, layer_widths
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
-from mnist_ffn.train import train
+from mnist_ffn.sweep_spec import SweepSpec, load_spec, spec_toml
+
+SPEC_FILE = "compare.sweep.toml"
+SWEEP_BOOKKEEPING = ("sweep.json", "journal.log", "results.csv", "results.json")  # the sweep's, not the runs'
 
 SAME_ACTIVATION = {"none": "identity"}  # two names for one function
 COLUMNS = ("activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds")
@@ -59,24 +64,45 @@ def compare(
         activation: dataclasses.replace(base, model=dataclasses.replace(base.model, activation=activation))
         for activation in activations
     }
+    if base.train.val_size == 0:
+        raise ConfigError(["train.val_size: compare runs a sweep judged on validation accuracy; must be > 0"])
+    spec = SweepSpec(
+        path=out / SPEC_FILE,
+        base=base,
+        space={"model.activation": list(activations)},
+        seeds=[base.train.seed],
+        pruner="none",
+        run_folder="{values}",  # OUT/relu/, as compare has always laid it out
+    )
+    from mnist_ffn.sweep import run_sweep
+
     results = []
     with RunFolder(out).locked("--out"):
         plans = {activation: _plan(out, activation, config, force) for activation, config in configs.items()}
-        for activation, config in configs.items():
-            run, plan = RunFolder(out / activation), plans[activation]
-            if plan == "done":
-                summary = run.read_summary()
-            else:
-                summary = train(
-                    None if plan == "resume" else config,
-                    data_dir=data_dir,
-                    out=run.path,
-                    device=device,
-                    resume=plan == "resume",
-                    force=plan == "replace",
-                    log=None,
-                    progress_bars=progress_bars,
-                )
+        for activation, plan in plans.items():
+            if plan == "replace":  # --force, or killed before its first checkpoint: start that run anew
+                for path in RunFolder(out / activation).run_files():
+                    path.unlink(missing_ok=True)
+        # The run folders are what a comparison keeps; the study is made anew each time from the spec,
+        # and finds finished runs finished and interrupted ones resumable.
+        for name in (*SWEEP_BOOKKEEPING, SPEC_FILE):
+            (out / name).unlink(missing_ok=True)
+        comment = "written by `mnist-ffn compare`: the comparison as a grid sweep (see mnist_ffn/compare.py)"
+        write_text_atomically(spec.path, spec_toml(spec, comment))
+        spec = load_spec(spec.path)
+        run_sweep(
+            spec,
+            out=out,
+            storage_url=None,
+            study_name="compare",
+            workers=1,
+            trials=None,
+            data_dir=data_dir,
+            device=device,
+            in_process=True,
+        )
+        for activation in activations:
+            summary = RunFolder(out / activation).read_summary()  # every trial finished, or run_sweep raised
             row = {
                 "activation": activation,
                 "test_accuracy": summary["test_accuracy"],
@@ -87,7 +113,7 @@ def compare(
             }
             results.append(row)
             if log:
-                kept = " (kept from an earlier run)" if plan == "done" else ""
+                kept = " (kept from an earlier run)" if plans[activation] == "done" else ""
                 log(
                     f"{activation:>10}: test accuracy {row['test_accuracy']:.2%}, "
                     f"final train loss {row['final_train_loss']:.4f}, {row['seconds']:.1f} s{kept}"
@@ -121,7 +147,10 @@ def _plan(out: Path, activation: str, config: Config, force: bool) -> str:
         return "new"
     if force:
         return "replace"
-    if run.saved_config() != config:
+    saved = run.saved_config()
+    if saved is None or dataclasses.replace(saved, train=dataclasses.replace(saved.train, threads=0)) != (
+        dataclasses.replace(config, train=dataclasses.replace(config.train, threads=0))
+    ):
         raise UsageError(
             f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
         )

@@ -358,13 +358,13 @@ def key_docs() -> list[tuple[str, object, str]]:
 def reference_table() -> str:
     """The README's config table, in Markdown."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{name}` | `{_toml_value(default)}` | {doc} |" for name, default, doc in key_docs()]
+    rows += [f"| `{name}` | `{toml_value(default)}` | {doc} |" for name, default, doc in key_docs()]
     return "\n".join(rows) + "\n"
 
 
 def reference_text() -> str:
     """The same keys for `mnist-ffn train --help`."""
-    return "\n\n".join(f"{name} = {_toml_value(default)}: {doc.replace('`', '')}" for name, default, doc in key_docs())
+    return "\n\n".join(f"{name} = {toml_value(default)}: {doc.replace('`', '')}" for name, default, doc in key_docs())
 
 
 def to_toml(config: Config) -> str:
@@ -372,16 +372,16 @@ def to_toml(config: Config) -> str:
     lines: list[str] = []
     for section, values in config.to_dict().items():
         lines.append(f"[{section}]")
-        lines.extend(f"{name} = {_toml_value(value)}" for name, value in values.items())
+        lines.extend(f"{name} = {toml_value(value)}" for name, value in values.items())
         lines.append("")
     return "\n".join(lines)
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return repr(value)

@@ -161,12 +161,18 @@ def run_sweep(
     data_dir: Path,
     device: str,
     log=None,
+    in_process: bool = False,
 ) -> dict:
-    """Run (or continue, or join) the sweep and return its results."""
+    """Run (or continue, or join) the sweep and return its results.
+
+    `in_process`: one worker, this process (for `compare`: its trials run one after another in the
+    foreground anyway, and need no second torch start); `out` is then the caller's, already checked.
+    """
     _optuna()
     if trials is not None:
         spec.trials = trials
-    _check_out_folder(out, spec, study_name)
+    if not in_process:
+        _check_out_folder(out, spec, study_name)
     if storage_url is None:
         _make_folder(out)  # the journal file lives there
     storage = open_storage(storage_url, out)
@@ -174,7 +180,7 @@ def run_sweep(
     _make_folder(out)
     _write_sweep_file(out, spec, study_name, storage_url)
     _recover_dead_trials(study)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = None if in_process else max(1, (os.cpu_count() or 1) // workers)  # None: the config's own
     job = {
         "spec": spec,
         "out": out,
@@ -183,10 +189,14 @@ def run_sweep(
         "data_dir": data_dir,
         "device": device,
         "threads": threads,
+        "in_process": in_process,
     }
     try:
         while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
-            _run_workers(study, spec, job, workers, log)
+            if in_process:
+                worker_main(job)
+            else:
+                _run_workers(study, spec, job, workers, log)
             _recover_dead_trials(study)
     except Interrupted as exc:
         name = signal.Signals(exc.signal_number).name
@@ -333,8 +343,10 @@ def worker_main(job: dict) -> None:
     """One worker process: draw trials from the study until there are none, train each."""
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep process, which stops the workers
-    torch.set_num_threads(job["threads"])
+    in_process = job["in_process"]
+    if not in_process:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep process, which stops the workers
+        torch.set_num_threads(job["threads"])
     optuna = _optuna()
     spec: SweepSpec = job["spec"]
     storage = open_storage(job["storage_url"], job["out"])
@@ -349,6 +361,8 @@ def worker_main(job: dict) -> None:
         try:
             _run_trial(study, trial, spec, job)
         except TrainingInterrupted as exc:  # saved in its run folder and queued again: a rerun resumes it
+            if in_process:
+                raise
             sys.exit(exc.exit_code)
 
 
@@ -393,13 +407,12 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
 
     point, seed = _suggest(trial, spec)
     out: Path = job["out"]
-    relative = trial.user_attrs.get("run_folder") or (
-        f"trials/{trial.number:04d}-{_folder_safe(point_label(point))}-seed{seed}"
-    )
+    relative = trial.user_attrs.get("run_folder") or spec.trial_folder(trial.number, point, seed)
     trial.set_user_attr("run_folder", relative)
     run = RunFolder(out / relative)
     config = point_config(spec.base, point, seed)
-    config.train.threads = job["threads"]
+    if job["threads"] is not None:
+        config.train.threads = job["threads"]
 
     def report(row: dict) -> None:
         trial.report(row["val_acc"], step=row["epoch"])
@@ -436,6 +449,8 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
     except (MnistFfnError, ConfigError) as exc:
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if job["in_process"]:
+            raise  # compare: the run's own message, as `train` gives it
         return
     _tell_complete(study, trial, summary, time.perf_counter() - started)
 
@@ -462,10 +477,6 @@ def _finished_summary(run: RunFolder, config) -> dict | None:
         return run.read_summary()
     except MnistFfnError:
         return None
-
-
-def _folder_safe(label: str) -> str:
-    return "".join(character if character.isalnum() or character in "=.,-x" else "_" for character in label)[:80]
 
 
 class _Heartbeat:

@@ -14,6 +14,7 @@
     seeds = [0, 1, 2]           # every point runs once per seed, so every result has a spread
     objective = "val_acc"       # the held-out validation accuracy; the test set never chooses
     pruner = "median"           # median or none
+    run_folder = "trials/{number}-{point}-seed{seed}"   # optional: where each trial's run folder goes
 
 No optuna or torch here: a spec is checked, and every problem reported at once (each naming its
 key, exit code 2), before the sweep extra is even needed.
@@ -37,13 +38,17 @@ from mnist_ffn.config import (
     load_config,
     read_toml,
     to_toml,
+    toml_value,
 )
 from mnist_ffn.errors import ConfigError
 
 SAMPLERS = ("grid", "tpe")
 PRUNERS = ("median", "none")
 OBJECTIVES = ("val_acc",)
-SWEEP_KEYS = {"sampler", "trials", "seeds", "objective", "pruner"}
+SWEEP_KEYS = {"sampler", "trials", "seeds", "objective", "pruner", "run_folder"}
+# {number}: the trial's number (0000, 0001, ...), {point}: "activation=relu,hidden=100x100",
+# {values}: "relu-100x100", {seed}: the seed; every trial must get its own folder.
+DEFAULT_RUN_FOLDER = "trials/{number}-{point}-seed{seed}"
 RANGE_KEYS = {"low", "high", "log"}
 
 
@@ -65,6 +70,15 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     objective: str = "val_acc"
     pruner: str = "median"
+    run_folder: str = DEFAULT_RUN_FOLDER
+
+    def trial_folder(self, number: int, point: dict[str, object], seed: int) -> str:
+        """The run folder of trial `number` (relative to the sweep folder), from the run_folder template."""
+        label = point_label(point)
+        values = "-".join(part.partition("=")[2] for part in label.split(","))
+        return self.run_folder.format(
+            number=f"{number:04d}", point=_folder_safe(label), values=_folder_safe(values), seed=seed
+        )
 
     def grid(self) -> list[dict[str, object]]:
         """Every point of a grid space, in a stable order (the spec's key order, each list's order)."""
@@ -78,7 +92,7 @@ class SweepSpec:
             key: value if isinstance(value, list) else [value.low, value.high, value.log, value.integer]
             for key, value in self.space.items()
         }
-        settings = [self.sampler, self.trials, self.seeds, self.objective, self.pruner]
+        settings = [self.sampler, self.trials, self.seeds, self.objective, self.pruner, self.run_folder]
         text = json.dumps([to_toml(self.base), space, settings], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -105,6 +119,24 @@ def point_label(point: dict[str, object]) -> str:
             shown = str(value)
         parts.append(f"{name}={shown}")
     return ",".join(parts) or "base"
+
+
+def _folder_safe(label: str) -> str:
+    return "".join(character if character.isalnum() or character in "=.,-x" else "_" for character in label)[:80]
+
+
+def spec_toml(spec: SweepSpec, comment: str) -> str:
+    """A grid spec as the TOML file `load_spec` reads back to the same spec (the base written out whole)."""
+    lines = [f"# {line}" for line in comment.splitlines()]
+    for section, values in spec.base.to_dict().items():
+        lines += ["", f"[base.{section}]"]
+        lines += [f"{name} = {toml_value(value)}" for name, value in values.items()]
+    lines += ["", "[space]"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in spec.space.items()]
+    lines += ["", "[sweep]"]
+    settings = {"sampler": spec.sampler, "seeds": spec.seeds, "objective": spec.objective, "pruner": spec.pruner}
+    lines += [f"{key} = {toml_value(value)}" for key, value in {**settings, "run_folder": spec.run_folder}.items()]
+    return "\n".join(lines) + "\n"
 
 
 def load_spec(path: Path) -> SweepSpec:
@@ -283,3 +315,28 @@ def _read_settings(table: object, spec: SweepSpec, problems: list[str]) -> None:
             problems.append(f"sweep.{key}: must be one of {', '.join(choices)}, got {value!r}")
         else:
             setattr(spec, key, value)
+    run_folder = table.get("run_folder", DEFAULT_RUN_FOLDER)
+    problem = _run_folder_problem(run_folder, len(spec.seeds))
+    if problem:
+        problems.append(f"sweep.run_folder: {problem}, got {run_folder!r}")
+    else:
+        spec.run_folder = run_folder
+
+
+def _run_folder_problem(template: object, seeds: int) -> str | None:
+    """Why the template could give two trials one folder, or a folder outside the sweep's; None if it cannot."""
+    if not isinstance(template, str):
+        return "must be a string"
+    try:
+        folder = template.format(number="0000", point="p", values="v", seed=0)
+    except (KeyError, IndexError, ValueError):
+        return "may use only {number}, {point}, {values} and {seed}"
+    if not folder or Path(folder).is_absolute() or ".." in Path(folder).parts:
+        return "must be a folder inside the sweep's folder"
+    if "{number}" in template:
+        return None
+    if "{point}" not in template and "{values}" not in template:
+        return "needs {number}, or {point} or {values}, so that each trial gets its own folder"
+    if seeds > 1 and "{seed}" not in template:
+        return "needs {seed} when there are several seeds"
+    return None

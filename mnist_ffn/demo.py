@@ -1,0 +1,267 @@
+"""`mnist-ffn demo`: draw a digit and watch the network think, on a local web page (Gradio).
+
+The page shows what the lesson's forward pass does with a drawing: the 28x28 image the model
+actually sees (the exact preprocessing of `mnist-ffn predict`: the same functions), each hidden
+layer's activations a = f(z) as a small heat map, and the probabilities of every class.
+
+Everything here but `build_page` and `serve` is plain torch and Pillow, so the tests can check the
+page's numbers against `predict` without a browser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
+from mnist_ffn.data import normalize
+from mnist_ffn.datasets import DATASETS
+from mnist_ffn.devices import pick_device
+from mnist_ffn.errors import CheckpointError, ImageError, MnistFfnError, UsageError
+from mnist_ffn.model import architecture
+from mnist_ffn.predict import preprocess, read_image, to_pil
+
+HEATMAP_CELL = 8  # screen pixels per unit in a layer's heat map
+SEEN_SCALE = 8  # the 28x28 input shown at 224x224
+BLANK_HINT = "Draw a digit on the canvas, or upload a photo of one."
+SELECT_BRUSH = """() => {
+    // Keep the brush in hand: the canvas starts with no tool, and clearing it drops the tool again
+    // (it then says "select the draw tool to start"). A tool the person picked (the eraser) stays.
+    setInterval(() => {
+        const box = document.querySelector('#canvas');
+        if (!box) return;
+        const idle = [...box.querySelectorAll('div, span, p')].some(
+            (node) => node.offsetParent !== null && node.textContent.trim() === 'select the draw tool to start');
+        if (idle) box.querySelector('button[aria-label="Brush"]')?.click();
+    }, 250);
+}"""
+WIPE_CANVAS = """() => { document.querySelector('#canvas button[aria-label="Clear canvas"]')?.click(); return []; }"""
+MAX_FILE_BYTES = 20 * 1024 * 1024  # larger uploads are refused by the server; read_image then limits pixels
+
+
+@dataclass
+class Layer:
+    """One hidden layer as the page names it: its width and activation, and its a = f(z) for one image."""
+
+    index: int
+    width: int
+    activation: str
+
+    @property
+    def title(self) -> str:
+        return f"hidden layer {self.index}: {self.width} units, a = {self.activation}(z)"
+
+
+@dataclass
+class Answer:
+    """What the page shows for one image."""
+
+    probabilities: dict[str, float]  # class name -> probability, every class
+    seen: Image.Image  # the 28x28 input, greyscale, light on dark as MNIST
+    activations: list[torch.Tensor]  # per hidden layer: a = f(z), shape (width,)
+
+
+class DemoModel:
+    """A checkpoint ready to answer images: the model, its classes, its normalization, its layers."""
+
+    def __init__(self, checkpoint_path: Path, device: str = "auto"):
+        checkpoint = load_checkpoint(checkpoint_path)  # one line and exit 1 for anything that is not one
+        self.config = checkpoint_config(checkpoint_path, checkpoint)
+        self.dataset = checkpoint["dataset"]
+        self.classes = list(checkpoint["classes"])
+        info = DATASETS.get(self.dataset)
+        if info is None or self.dataset != self.config.data.dataset or len(self.classes) != len(info.classes):
+            raise CheckpointError(
+                f"{checkpoint_path}: says it was trained on {self.dataset!r} with {len(self.classes)} classes, "
+                f"but its config says {self.config.data.dataset!r}: not a checkpoint mnist-ffn wrote"
+            )
+        self.device = pick_device(device)
+        self.model: nn.Sequential = restore_model(checkpoint_path, checkpoint).to(self.device).eval()
+        self.normalization = checkpoint["normalization"]
+        activation = self.config.model.activation
+        self.layers = [Layer(number, width, activation) for number, width in enumerate(self.config.model.hidden, 1)]
+        self.header = _header(checkpoint_path, self.config, self.dataset)
+
+    def answer(self, image: Image.Image) -> Answer:
+        """The forward pass, layer by layer, for one image (raises ImageError for a blank or unreadable one)."""
+        frame = preprocess(image, self.dataset)  # (28, 28), 0-255: exactly what `predict` feeds the model
+        x = normalize(frame[None], self.normalization["mean"], self.normalization["std"]).to(self.device)
+        activations = []
+        with torch.inference_mode():
+            for module in self.model:
+                x = module(x)
+                if not isinstance(module, (nn.Linear, nn.Flatten, nn.Dropout)):  # an activation: a = f(z)
+                    activations.append(x[0].float().cpu())
+            probabilities = torch.softmax(x.float(), dim=1)[0].cpu()
+        return Answer(
+            probabilities={name: float(p) for name, p in zip(self.classes, probabilities, strict=True)},
+            seen=to_pil(frame),
+            activations=activations,
+        )
+
+
+def _header(checkpoint_path: Path, config, dataset: str) -> str:
+    """What the checkpoint is, with the run's test accuracy when its summary.json lies beside it."""
+    text = f"**{architecture(config.model)}** trained on **{DATASETS[dataset].title}** · `{checkpoint_path}`"
+    summary_path = checkpoint_path.parent / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+        accuracy = float(summary["test_accuracy"])
+        if summary.get("test_checkpoint") == checkpoint_path.name and math.isfinite(accuracy):
+            text += f" · test accuracy **{accuracy:.2%}** (from {summary_path.name})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a checkpoint on its own: no accuracy to show
+    return text
+
+
+def heatmap(values: torch.Tensor) -> Image.Image:
+    """A layer's activations as a near-square grid of cells, dark (lowest) to bright (highest)."""
+    width = values.numel()
+    columns = math.ceil(math.sqrt(width))
+    rows = math.ceil(width / columns)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) if high > low else torch.zeros_like(values)
+    grid = torch.zeros(rows * columns)
+    grid[:width] = scaled * 255.0
+    cells = to_pil(grid.view(rows, columns))
+    return cells.resize((columns * HEATMAP_CELL, rows * HEATMAP_CELL), Image.Resampling.NEAREST).convert("RGB")
+
+
+def canvas_image(value) -> Image.Image | None:
+    """The drawing in a Sketchpad's value (a dict with a composite image), or None for an empty canvas."""
+    if value is None:
+        return None
+    image = value.get("composite") if isinstance(value, dict) else value
+    if image is None:
+        return None
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    if image.getbbox() is None:  # fully transparent or black: nothing drawn yet
+        return None
+    return image
+
+
+def respond(model: DemoModel, image: Image.Image | None):
+    """(probabilities, seen image, per-layer heat maps, message) for the page; never raises for bad input."""
+    empty = (None, None, [None] * len(model.layers))
+    if image is None:
+        return (*empty, BLANK_HINT)
+    try:
+        answer = model.answer(image)
+    except ImageError as exc:
+        return (*empty, f"{exc}. {BLANK_HINT}")
+    seen = answer.seen.resize((28 * SEEN_SCALE, 28 * SEEN_SCALE), Image.Resampling.NEAREST)
+    maps = [heatmap(values) for values in answer.activations]
+    best = max(answer.probabilities, key=answer.probabilities.get)
+    listed = " · ".join(f"{name} {p:.3f}" for name, p in answer.probabilities.items())
+    text = f"The network says **{best}** ({answer.probabilities[best]:.1%}).\n\n{listed}"
+    return answer.probabilities, seen, maps, text
+
+
+def uploaded_image(path: str | None) -> Image.Image | None:
+    """An uploaded file, read as `predict` reads one (size limit included); ImageError says why not."""
+    if path is None:
+        return None
+    return read_image(Path(path))
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port already in use before anything starts, naming it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "is in use" if exc.errno in (98, 48) else f"cannot be used ({exc.strerror})"
+            raise UsageError(f"--port {port}: {host}:{port} {reason}; choose another with --port") from None
+
+
+def build_page(model: DemoModel):
+    """The Gradio page: canvas and upload on the left, what the network makes of them on the right."""
+    import gradio as gr
+
+    with gr.Blocks(title="mnist-ffn demo") as page:
+        gr.Markdown(f"## Draw a digit and watch the network think\n{model.header}", elem_id="header")
+        with gr.Row():
+            with gr.Column(scale=1):
+                canvas = gr.Sketchpad(
+                    label="Draw here (mouse, pen or finger)",
+                    type="pil",
+                    image_mode="RGBA",
+                    canvas_size=(280, 280),
+                    brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
+                    layers=False,
+                    transforms=(),
+                    elem_id="canvas",
+                )
+                # a file, not an image component: whatever arrives is read by `predict`'s reader, which says
+                # what is wrong with a file that is not an image, or too big, instead of failing in Gradio
+                upload = gr.File(label="...or upload a photo", type="filepath", elem_id="upload", height=120)
+                clear = gr.Button("Clear", elem_id="clear")
+            with gr.Column(scale=1):
+                message = gr.Markdown(BLANK_HINT, elem_id="message")
+                probabilities = gr.Label(
+                    label="Probabilities", num_top_classes=len(model.classes), elem_id="probabilities"
+                )
+                seen = gr.Image(label="What the network sees (28 x 28)", type="pil", elem_id="seen", height=240)
+        layer_maps = []
+        with gr.Row(elem_id="layers"):
+            if not model.layers:
+                gr.Markdown("No hidden layer: this network is softmax regression, z = Wx + b straight to the classes.")
+            for layer in model.layers:
+                layer_maps.append(gr.Image(label=layer.title, type="pil", elem_classes=["layer"], height=200))
+
+        outputs = [probabilities, seen, *layer_maps, message]
+
+        def from_canvas(value):
+            chances, image, maps, text = respond(model, canvas_image(value))
+            return chances, image, *maps, text
+
+        def from_upload(path):
+            try:
+                image = uploaded_image(path)
+            except ImageError as exc:
+                return None, None, *([None] * len(layer_maps)), str(exc)
+            chances, picture, maps, text = respond(model, image)
+            return chances, picture, *maps, text
+
+        canvas.change(from_canvas, inputs=canvas, outputs=outputs, trigger_mode="always_last", show_progress="hidden")
+        upload.change(from_upload, inputs=upload, outputs=outputs, show_progress="hidden")
+        # The canvas is wiped in the browser by its own "Clear canvas" button, which keeps the editor in a
+        # state it can draw in again; the server then empties everything else.
+        clear.click(
+            lambda: (None, None, None, *([None] * len(layer_maps)), BLANK_HINT),
+            outputs=[upload, *outputs],
+            js=WIPE_CANVAS,
+            show_progress="hidden",
+        )
+    return page
+
+
+def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, device: str = "auto") -> None:
+    """Check everything that can be checked, then serve the page until Ctrl-C."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise MnistFfnError("the demo needs Gradio: pip install 'mnist-ffn[demo]'") from None
+    model = DemoModel(checkpoint_path, device)  # a bad checkpoint is refused before any server starts
+    check_port(host, port)
+    page = build_page(model)
+    page.queue(default_concurrency_limit=4)
+    print(f"mnist-ffn demo: http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    page.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=open_browser,
+        show_error=True,
+        quiet=True,
+        max_file_size=MAX_FILE_BYTES,
+        js=SELECT_BRUSH,  # the canvas starts with its brush in hand, so the first stroke draws
+    )

@@ -1,0 +1,322 @@
+"""`mnist-ffn demo`: the page's numbers against `predict`, bad input, and the page itself in a real Chromium.
+
+The browser tests start the demo server as a user would (a real process on a free loopback port)
+and drive headless Chromium with Selenium: draw with the mouse, upload real MNIST test digits, read
+what the page shows. Without Chromium, its driver or Gradio they skip, except under CI=true, where
+they fail.
+"""
+
+import gzip
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_ffn.demo import BLANK_HINT, DemoModel, canvas_image, heatmap, respond
+from mnist_ffn.predict import predict_images
+from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, start_process
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1300",
+]
+
+
+def require(available: bool, what: str) -> None:
+    """Skip without a prerequisite, except under CI=true, where it must be there."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is missing; CI must have it")
+    pytest.skip(f"{what} is missing")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def drawing(strokes, size=280) -> Image.Image:
+    """Black strokes on a transparent canvas, as the Sketchpad sends them."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    pen = ImageDraw.Draw(image)
+    for stroke in strokes:
+        pen.line(stroke, fill=(0, 0, 0, 255), width=18)
+    return image
+
+
+# -- the page's numbers, without a browser ----------------------------------------------------------------------
+
+
+def test_the_page_predicts_what_predict_predicts(tiny_run, tmp_path):
+    image_path = tmp_path / "seven.png"
+    drawing([[(60, 60), (220, 60), (120, 230)]]).save(image_path)
+    checkpoint = tiny_run / "best.pt"
+    page = DemoModel(checkpoint, device="cpu").answer(Image.open(image_path))
+    report = predict_images(checkpoint, [image_path], device="cpu", top=10)
+    expected = {row["class"]: row["probability"] for row in report["predictions"][0]["top"]}
+    assert page.probabilities.keys() == expected.keys()
+    for name, probability in expected.items():
+        assert page.probabilities[name] == pytest.approx(probability, abs=1e-6)
+    assert sum(page.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert [values.numel() for values in page.activations] == [512, 256]  # the default network's a = f(z)
+    assert page.seen.size == (28, 28)
+
+
+def test_a_blank_canvas_gives_the_hint_not_an_error(tiny_run):
+    model = DemoModel(tiny_run / "best.pt", device="cpu")
+    assert canvas_image({"composite": Image.new("RGBA", (280, 280), (0, 0, 0, 0)), "layers": []}) is None
+    probabilities, seen, maps, message = respond(model, None)
+    assert (probabilities, seen, maps, message) == (None, None, [None, None], BLANK_HINT)
+    *_, message = respond(model, Image.new("RGB", (100, 100), "white"))  # uploaded, but holds nothing
+    assert "blank" in message and BLANK_HINT in message
+
+
+def test_heat_maps_hold_every_unit():
+    image = heatmap(torch.linspace(-1.0, 3.0, 100))
+    assert image.size == (10 * 8, 10 * 8)
+    assert heatmap(torch.zeros(7)).size == (3 * 8, 3 * 8)  # a constant layer is all dark, not a division by zero
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_before_any_server_starts(tmp_path):
+    not_one = tmp_path / "notes.pt"
+    not_one.write_text("hello")
+    assert_one_line_error(run_cli("demo", not_one, "--no-browser"), 1, "not a checkpoint")
+
+
+def test_a_checkpoint_whose_data_set_disagrees_with_its_config_is_refused(tiny_run, tmp_path):
+    checkpoint = torch.load(tiny_run / "best.pt", weights_only=True)
+    checkpoint["dataset"] = "fashion-mnist"
+    torch.save(checkpoint, tmp_path / "mixed.pt")
+    assert_one_line_error(run_cli("demo", tmp_path / "mixed.pt", "--no-browser"), 1, "fashion-mnist", "its config")
+
+
+def test_a_port_in_use_is_named(tiny_run):
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("demo", tiny_run / "best.pt", "--no-browser", "--port", str(port))
+    assert_one_line_error(result, 2, f"--port {port}", "in use")
+
+
+def test_without_gradio_the_demo_says_how_to_install_it(tiny_run, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "gradio", None)
+    assert_one_line_error(run_cli("demo", tiny_run / "best.pt", "--no-browser"), 1, "pip install 'mnist-ffn[demo]'")
+
+
+# -- the page, in Chromium ------------------------------------------------------------------------------------------
+
+
+class DemoServer:
+    """`mnist-ffn demo CHECKPOINT --no-browser` on a free loopback port, stopped afterwards."""
+
+    def __init__(self, checkpoint: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        started = time.monotonic()
+        self.process = start_process("demo", checkpoint, "--no-browser", "--port", str(self.port))
+        deadline = started + 60
+        while True:
+            assert self.process.poll() is None, self.process.communicate()
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the demo page did not come up within 60 s"
+            time.sleep(0.1)
+        self.ready_seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(CHROMIUM.exists() and CHROMEDRIVER.exists(), f"Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER})")
+    try:
+        import gradio  # noqa: F401
+        from selenium import webdriver
+    except ImportError as exc:
+        require(False, f"{exc.name} (pip install -e '.[test,demo]')")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.mkdtemp(prefix="mnist-ffn-chromium-")
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mnist_page(default_run, browser):
+    server = DemoServer(default_run / "best.pt")
+    browser.get(server.url)
+    wait_for(browser, lambda: browser.find_elements("css selector", "#canvas canvas"))
+    yield server
+    server.stop()
+
+
+def wait_for(browser, condition, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    browser.save_screenshot(str(Path(tempfile.gettempdir()) / "mnist-ffn-demo-failure.png"))
+    raise AssertionError("the page did not get there in time")
+
+
+def message(browser) -> str:
+    return browser.find_element("id", "message").text
+
+
+def shown_probabilities(browser) -> dict[str, float]:
+    """The exact probabilities the page lists under its verdict, e.g. '0 0.001 · 1 0.990 · ...'."""
+    line = message(browser).splitlines()[-1]
+    return {name: float(value) for name, value in re.findall(r"(\S+(?: \S+)*?) (\d\.\d{3})(?: · |$)", line)}
+
+
+def draw(browser, strokes) -> None:
+    """Strokes on the canvas with the mouse; each stroke is a list of (x, y) offsets from its centre."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    brush = browser.find_element("css selector", "#canvas button[aria-label='Brush']")
+    wait_for(browser, lambda: "highlight" in brush.get_attribute("class"))  # the page picks up the brush itself
+    canvas = browser.find_element("css selector", "#canvas canvas")
+    for stroke in strokes:
+        actions = ActionChains(browser, duration=50)
+        actions.move_to_element_with_offset(canvas, *stroke[0]).click_and_hold()
+        for point in stroke[1:]:
+            actions.move_to_element_with_offset(canvas, *point)
+        actions.release().perform()
+
+
+def clear(browser) -> None:
+    browser.find_element("id", "clear").click()
+    wait_for(browser, lambda: message(browser) == BLANK_HINT)
+
+
+def vertical_line():
+    return [[(0, y) for y in range(-100, 101, 10)]]
+
+
+def test_a_stroke_gives_probabilities_that_sum_to_one_and_one_panel_per_layer(browser, mnist_page):
+    clear(browser)
+    draw(browser, vertical_line())
+    wait_for(browser, lambda: "The network says" in message(browser))
+    probabilities = shown_probabilities(browser)
+    assert sorted(probabilities) == [str(digit) for digit in range(10)]
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=0.006)  # ten values rounded to 3 decimals
+    assert max(probabilities, key=probabilities.get) == "1"
+    label = browser.find_element("id", "probabilities").text
+    assert all(str(digit) in label for digit in range(10)), label
+    panels = browser.find_elements("css selector", "#layers .layer")
+    titles = [panel.text for panel in panels]
+    assert len(panels) == 2, titles
+    assert "hidden layer 1: 512 units, a = relu(z)" in titles[0] and "hidden layer 2: 256 units" in titles[1]
+    assert all(panel.find_elements("tag name", "img") for panel in panels), "each layer shows its heat map"
+    assert browser.find_element("id", "seen").find_elements("tag name", "img"), "the 28x28 input is shown"
+
+
+def test_clear_empties_the_prediction(browser, mnist_page):
+    draw(browser, vertical_line())
+    wait_for(browser, lambda: "The network says" in message(browser))
+    clear(browser)
+    assert not browser.find_element("id", "seen").find_elements("tag name", "img")
+    assert "Empty value" in browser.find_element("id", "probabilities").get_attribute("innerHTML")
+
+
+def test_three_uploaded_real_test_digits_are_read_right(browser, mnist_page, tmp_path):
+    images, labels = real_test_digits(3)
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        clear(browser)
+        path = tmp_path / f"digit-{index}.png"
+        # as a photo of ink on paper would be: dark on light, larger than 28x28
+        Image.fromarray(255 - pixels).resize((112, 112), Image.Resampling.BILINEAR).save(path)
+        browser.find_element("css selector", "#upload input[type=file]").send_keys(str(path))
+        wait_for(browser, lambda: "The network says" in message(browser))
+        assert message(browser).startswith(f"The network says {label} "), (label, message(browser))
+
+
+def test_a_file_that_is_not_an_image_gets_a_message_and_the_server_carries_on(browser, mnist_page, tmp_path):
+    clear(browser)
+    fake = tmp_path / "not-an-image.png"
+    fake.write_text("these are words, not pixels")
+    browser.find_element("css selector", "#upload input[type=file]").send_keys(str(fake))
+    wait_for(browser, lambda: "not an image" in message(browser) or "rror" in message(browser))
+    assert mnist_page.process.poll() is None, "the server keeps running"
+    clear(browser)
+    draw(browser, vertical_line())
+    wait_for(browser, lambda: "The network says" in message(browser))
+
+
+def test_screenshot_of_a_drawn_seven(browser, mnist_page, tmp_path):
+    """The README's screenshot: MNIST_FFN_SCREENSHOT=docs/demo.png python -m pytest tests/test_demo.py -k screenshot"""
+    clear(browser)
+    draw(browser, [[(-70, -90), (70, -90), (-10, 100)]])  # a seven: the bar, then the stem
+    wait_for(browser, lambda: "The network says 7" in message(browser))
+    browser.execute_script("window.scrollTo(0, 0)")
+    target = Path(os.environ.get("MNIST_FFN_SCREENSHOT", tmp_path / "demo.png"))
+    assert browser.save_screenshot(str(target))
+    assert Image.open(target).size[0] >= 1000
+
+
+def test_a_fashion_checkpoint_without_hidden_layers_shows_class_names(browser, tmp_path):
+    out = tmp_path / "fashion"
+    trained = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", real_data_dir("FashionMNIST"), "--out", out,
+                      "--quiet", "--set", "model.hidden=[]", "--set", "train.epochs=1", "--set", "train.limit=5000",
+                      *TINY_FLAGS)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    server = DemoServer(out / "best.pt")
+    try:
+        browser.get(server.url)
+        wait_for(browser, lambda: browser.find_elements("css selector", "#canvas canvas"))
+        assert "Fashion-MNIST" in browser.find_element("id", "header").text
+        draw(browser, vertical_line())
+        wait_for(browser, lambda: "The network says" in message(browser))
+        label = browser.find_element("id", "probabilities").text
+        for name in ("T-shirt/top", "Trouser", "Ankle boot"):
+            assert name in label, label
+        assert set(shown_probabilities(browser)) >= {"Trouser", "Ankle boot"}
+        assert not browser.find_elements("css selector", "#layers .layer")
+        assert "softmax regression" in browser.find_element("id", "layers").text
+    finally:
+        server.stop()
+
+
+def real_test_digits(count: int):
+    """The first `count` MNIST test images (28x28 uint8) and their labels, read from the real files."""
+    import numpy
+
+    raw = real_data_dir() / "MNIST" / "raw"
+    images = gzip.decompress((raw / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
+    labels = gzip.decompress((raw / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
+    pixels = numpy.frombuffer(images, dtype=numpy.uint8).reshape(-1, 28, 28)
+    return [pixels[index].copy() for index in range(count)], [labels[index] for index in range(count)]
