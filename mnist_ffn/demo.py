@@ -231,8 +231,10 @@ def build_page(model: DemoModel):
             chances, picture, maps, text = respond(model, image)
             return chances, picture, *maps, text
 
-        canvas.change(from_canvas, inputs=canvas, outputs=outputs, trigger_mode="always_last", show_progress="hidden")
-        upload.change(from_upload, inputs=upload, outputs=outputs, show_progress="hidden")
+        drawn = canvas.change(
+            from_canvas, inputs=canvas, outputs=outputs, trigger_mode="always_last", show_progress="hidden"
+        )
+        uploaded = upload.change(from_upload, inputs=upload, outputs=outputs, show_progress="hidden")
         # The canvas is wiped in the browser by its own "Clear canvas" button, which keeps the editor in a
         # state it can draw in again; the server then empties everything else.
         clear.click(
@@ -240,18 +242,19 @@ def build_page(model: DemoModel):
             outputs=[upload, *outputs],
             js=WIPE_CANVAS,
             show_progress="hidden",
+            cancels=[drawn, uploaded],  # an answer still on its way must not land on the cleared page
         )
     return page
 
 
 def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, device: str = "auto") -> None:
     """Check everything that can be checked, then serve the page until Ctrl-C."""
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise MnistFfnError("the demo needs Gradio: pip install 'mnist-ffn[demo]'") from None
     model = DemoModel(checkpoint_path, device)  # a bad checkpoint is refused before any server starts
     check_port(host, port)
+    try:
+        import gradio  # noqa: F401  (seconds to import: only once the checkpoint and the port are known good)
+    except ImportError:
+        raise MnistFfnError("the demo needs Gradio: pip install 'mnist-ffn[demo]'") from None
     page = build_page(model)
     page.queue(default_concurrency_limit=4)
     print(f"mnist-ffn demo: http://{host}:{port} (Ctrl-C to stop)", flush=True)

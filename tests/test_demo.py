@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -110,7 +111,6 @@ def test_a_checkpoint_whose_data_set_disagrees_with_its_config_is_refused(tiny_r
 
 
 def test_a_port_in_use_is_named(tiny_run):
-    pytest.importorskip("gradio")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -127,6 +127,11 @@ def test_without_gradio_the_demo_says_how_to_install_it(tiny_run, monkeypatch):
 # -- the page, in Chromium ------------------------------------------------------------------------------------------
 
 
+# No proxy for the loopback server: urllib's default opener keeps whatever proxy it first saw in the
+# environment, and other tests point it at a closed port to stand for "no network".
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class DemoServer:
     """`mnist-ffn demo CHECKPOINT --no-browser` on a free loopback port, stopped afterwards."""
 
@@ -134,23 +139,34 @@ class DemoServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         started = time.monotonic()
-        self.process = start_process("demo", checkpoint, "--no-browser", "--port", str(self.port))
-        deadline = started + 60
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop); a pipe could fill and block it
+        self.process = start_process(
+            "demo", checkpoint, "--no-browser", "--port", str(self.port), stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self.started = started
+
+    def wait_until_ready(self) -> None:
+        deadline = self.started + 60
         while True:
-            assert self.process.poll() is None, self.process.communicate()
+            assert self.process.poll() is None, self.output()
             try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
+                with DIRECT.open(self.url, timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "the demo page did not come up within 60 s"
+            assert time.monotonic() < deadline, f"the demo page did not come up within 60 s: {self.output()}"
             time.sleep(0.1)
-        self.ready_seconds = time.monotonic() - started
+        self.ready_seconds = time.monotonic() - self.started
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-3000:]
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.communicate(timeout=30)
+        self.process.wait(timeout=30)
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +190,28 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def mnist_page(default_run, browser):
-    server = DemoServer(default_run / "best.pt")
+def servers(default_run, browser, tmp_path_factory):
+    """Two demo servers started at once (each spends seconds importing torch and Gradio): the default MNIST
+    network, and a Fashion-MNIST softmax regression (no hidden layer) trained here in a few seconds."""
+    fashion = tmp_path_factory.mktemp("fashion") / "run"
+    trained = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", real_data_dir("FashionMNIST"),
+                      "--out", fashion, "--quiet", "--set", "model.hidden=[]", "--set", "train.epochs=1",
+                      "--set", "train.limit=5000", *TINY_FLAGS)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    started = {"mnist": DemoServer(default_run / "best.pt"), "fashion": DemoServer(fashion / "best.pt")}
+    for server in started.values():
+        server.wait_until_ready()
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def mnist_page(servers, browser):
+    server = servers["mnist"]
     browser.get(server.url)
     wait_for(browser, lambda: browser.find_elements("css selector", "#canvas canvas"))
-    yield server
-    server.stop()
+    return server
 
 
 def wait_for(browser, condition, timeout: float = 30):
@@ -224,7 +256,8 @@ def clear(browser) -> None:
 
 
 def vertical_line():
-    return [[(0, y) for y in range(-100, 101, 10)]]
+    # a few points are enough (the brush joins them), and each pointer move costs headless Chromium ~0.3 s
+    return [[(0, y) for y in range(-100, 101, 50)]]
 
 
 def test_a_stroke_gives_probabilities_that_sum_to_one_and_one_panel_per_layer(browser, mnist_page):
@@ -288,27 +321,18 @@ def test_screenshot_of_a_drawn_seven(browser, mnist_page, tmp_path):
     assert Image.open(target).size[0] >= 1000
 
 
-def test_a_fashion_checkpoint_without_hidden_layers_shows_class_names(browser, tmp_path):
-    out = tmp_path / "fashion"
-    trained = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", real_data_dir("FashionMNIST"), "--out", out,
-                      "--quiet", "--set", "model.hidden=[]", "--set", "train.epochs=1", "--set", "train.limit=5000",
-                      *TINY_FLAGS)  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    server = DemoServer(out / "best.pt")
-    try:
-        browser.get(server.url)
-        wait_for(browser, lambda: browser.find_elements("css selector", "#canvas canvas"))
-        assert "Fashion-MNIST" in browser.find_element("id", "header").text
-        draw(browser, vertical_line())
-        wait_for(browser, lambda: "The network says" in message(browser))
-        label = browser.find_element("id", "probabilities").text
-        for name in ("T-shirt/top", "Trouser", "Ankle boot"):
-            assert name in label, label
-        assert set(shown_probabilities(browser)) >= {"Trouser", "Ankle boot"}
-        assert not browser.find_elements("css selector", "#layers .layer")
-        assert "softmax regression" in browser.find_element("id", "layers").text
-    finally:
-        server.stop()
+def test_a_fashion_checkpoint_without_hidden_layers_shows_class_names(browser, servers):
+    browser.get(servers["fashion"].url)
+    wait_for(browser, lambda: browser.find_elements("css selector", "#canvas canvas"))
+    assert "Fashion-MNIST" in browser.find_element("id", "header").text
+    draw(browser, vertical_line())
+    wait_for(browser, lambda: "The network says" in message(browser))
+    label = browser.find_element("id", "probabilities").text
+    for name in ("T-shirt/top", "Trouser", "Ankle boot"):
+        assert name in label, label
+    assert set(shown_probabilities(browser)) >= {"Trouser", "Ankle boot"}
+    assert not browser.find_elements("css selector", "#layers .layer")
+    assert "softmax regression" in browser.find_element("id", "layers").text
 
 
 def real_test_digits(count: int):
