@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,8 @@ def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, de
     """Check everything that can be checked, then serve the page until Ctrl-C."""
     model = DemoModel(checkpoint_path, device)  # a bad checkpoint is refused before any server starts
     check_port(host, port)
+    # A local page for one person: no usage reports to Gradio's servers (nor a wait on them offline).
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401  (seconds to import: only once the checkpoint and the port are known good)
     except ImportError:

@@ -18,7 +18,7 @@ import torch
 
 from mnist_ffn.errors import ConfigError
 from mnist_ffn.sweep_spec import load_spec
-from tests.conftest import PROJECT_ROOT, assert_one_line_error, finish_process, run_cli, start_process
+from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, finish_process, run_cli, start_process
 
 optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install 'mnist-ffn[sweep]'")
 
@@ -415,3 +415,60 @@ def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny
     assert len(complete_points(trials_of(out))) == 2 == len(set(complete_points(trials_of(out))))
     for path in saved:  # the interrupted trial went on in its own folder
         assert json.loads((path.parent / "summary.json").read_text())["epochs"] == 30
+
+
+# -- where trials go, and compare as a sweep ---------------------------------------------------------------------
+
+
+def spec_with(tmp_path, sweep_lines: str, space: str = 'model.activation = ["relu", "tanh"]') -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(f"[base]\ntrain.epochs = 1\n\n[space]\n{space}\n\n[sweep]\n{sweep_lines}\n")
+    return path
+
+
+def test_run_folder_templates_that_could_mix_two_trials_are_refused(tmp_path):
+    cases = {
+        'run_folder = "{values}"\nseeds = [0, 1]': "needs {seed} when there are several seeds",
+        'run_folder = "all-in-one"': "needs {number}, or {point} or {values}",
+        'run_folder = "{values}-{colour}"': "may use only {number}, {point}, {values} and {seed}",
+        'run_folder = "../{values}"': "must be a folder inside the sweep's folder",
+        "run_folder = 3": "must be a string",
+    }
+    for lines, problem in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            load_spec(spec_with(tmp_path, lines))
+        assert any(f"sweep.run_folder: {problem}" in message for message in caught.value.problems), (lines, caught)
+
+
+def test_trial_folders_follow_the_template(tmp_path):
+    spec = load_spec(spec_with(tmp_path, 'run_folder = "{values}-s{seed}"', "model.hidden = [[100, 100]]"))
+    assert spec.trial_folder(7, {"model.hidden": [100, 100]}, 2) == "100x100-s2"
+    default = load_spec(spec_with(tmp_path, ""))
+    assert default.trial_folder(7, {"model.activation": "relu"}, 0) == "trials/0007-activation=relu-seed0"
+
+
+def test_a_spec_written_out_reads_back_the_same(tmp_path):
+    from mnist_ffn.sweep_spec import spec_toml
+
+    spec = load_spec(spec_with(tmp_path, 'run_folder = "{values}"\npruner = "none"', "model.hidden = [[], [64]]"))
+    copy = tmp_path / "copy.toml"
+    copy.write_text(spec_toml(spec, "a copy"))
+    assert load_spec(copy).fingerprint() == spec.fingerprint()
+
+
+def test_a_comparison_is_a_sweep_that_report_reads(tiny_data, tmp_path):
+    out = tmp_path / "compare"
+    result = run_cli(
+        "compare", "--activations", "identity,relu", "--epochs", "1", "--data-dir", tiny_data, "--out", out, "--quiet",
+        *TINY_FLAGS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (out / "compare.sweep.toml").is_file() and (out / "identity" / "summary.json").is_file()
+    report = run_cli("sweep", "--report", out, "--json")
+    assert report.returncode == 0, report.stderr
+    points = {row["point"]: row for row in json.loads(report.stdout)["points"]}
+    assert set(points) == {"activation=identity", "activation=relu"}
+    for activation in ("identity", "relu"):
+        summary = json.loads((out / activation / "summary.json").read_text())
+        assert points[f"activation={activation}"]["test_mean"] == summary["test_accuracy"]
+        assert points[f"activation={activation}"]["run_folders"] == [activation]
