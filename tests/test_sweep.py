@@ -384,7 +384,11 @@ def test_a_tpe_search_samples_points_and_runs_each_once_per_seed(tiny_data, tmp_
         by_point.setdefault(json.dumps(trial.user_attrs["point"], sort_keys=True), []).append(trial.user_attrs["seed"])
     assert len(by_point) >= 3
     assert all(sorted(seeds) == [0, 1] for seeds in by_point.values()), by_point
-    assert all(row["seeds"] == 2 for row in json.loads(result.stdout)["points"])
+    results = json.loads(result.stdout)
+    assert all(row["seeds"] == 2 for row in results["points"])
+    importances = results["importances"]  # Optuna's parameter importances, for a tpe search
+    assert set(importances) == {"optim.lr", "model.hidden"}
+    assert sum(importances.values()) == pytest.approx(1.0)
 
 
 def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny_data, tmp_path):
