@@ -298,12 +298,18 @@ def test_three_uploaded_real_test_digits_are_read_right(browser, mnist_page, tmp
         assert message(browser).startswith(f"The network says {label} "), (label, message(browser))
 
 
-def test_a_file_that_is_not_an_image_gets_a_message_and_the_server_carries_on(browser, mnist_page, tmp_path):
+def test_a_file_not_an_image_or_too_large_gets_a_message_and_the_server_carries_on(browser, mnist_page, tmp_path):
     clear(browser)
     fake = tmp_path / "not-an-image.png"
     fake.write_text("these are words, not pixels")
     browser.find_element("css selector", "#upload input[type=file]").send_keys(str(fake))
     wait_for(browser, lambda: "not an image" in message(browser) or "rror" in message(browser))
+    assert mnist_page.process.poll() is None, "the server keeps running"
+    clear(browser)
+    huge = tmp_path / "huge.png"
+    Image.new("L", (8000, 6000), 255).save(huge)  # 48 megapixels in a small file: refused before decoding
+    browser.find_element("css selector", "#upload input[type=file]").send_keys(str(huge))
+    wait_for(browser, lambda: "too large" in message(browser))
     assert mnist_page.process.poll() is None, "the server keeps running"
     clear(browser)
     draw(browser, vertical_line())
