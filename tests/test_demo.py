@@ -146,6 +146,13 @@ class DemoServer:
         self.started = started
 
     def wait_until_ready(self) -> None:
+        try:
+            self._wait()
+        except BaseException:
+            self.stop()  # a server that never came up must not outlive the test
+            raise
+
+    def _wait(self) -> None:
         deadline = self.started + 60
         while True:
             assert self.process.poll() is None, self.output()
@@ -164,8 +171,13 @@ class DemoServer:
         return self.log.read()[-3000:]
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self.log.close()
 
 
@@ -199,11 +211,13 @@ def servers(default_run, browser, tmp_path_factory):
                       "--set", "train.limit=5000", *TINY_FLAGS)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     started = {"mnist": DemoServer(default_run / "best.pt"), "fashion": DemoServer(fashion / "best.pt")}
-    for server in started.values():
-        server.wait_until_ready()
-    yield started
-    for server in started.values():
-        server.stop()
+    try:
+        for server in started.values():
+            server.wait_until_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
 
 
 @pytest.fixture(scope="module")
