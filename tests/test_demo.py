@@ -293,11 +293,17 @@ def test_a_stroke_gives_probabilities_that_sum_to_one_and_one_panel_per_layer(br
 
 
 def test_clear_empties_the_prediction(browser, mnist_page):
+    clear(browser)  # so that the answer waited for below is this stroke's, not one already on the page
     draw(browser, vertical_line())
     wait_for(browser, lambda: "The network says" in message(browser))
     clear(browser)
-    assert not browser.find_element("id", "seen").find_elements("tag name", "img")
+    # the page redraws its outputs one by one after the message: each must end up empty, and stay so
+    wait_for(browser, lambda: not browser.find_element("id", "seen").find_elements("tag name", "img"))
+    wait_for(browser, lambda: "Empty value" in browser.find_element("id", "probabilities").get_attribute("innerHTML"))
+    time.sleep(1)  # no answer still on its way may land on the cleared page
     assert "Empty value" in browser.find_element("id", "probabilities").get_attribute("innerHTML")
+    assert not browser.find_element("id", "seen").find_elements("tag name", "img")
+    assert message(browser) == BLANK_HINT
 
 
 def test_three_uploaded_real_test_digits_are_read_right(browser, mnist_page, tmp_path):
