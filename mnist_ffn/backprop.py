@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from mnist_ffn.config import ModelConfig, OptimConfig
+from mnist_ffn.optim import fused_sgd
 
 # -- activations: f and its derivative f' -------------------------------------------------------------
 # forward(z, out) writes a = f(z); derivative(z, a, out) writes f'(z), given z and a = f(z).
@@ -157,7 +158,7 @@ class BackpropEngine:
         self.label_smoothing = label_smoothing
         self.optim = optim_config
         device = self.weights[0].device
-        self.fused = device.type in ("cpu", "cuda") or None  # what mnist_ffn.optim's torch.optim.SGD records
+        self.fused = fused_sgd(device)  # what build_optimizer's torch.optim.SGD records in its state
         self.momentum_buffers = [torch.zeros_like(p) for p in self.parameters] if optim_config.momentum else []
         plain_momentum = optim_config.momentum and not optim_config.nesterov  # needs no gradient buffer: descend()
         self.gradients = [] if plain_momentum else [torch.empty_like(p) for p in self.parameters]

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
-from mnist_ffn.config import ACTIVATIONS, Config
+from mnist_ffn.config import ACTIVATIONS, Config, same_but_threads
 from mnist_ffn.errors import ConfigError, UsageError
 from mnist_ffn.model import architecture, layer_widths
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
@@ -148,9 +148,7 @@ def _plan(out: Path, activation: str, config: Config, force: bool) -> str:
     if force:
         return "replace"
     saved = run.saved_config()
-    if saved is None or dataclasses.replace(saved, train=dataclasses.replace(saved.train, threads=0)) != (
-        dataclasses.replace(config, train=dataclasses.replace(config.train, threads=0))
-    ):
+    if saved is None or not same_but_threads(saved, config):  # a sweep sets the thread count it trained with
         raise UsageError(
             f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
         )

@@ -367,6 +367,13 @@ def reference_text() -> str:
     return "\n\n".join(f"{name} = {toml_value(default)}: {doc.replace('`', '')}" for name, default, doc in key_docs())
 
 
+def same_but_threads(a: Config, b: Config) -> bool:
+    """Whether two configs describe the same run: the thread count changes how fast it runs, not what it is."""
+    return dataclasses.replace(a, train=dataclasses.replace(a.train, threads=0)) == dataclasses.replace(
+        b, train=dataclasses.replace(b.train, threads=0)
+    )
+
+
 def to_toml(config: Config) -> str:
     """The resolved config as TOML that `load_config` reads back to an equal Config."""
     lines: list[str] = []

@@ -149,15 +149,19 @@ def canvas_image(value) -> Image.Image | None:
     return image
 
 
+def nothing_to_show(model: DemoModel, message: str):
+    """The page's outputs with no prediction: empty probabilities, input and heat maps, and why."""
+    return None, None, [None] * len(model.layers), message
+
+
 def respond(model: DemoModel, image: Image.Image | None):
     """(probabilities, seen image, per-layer heat maps, message) for the page; never raises for bad input."""
-    empty = (None, None, [None] * len(model.layers))
     if image is None:
-        return (*empty, BLANK_HINT)
+        return nothing_to_show(model, BLANK_HINT)
     try:
         answer = model.answer(image)
     except ImageError as exc:
-        return (*empty, f"{exc}. {BLANK_HINT}")
+        return nothing_to_show(model, f"{exc}. {BLANK_HINT}")
     seen = answer.seen.resize((28 * SEEN_SCALE, 28 * SEEN_SCALE), Image.Resampling.NEAREST)
     maps = [heatmap(values) for values in answer.activations]
     best = max(answer.probabilities, key=answer.probabilities.get)
@@ -220,17 +224,19 @@ def build_page(model: DemoModel):
 
         outputs = [probabilities, seen, *layer_maps, message]
 
+        def flat(values):  # respond's four values as Gradio's list of outputs
+            chances, picture, maps, text = values
+            return chances, picture, *maps, text
+
         def from_canvas(value):
-            chances, image, maps, text = respond(model, canvas_image(value))
-            return chances, image, *maps, text
+            return flat(respond(model, canvas_image(value)))
 
         def from_upload(path):
             try:
                 image = uploaded_image(path)
             except ImageError as exc:
-                return None, None, *([None] * len(layer_maps)), str(exc)
-            chances, picture, maps, text = respond(model, image)
-            return chances, picture, *maps, text
+                return flat(nothing_to_show(model, str(exc)))
+            return flat(respond(model, image))
 
         drawn = canvas.change(
             from_canvas, inputs=canvas, outputs=outputs, trigger_mode="always_last", show_progress="hidden"
@@ -239,7 +245,7 @@ def build_page(model: DemoModel):
         # The canvas is wiped in the browser by its own "Clear canvas" button, which keeps the editor in a
         # state it can draw in again; the server then empties everything else.
         clear.click(
-            lambda: (None, None, None, *([None] * len(layer_maps)), BLANK_HINT),
+            lambda: (None, *flat(nothing_to_show(model, BLANK_HINT))),
             outputs=[upload, *outputs],
             js=WIPE_CANVAS,
             show_progress="hidden",

@@ -14,17 +14,19 @@ from torch import nn
 from mnist_ffn.config import OptimConfig
 
 
+def fused_sgd(device: torch.device) -> bool | None:
+    """The fused kernel updates all parameters in one pass: measurably faster on CPU and CUDA (None: not offered)."""
+    return True if device.type in ("cpu", "cuda") else None
+
+
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.SGD:
-    # The fused kernel updates all parameters in one pass: measurably faster on CPU and CUDA.
-    device = next(model.parameters()).device
-    fused = device.type in ("cpu", "cuda")
     return torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
-        fused=fused or None,
+        fused=fused_sgd(next(model.parameters()).device),
     )
 
 

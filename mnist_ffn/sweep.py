@@ -16,7 +16,6 @@ this machine and, with PostgreSQL, by Optuna's heartbeat from any machine.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import math
@@ -32,6 +31,7 @@ import warnings
 from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
+from mnist_ffn.config import same_but_threads
 from mnist_ffn.errors import ConfigError, Interrupted, MnistFfnError, TrainingInterrupted, UsageError
 from mnist_ffn.report import strict_json
 from mnist_ffn.run_folder import RunFolder
@@ -469,9 +469,7 @@ def _finished_summary(run: RunFolder, config) -> dict | None:
     on_disk = run.saved_config()
     if on_disk is None or not run.summary.is_file():
         return None
-    if dataclasses.replace(on_disk.train, threads=0) != dataclasses.replace(config.train, threads=0):
-        return None
-    if dataclasses.replace(on_disk, train=config.train) != config:
+    if not same_but_threads(on_disk, config):
         return None
     try:
         return run.read_summary()
