@@ -1,8 +1,10 @@
 """Shared test helpers: tiny IDX data sets written by the tests, the real data when present, the CLI in-process.
 
 `run_cli` runs a command inside the test process, as Typer's CliRunner does (fastapi-cli's tests do the same):
-no second Python start and torch import per command. `run_process` starts a real process, for the tests whose
-subject is the process itself: signals, kill -9, closed pipes and the exit.
+no second Python start and torch import per command. Where the process itself is the subject, `start_forked`
+forks a real one from a server that has imported torch already (signals, kill -9, two processes at once), and
+`start_process` starts a fresh interpreter, for what only that shows (a signal inside torch's import, closed
+pipes, the exit).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import traceback
 from pathlib import Path
 
 import pytest
+
+from tests.forked import ForkedProcess
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -149,7 +153,14 @@ def start_process(*args: str, env: dict | None = None, buffered: bool = False, *
     )
 
 
-def finish_process(process: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+def start_forked(*args: str, env: dict | None = None, new_session: bool = False) -> ForkedProcess:
+    """`mnist-ffn ARGS` in a real process forked from one that has imported torch (tests/forked.py says why):
+    for the tests of signals, kill -9 and two processes at once, without a torch import per process."""
+    environment = {**os.environ, **(env or {})}
+    return ForkedProcess([str(arg) for arg in args], str(PROJECT_ROOT), environment, new_session=new_session)
+
+
+def finish_process(process: subprocess.Popen | ForkedProcess, timeout: float = 600) -> subprocess.CompletedProcess:
     stdout, stderr = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

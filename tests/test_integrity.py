@@ -27,6 +27,7 @@ from tests.conftest import (
     assert_one_line_error,
     finish_process,
     run_cli,
+    start_forked,
     start_process,
 )
 
@@ -50,7 +51,7 @@ def snapshot(folder) -> dict:
 
 def test_a_second_process_is_refused_while_a_run_trains_in_the_folder(tiny_data, tmp_path):
     out = tmp_path / "run"
-    first = start_process("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
+    first = start_forked("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN)
     try:
         wait_for(out / "last.pt", first)
         before_config = (out / "config.toml").read_text()
@@ -74,7 +75,7 @@ def test_a_second_process_is_refused_while_a_run_trains_in_the_folder(tiny_data,
 def test_two_forced_runs_started_together_leave_one_whole_run(tiny_data, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data-dir", tiny_data, "--out", out, "--force", *TINY_FLAGS, "--set", "train.epochs=3"]
-    processes = [start_process(*args), start_process(*args)]
+    processes = [start_forked(*args), start_forked(*args)]
     results = [finish_process(process) for process in processes]
     codes = sorted(result.returncode for result in results)
     assert codes in ([0, 0], [0, 1]), [result.stderr for result in results]  # one after the other, or one refused
@@ -193,7 +194,7 @@ def test_two_quick_ctrl_c_give_one_line_and_exit_130_before_and_after_the_first_
     """Two SIGINTs in a row cannot wait for a checkpoint: one line, 130, and a folder the next command can use."""
     moments = {"after": "last.pt", "before": "config.toml"}
     processes = {  # both at once: one per core
-        moment: start_process("train", "--data-dir", tiny_data, "--out", tmp_path / moment, *LONG_RUN)
+        moment: start_forked("train", "--data-dir", tiny_data, "--out", tmp_path / moment, *LONG_RUN)
         for moment in moments
     }
     for moment, process in processes.items():

@@ -21,7 +21,7 @@ from tests.conftest import (
     assert_one_line_error,
     finish_process,
     run_cli,
-    start_process,
+    start_forked,
     write_dataset,
 )
 
@@ -95,7 +95,7 @@ def test_resume_after_kill_matches_uninterrupted_run(resume_data, uninterrupted,
     command = ["train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS]
     kills = 0
     while True:
-        process = start_process(*command)
+        process = start_forked(*command)
         if kills < 5 and wait_for_new_checkpoint(last, process, after_ns=mtime_ns(last)):
             time.sleep(moments.uniform(0.0, 0.3))  # somewhere between checkpoints, or inside a save
             if process.poll() is None:
@@ -118,7 +118,7 @@ def test_sigint_and_sigterm_save_and_print_the_resume_command(resume_data, unint
     signals = {signal.SIGINT: 130, signal.SIGTERM: 143}
     outs = {number: tmp_path / signal.Signals(number).name for number in signals}
     processes = {  # both at once: one per core
-        number: start_process("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
+        number: start_forked("train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS)
         for number, out in outs.items()
     }
     for number, process in processes.items():

@@ -18,7 +18,14 @@ import torch
 
 from mnist_ffn.errors import ConfigError
 from mnist_ffn.sweep_spec import load_spec
-from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, finish_process, run_cli, start_process
+from tests.conftest import (
+    PROJECT_ROOT,
+    TINY_FLAGS,
+    assert_one_line_error,
+    finish_process,
+    run_cli,
+    start_forked,
+)
 
 optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install 'mnist-ffn[sweep]'")
 
@@ -223,7 +230,7 @@ def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(
     )
     out = tmp_path / "sweep"
     args = ["sweep", spec, "--out", out, "--workers", "2", "--data-dir", tiny_data, "--quiet"]
-    process = start_process(*args, start_new_session=True)  # its own process group: the sweep and its workers
+    process = start_forked(*args, new_session=True)  # its own process group: the sweep and its workers
     deadline = time.monotonic() + 120
     while not any(out.glob("trials/*/summary.json")) or not _running_with_checkpoint(out):
         assert process.poll() is None, finish_process(process)
@@ -340,7 +347,7 @@ def postgres(tmp_path_factory):
 def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(tiny_data, tmp_path, postgres):
     spec = write_spec(tmp_path, GRID, epochs=1)
     flags = ["--storage", postgres, "--study", "shared", "--data-dir", tiny_data, "--quiet"]
-    machines = [start_process("sweep", spec, "--out", tmp_path / name, *flags) for name in ("machine-a", "machine-b")]
+    machines = [start_forked("sweep", spec, "--out", tmp_path / name, *flags) for name in ("machine-a", "machine-b")]
     results = [finish_process(machine, timeout=300) for machine in machines]
     for result in results:
         assert result.returncode == 0, result.stderr
