@@ -88,10 +88,16 @@ class ForkedProcess:
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
+    def output(self) -> tuple[str, str]:
+        """What the process has written to stdout and stderr so far."""
+        if self._output is not None:
+            return self._output
+        stdout, stderr = (Path(path).read_text(encoding="utf-8", errors="replace") for path in self._paths)
+        return stdout, stderr
+
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
         if self._output is None:
-            stdout, stderr = (Path(path).read_text(encoding="utf-8", errors="replace") for path in self._paths)
-            self._output = (stdout, stderr)
+            self._output = self.output()
             self._folder.cleanup()
         return self._output

@@ -23,7 +23,7 @@ from PIL import Image
 
 from mnist_ffn.demo import BLANK_HINT, DemoModel, canvas_image, heatmap, respond
 from mnist_ffn.predict import predict_images
-from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, start_process
+from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, start_forked
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = [
@@ -133,17 +133,16 @@ DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class DemoServer:
-    """`mnist-ffn demo CHECKPOINT --no-browser` on a free loopback port, stopped afterwards."""
+    """`mnist-ffn demo CHECKPOINT --no-browser` in a real process on a free loopback port, stopped afterwards.
+
+    The process is forked from the tests' warm server (tests/forked.py), so it pays Gradio's import but not
+    torch's; scripts/bench_demo.py times the page of a fresh `mnist-ffn demo` as a user starts it."""
 
     def __init__(self, checkpoint: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        started = time.monotonic()
-        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop); a pipe could fill and block it
-        self.process = start_process(
-            "demo", checkpoint, "--no-browser", "--port", str(self.port), stdout=self.log, stderr=subprocess.STDOUT
-        )
-        self.started = started
+        self.process = start_forked("demo", checkpoint, "--no-browser", "--port", str(self.port))
+        self.started = time.monotonic()
 
     def wait_until_ready(self) -> None:
         try:
@@ -159,36 +158,57 @@ class DemoServer:
             try:
                 with DIRECT.open(self.url, timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return
             except OSError:
                 pass
             assert time.monotonic() < deadline, f"the demo page did not come up within 60 s: {self.output()}"
             time.sleep(0.1)
-        self.ready_seconds = time.monotonic() - self.started
 
     def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-3000:]
+        return "".join(self.process.output())[-3000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def require_browser_and_gradio() -> None:
+    require(CHROMIUM.exists() and CHROMEDRIVER.exists(), f"Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER})")
+    for module in ("gradio", "selenium"):
+        try:
+            __import__(module)
+        except ImportError:
+            require(False, f"{module} (pip install -e '.[test,demo]')")
 
 
 @pytest.fixture(scope="module")
-def browser():
-    require(CHROMIUM.exists() and CHROMEDRIVER.exists(), f"Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER})")
+def servers(default_run, tmp_path_factory):
+    """Two demo servers, each spending seconds importing Gradio while the next thing starts: the default MNIST
+    network, and a Fashion-MNIST softmax regression (no hidden layer) trained here in a few seconds."""
+    require_browser_and_gradio()
+    started = {"mnist": DemoServer(default_run / "best.pt")}  # starts up while the Fashion checkpoint trains
     try:
-        import gradio  # noqa: F401
-        from selenium import webdriver
-    except ImportError as exc:
-        require(False, f"{exc.name} (pip install -e '.[test,demo]')")
+        fashion = tmp_path_factory.mktemp("fashion") / "run"
+        trained = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", real_data_dir("FashionMNIST"),
+                          "--out", fashion, "--quiet", "--set", "model.hidden=[]", "--set", "train.epochs=1",
+                          "--set", "train.limit=5000", *TINY_FLAGS)  # fmt: skip
+        assert trained.returncode == 0, trained.stderr
+        started["fashion"] = DemoServer(fashion / "best.pt")  # starts up while Chromium does
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(servers):
+    """Headless Chromium, started while the demo servers start; it waits for them before any test uses it."""
+    from selenium import webdriver
+
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     profile = tempfile.mkdtemp(prefix="mnist-ffn-chromium-")
@@ -196,31 +216,13 @@ def browser():
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
     driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def servers(default_run, browser, tmp_path_factory):
-    """Two demo servers started at once (each spends seconds importing torch and Gradio): the default MNIST
-    network, and a Fashion-MNIST softmax regression (no hidden layer) trained here in a few seconds."""
-    mnist = DemoServer(default_run / "best.pt")  # starts up while the Fashion-MNIST checkpoint trains
-    fashion = tmp_path_factory.mktemp("fashion") / "run"
-    trained = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", real_data_dir("FashionMNIST"),
-                      "--out", fashion, "--quiet", "--set", "model.hidden=[]", "--set", "train.epochs=1",
-                      "--set", "train.limit=5000", *TINY_FLAGS)  # fmt: skip
-    if trained.returncode != 0:
-        mnist.stop()
-    assert trained.returncode == 0, trained.stderr
-    started = {"mnist": mnist, "fashion": DemoServer(fashion / "best.pt")}
     try:
-        for server in started.values():
+        for server in servers.values():
             server.wait_until_ready()
-        yield started
+        yield driver
     finally:
-        for server in started.values():
-            server.stop()
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +279,8 @@ def vertical_line():
     return [[(0, -100), (0, 0), (0, 100)]]
 
 
-def test_a_stroke_gives_probabilities_that_sum_to_one_and_one_panel_per_layer(browser, mnist_page):
-    clear(browser)
+def test_a_stroke_gives_probabilities_and_a_panel_per_layer_and_clear_empties_the_page(browser, mnist_page):
+    clear(browser)  # so that the answer waited for below is this stroke's, not one already on the page
     draw(browser, vertical_line())
     wait_for(browser, lambda: "The network says" in message(browser))
     probabilities = shown_probabilities(browser)
@@ -294,11 +296,6 @@ def test_a_stroke_gives_probabilities_that_sum_to_one_and_one_panel_per_layer(br
     assert all(panel.find_elements("tag name", "img") for panel in panels), "each layer shows its heat map"
     assert browser.find_element("id", "seen").find_elements("tag name", "img"), "the 28x28 input is shown"
 
-
-def test_clear_empties_the_prediction(browser, mnist_page):
-    clear(browser)  # so that the answer waited for below is this stroke's, not one already on the page
-    draw(browser, vertical_line())
-    wait_for(browser, lambda: "The network says" in message(browser))
     clear(browser)
     # the page redraws its outputs one by one after the message: each must end up empty, and stay so
     wait_for(browser, lambda: not browser.find_element("id", "seen").find_elements("tag name", "img"))
@@ -307,36 +304,6 @@ def test_clear_empties_the_prediction(browser, mnist_page):
     assert "Empty value" in browser.find_element("id", "probabilities").get_attribute("innerHTML")
     assert not browser.find_element("id", "seen").find_elements("tag name", "img")
     assert message(browser) == BLANK_HINT
-
-
-def test_three_uploaded_real_test_digits_are_read_right(browser, mnist_page, tmp_path):
-    images, labels = real_test_digits(3)
-    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-        clear(browser)
-        path = tmp_path / f"digit-{index}.png"
-        # as a photo of ink on paper would be: dark on light, larger than 28x28
-        Image.fromarray(255 - pixels).resize((112, 112), Image.Resampling.BILINEAR).save(path)
-        browser.find_element("css selector", "#upload input[type=file]").send_keys(str(path))
-        wait_for(browser, lambda: "The network says" in message(browser))
-        assert message(browser).startswith(f"The network says {label} "), (label, message(browser))
-
-
-def test_a_file_not_an_image_or_too_large_gets_a_message_and_the_server_carries_on(browser, mnist_page, tmp_path):
-    clear(browser)
-    fake = tmp_path / "not-an-image.png"
-    fake.write_text("these are words, not pixels")
-    browser.find_element("css selector", "#upload input[type=file]").send_keys(str(fake))
-    wait_for(browser, lambda: "not an image" in message(browser) or "rror" in message(browser))
-    assert mnist_page.process.poll() is None, "the server keeps running"
-    clear(browser)
-    huge = tmp_path / "huge.png"
-    Image.new("L", (8000, 6000), 255).save(huge)  # 48 megapixels in a small file: refused before decoding
-    browser.find_element("css selector", "#upload input[type=file]").send_keys(str(huge))
-    wait_for(browser, lambda: "too large" in message(browser))
-    assert mnist_page.process.poll() is None, "the server keeps running"
-    clear(browser)
-    draw(browser, vertical_line())
-    wait_for(browser, lambda: "The network says" in message(browser))
 
 
 def test_screenshot_of_a_drawn_seven(browser, mnist_page, tmp_path):
@@ -348,6 +315,34 @@ def test_screenshot_of_a_drawn_seven(browser, mnist_page, tmp_path):
     target = Path(os.environ.get("MNIST_FFN_SCREENSHOT", tmp_path / "demo.png"))
     assert browser.save_screenshot(str(target))
     assert Image.open(target).size[0] >= 1000
+
+
+def test_uploads_that_are_not_images_or_too_large_get_a_message_then_real_digits_are_read_right(
+    browser, mnist_page, tmp_path
+):
+    def upload(path: Path) -> None:
+        clear(browser)
+        browser.find_element("css selector", "#upload input[type=file]").send_keys(str(path))
+
+    fake = tmp_path / "not-an-image.png"
+    fake.write_text("these are words, not pixels")
+    upload(fake)
+    wait_for(browser, lambda: "not an image" in message(browser) or "rror" in message(browser))
+    assert mnist_page.process.poll() is None, "the server keeps running"
+    huge = tmp_path / "huge.png"
+    Image.new("L", (8000, 6000), 255).save(huge)  # 48 megapixels in a small file: refused before decoding
+    upload(huge)
+    wait_for(browser, lambda: "too large" in message(browser))
+    assert mnist_page.process.poll() is None, "the server keeps running"
+
+    # ... and carries on: three real MNIST test digits, as a photo of ink on paper would be them
+    images, labels = real_test_digits(3)
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        path = tmp_path / f"digit-{index}.png"
+        Image.fromarray(255 - pixels).resize((112, 112), Image.Resampling.BILINEAR).save(path)  # dark on light
+        upload(path)
+        wait_for(browser, lambda: "The network says" in message(browser))
+        assert message(browser).startswith(f"The network says {label} "), (label, message(browser))
 
 
 def test_a_fashion_checkpoint_without_hidden_layers_shows_class_names(browser, servers):
