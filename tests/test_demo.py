@@ -1,9 +1,9 @@
 """`mnist-ffn demo`: the page's numbers against `predict`, bad input, and the page itself in a real Chromium.
 
-The browser tests start the demo server as a user would (a real process on a free loopback port)
-and drive headless Chromium with Selenium: draw with the mouse, upload real MNIST test digits, read
-what the page shows. Without Chromium, its driver or Gradio they skip, except under CI=true, where
-they fail.
+The browser tests start `mnist-ffn demo` in real processes on free loopback ports (forked from the
+tests' warm server, tests/forked.py) and drive headless Chromium with Selenium: draw with the mouse,
+upload real MNIST test digits, read what the page shows. Without Chromium, its driver or Gradio they
+skip, except under CI=true, where they fail.
 """
 
 import gzip
