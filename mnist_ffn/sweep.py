@@ -352,7 +352,9 @@ def worker_main(job: dict) -> None:
     storage = open_storage(job["storage_url"], job["out"])
     study = optuna.load_study(study_name=job["study"], storage=storage, pruner=_pruner(spec), sampler=_sampler(spec))
     while _has_work(study, spec):
-        trial = study.ask()
+        with warnings.catch_warnings():  # Optuna warns that its heartbeat expects optimize(); _Heartbeat keeps it
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: who to ask if it lives
         if spec.sampler == "grid" and "point" not in trial.user_attrs:  # the queue emptied as we asked
             trial.set_user_attr("discarded", True)

@@ -367,6 +367,7 @@ def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(t
     results = [finish_process(machine, timeout=300) for machine in machines]
     for result in results:
         assert result.returncode == 0, result.stderr
+        assert result.stderr == "", "a quiet sweep prints nothing on stderr (no warning from each worker)"
     storage = optuna.storages.RDBStorage(postgres.replace("postgresql://", "postgresql+psycopg://"))
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     done = complete_points(trials)
@@ -377,6 +378,32 @@ def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(t
     refused = run_cli("sweep", spec_changed, "--out", tmp_path / "c", "--storage", postgres, "--study", "shared")
     assert_one_line_error(refused, 2, "--study shared: exists with another spec")
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # Optuna's, for ask() with a heartbeat: see worker_main
+def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgres, tmp_path, monkeypatch):
+    """A worker on another machine cannot be asked by pid: when its heartbeat stops for longer than the grace
+    period, its trial is failed and queued again with its run folder, so that any machine resumes it."""
+    from mnist_ffn import sweep
+
+    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)  # 30 s in use; the storage reads it when it is opened
+    study = optuna.create_study(study_name="lost", storage=sweep.open_storage(postgres, tmp_path), direction="maximize")
+    attrs = {"point": {"optim.lr": 0.1}, "seed": 0, "run_folder": "trials/0000"}
+    study.enqueue_trial({"optim.lr": 0.1}, user_attrs=attrs)
+    trial = study.ask()
+    trial.set_user_attr("worker", "another-machine:4242")  # not this host: its pid says nothing here
+    with sweep._Heartbeat(study, trial):  # the worker's own heartbeat, until its machine is lost
+        pass
+
+    sweep._recover_dead_trials(study)  # its last beat is within the grace period: it may still be running
+    assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
+    time.sleep(1.5)
+    sweep._recover_dead_trials(study)
+    trials = study.get_trials()
+    states = optuna.trial.TrialState
+    assert [trial.state for trial in trials] == [states.FAIL, states.WAITING], "failed, and queued again"
+    retry = trials[1]
+    assert {key: retry.user_attrs[key] for key in attrs} == attrs, "queued again with its run folder"
 
 
 def test_plot_of_a_sweep_draws_accuracy_against_each_swept_key(finished_grid):
