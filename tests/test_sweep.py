@@ -278,11 +278,16 @@ def _kill_9_with_every_running_trial_named(group: int, out: Path) -> None:
 
 
 def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a process of the group still runs. A zombie does not: a killed worker whose parent died too
+    waits for PID 1 to reap it, which some containers' PID 1 does only every several seconds."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, process_group = stat.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):  # gone while we looked
+            continue
+        if int(process_group) == group and state not in ("Z", "X"):
+            return True
+    return False
 
 
 def _running_with_checkpoint(out: Path) -> list[Path]:
