@@ -153,11 +153,12 @@ def start_process(*args: str, env: dict | None = None, buffered: bool = False, *
     )
 
 
-def start_forked(*args: str, env: dict | None = None, new_session: bool = False) -> ForkedProcess:
+def start_forked(*args: str, env: dict | None = None, new_session: bool = False, preexec_fn=None) -> ForkedProcess:
     """`mnist-ffn ARGS` in a real process forked from one that has imported torch (tests/forked.py says why):
     for the tests of signals, kill -9 and two processes at once, without a torch import per process."""
     environment = {**os.environ, **(env or {})}
-    return ForkedProcess([str(arg) for arg in args], str(PROJECT_ROOT), environment, new_session=new_session)
+    arguments = [str(arg) for arg in args]
+    return ForkedProcess(arguments, str(PROJECT_ROOT), environment, new_session=new_session, preexec_fn=preexec_fn)
 
 
 def finish_process(process: subprocess.Popen | ForkedProcess, timeout: float = 600) -> subprocess.CompletedProcess:

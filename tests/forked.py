@@ -25,7 +25,9 @@ from pathlib import Path
 PRELOAD = ["torch", "optuna", "mnist_ffn.cli", "mnist_ffn.train", "mnist_ffn.sweep", "tests.forked"]
 
 
-def _run_command(argv: list[str], cwd: str, env: dict[str, str], paths: list[str], new_session: bool) -> None:
+def _run_command(
+    argv: list[str], cwd: str, env: dict[str, str], paths: list[str], new_session: bool, preexec_fn
+) -> None:
     """The child: the environment, directory and standard streams a started process would have, then the
     executable's entry point (which ends the process with os._exit and the command's exit code)."""
     if new_session:  # as Popen(start_new_session=True): a process group of its own, for os.killpg
@@ -42,6 +44,8 @@ def _run_command(argv: list[str], cwd: str, env: dict[str, str], paths: list[str
     sys.stderr = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
     )
+    if preexec_fn is not None:  # as Popen's: e.g. a resource limit, set in the child only
+        preexec_fn()
     sys.argv = ["mnist-ffn", *argv]
     from mnist_ffn.cli import console_main
 
@@ -51,7 +55,7 @@ def _run_command(argv: list[str], cwd: str, env: dict[str, str], paths: list[str
 class ForkedProcess:
     """The part of subprocess.Popen the tests use: pid, poll, wait, send_signal, kill, communicate."""
 
-    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], *, new_session: bool = False):
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], *, new_session: bool = False, preexec_fn=None):
         self.args = ["mnist-ffn", *argv]
         self._folder = tempfile.TemporaryDirectory(prefix="mnist-ffn-forked-")
         self._paths = [os.path.join(self._folder.name, name) for name in ("stdout", "stderr")]
@@ -60,7 +64,7 @@ class ForkedProcess:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)  # no effect once the server runs: it already has torch
         self._process = context.Process(
-            target=_run_command, args=(argv, cwd, env, self._paths, new_session), daemon=False
+            target=_run_command, args=(argv, cwd, env, self._paths, new_session, preexec_fn), daemon=False
         )
         self._process.start()
         self.pid = self._process.pid

@@ -4,6 +4,7 @@ Where the process itself is the subject (two processes at once, a closed pipe, a
 processes; everything else runs in-process.
 """
 
+import functools
 import hashlib
 import os
 import resource
@@ -264,13 +265,11 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_
     before = snapshot(out)
     size = (out / "last.pt").stat().st_size
 
-    def small_disk():  # files may not grow past half a checkpoint: the kernel refuses the write (EFBIG)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
-
-    full = subprocess.run(
-        [sys.executable, "-m", "mnist_ffn", "train", "--resume", out, "--data-dir", tiny_data, "--quiet"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, preexec_fn=small_disk, timeout=120,
-    )  # fmt: skip
+    # files may not grow past half a checkpoint: the kernel refuses the write (EFBIG)
+    small_disk = functools.partial(resource.setrlimit, resource.RLIMIT_FSIZE, (size // 2, size // 2))
+    full = finish_process(
+        start_forked("train", "--resume", out, "--data-dir", tiny_data, "--quiet", preexec_fn=small_disk), 120
+    )
     assert_one_line_error(full, 1, "cannot write", "File too large", "is unchanged")
     assert snapshot(out) == before, "a failed save changed the run folder"
     load_checkpoint(out / "last.pt")
