@@ -21,6 +21,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import signal
 import socket
 import statistics
@@ -76,14 +77,16 @@ def open_storage(url: str | None, out: Path):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, the sweep extra's driver
     elif not url.startswith("postgresql+psycopg://"):
         raise UsageError(f"--storage {url}: expected postgresql://USER@HOST:PORT/DATABASE")
-    for attempt in range(5):
+    attempts = 10
+    for attempt in range(attempts):
         try:
             return _rdb_storage(optuna, url)
         except Exception as exc:  # SQLAlchemy and psycopg report a refused or misspelt server in many ways
             reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            # Machines starting together on an empty database race to create Optuna's tables: try again.
-            if ("duplicate" in reason or "already exists" in reason) and attempt < 4:
-                time.sleep(0.5 + attempt)
+            # Machines starting together on an empty database race to create Optuna's tables: the winner's
+            # commit takes milliseconds, so try again soon, after a random wait that keeps losers apart.
+            if ("duplicate" in reason or "already exists" in reason) and attempt < attempts - 1:
+                time.sleep(random.uniform(0.05, 0.25))
                 continue
             raise MnistFfnError(f"--storage {url}: cannot use the database ({reason[:200]})") from None
     raise AssertionError("unreachable")
