@@ -26,7 +26,6 @@ from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 from mnist_ffn.sweep_spec import SweepSpec, load_spec, spec_toml
 
 SPEC_FILE = "compare.sweep.toml"
-SWEEP_BOOKKEEPING = ("sweep.json", "journal.log", "results.csv", "results.json")  # the sweep's, not the runs'
 
 SAME_ACTIVATION = {"none": "identity"}  # two names for one function
 COLUMNS = ("activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds")
@@ -74,7 +73,7 @@ def compare(
         pruner="none",
         run_folder="{values}",  # OUT/relu/, as compare has always laid it out
     )
-    from mnist_ffn.sweep import run_sweep
+    from mnist_ffn.sweep import BOOKKEEPING_FILES, run_sweep
 
     results = []
     with RunFolder(out).locked("--out"):
@@ -85,7 +84,7 @@ def compare(
                     path.unlink(missing_ok=True)
         # The run folders are what a comparison keeps; the study is made anew each time from the spec,
         # and finds finished runs finished and interrupted ones resumable.
-        for name in (*SWEEP_BOOKKEEPING, SPEC_FILE):
+        for name in (*BOOKKEEPING_FILES, SPEC_FILE):
             (out / name).unlink(missing_ok=True)
         comment = "written by `mnist-ffn compare`: the comparison as a grid sweep (see mnist_ffn/compare.py)"
         write_text_atomically(spec.path, spec_toml(spec, comment))

@@ -39,7 +39,11 @@ from mnist_ffn.run_folder import RunFolder
 from mnist_ffn.sweep_spec import Range, SweepSpec, point_config, point_label
 
 SWEEP_FILE = "sweep.json"  # which study and spec an out folder belongs to
+JOURNAL_FILE = "journal.log"  # the study, without PostgreSQL
+JOURNAL_LOCK = "journal.lock"  # flock()ed by the process writing to the journal
 RESULTS_FILE = "results.csv"
+RESULTS_JSON = "results.json"
+BOOKKEEPING_FILES = (SWEEP_FILE, JOURNAL_FILE, JOURNAL_LOCK, RESULTS_FILE, RESULTS_JSON)  # the sweep's, not the runs'
 HEARTBEAT_SECONDS = 5  # a PostgreSQL worker proves it is alive this often ...
 GRACE_SECONDS = 30  # ... and is declared dead after this long without a heartbeat
 RESULT_COLUMNS = ("point", "seeds", "val_mean", "val_std", "test_mean", "test_std", "seconds_mean")
@@ -72,7 +76,8 @@ def open_storage(url: str | None, out: Path):
     if url is None:
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(out / "journal.log")))
+        backend = JournalFileBackend(str(out / JOURNAL_FILE), lock_obj=_JournalLock(out / JOURNAL_LOCK))
+        return optuna.storages.JournalStorage(backend)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, the sweep extra's driver
     elif not url.startswith("postgresql+psycopg://"):
@@ -90,6 +95,31 @@ def open_storage(url: str | None, out: Path):
                 continue
             raise MnistFfnError(f"--storage {url}: cannot use the database ({reason[:200]})") from None
     raise AssertionError("unreachable")
+
+
+class _JournalLock:
+    """Writers of the journal file take turns through an flock on a file beside it (Optuna's lock interface).
+
+    The operating system releases an flock when its process dies, so a sweep killed in the middle of a write
+    leaves nothing for the rerun to wait out; Optuna's own lock file would be judged stale only after 30 s.
+    On a network file system this needs working locks (NFSv3 with lockd, or NFSv4)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._descriptor: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits for the writer before
+        self._descriptor = descriptor
+        return True
+
+    def release(self) -> None:
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is not None:
+            os.close(descriptor)  # closing the only descriptor releases the flock
 
 
 def _rdb_storage(optuna, url: str):
@@ -561,7 +591,7 @@ def collect_results(study, spec: SweepSpec) -> dict:
 
 def write_results(out: Path, results: dict) -> None:
     """results.csv for spreadsheets, results.json (with each point's values) for `mnist-ffn plot`."""
-    write_text_atomically(out / "results.json", strict_json(results) + "\n")
+    write_text_atomically(out / RESULTS_JSON, strict_json(results) + "\n")
     lines = [",".join(RESULT_COLUMNS)]
     for row in results["points"]:
         cells = [f'"{row["point"]}"', str(row["seeds"])]

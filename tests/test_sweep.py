@@ -9,7 +9,9 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,8 +60,9 @@ pruner = "none"
 
 def trials_of(out: Path) -> list:
     study = json.loads((out / "sweep.json").read_text())["study"]
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "journal.log")))
-    return optuna.load_study(study_name=study, storage=storage).get_trials()
+    from mnist_ffn.sweep import open_storage
+
+    return optuna.load_study(study_name=study, storage=open_storage(None, out)).get_trials()
 
 
 def complete_points(trials) -> list:
@@ -219,6 +222,28 @@ def test_pruning_stops_a_trial_far_below_the_median(tiny_data, tmp_path):
 
 
 # -- kill -9 -----------------------------------------------------------------------------------------------------
+
+
+def test_a_process_killed_while_writing_the_journal_leaves_no_lock_to_wait_out(tmp_path):
+    """The journal's lock is an flock, which dies with its process: the next writer goes on at once
+    (Optuna's own lock file would stand for 30 s after a kill -9)."""
+    from mnist_ffn.sweep import JOURNAL_LOCK, _JournalLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from pathlib import Path; from mnist_ffn.sweep import _JournalLock; "
+         f"_JournalLock(Path({str(tmp_path / JOURNAL_LOCK)!r})).acquire(); print('held', flush=True); "
+         f"import time; time.sleep(60)"],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline() == "held\n"
+    waiting = threading.Thread(target=_JournalLock(tmp_path / JOURNAL_LOCK).acquire, daemon=True)
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive(), "a writer waits while another holds the lock"
+    holder.kill()
+    holder.wait()
+    waiting.join(5)
+    assert not waiting.is_alive(), "the lock died with its holder"
 
 
 def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(tiny_data, tmp_path):
