@@ -112,7 +112,11 @@ class _JournalLock:
         import fcntl
 
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits for the writer before
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits for the writer before
+        except BaseException:  # e.g. Ctrl-C while waiting: no descriptor left open
+            os.close(descriptor)
+            raise
         self._descriptor = descriptor
         return True
 
