@@ -11,6 +11,7 @@ from pathlib import Path
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.errors import DamagedFile, MnistFfnError, UsageError
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
+from mnist_ffn.sweep import RESULTS_JSON
 
 
 def _pyplot():
@@ -30,7 +31,7 @@ def plot_folder(folder: Path) -> list[Path]:
         raise UsageError(f"{folder}: no such folder")
     if (folder / COMPARISON_FILE).is_file():
         return [plot_comparison(folder)]
-    if (folder / "results.json").is_file():
+    if (folder / RESULTS_JSON).is_file():
         return [plot_sweep(folder)]
     run = RunFolder(folder)
     if not run.metrics.is_file():
@@ -146,7 +147,7 @@ def plot_comparison(folder: Path) -> Path:
 def plot_sweep(folder: Path) -> Path:
     """Test accuracy (mean, with error bars of one standard deviation over seeds) against each swept key,
     one line for each combination of the other keys."""
-    path = folder / "results.json"
+    path = folder / RESULTS_JSON
     try:
         points = json.loads(path.read_text(encoding="utf-8"))["points"]
         keys = list(points[0]["params"])
@@ -154,7 +155,7 @@ def plot_sweep(folder: Path) -> Path:
             if list(point["params"]) != keys or not isinstance(point["test_mean"], int | float):
                 raise ValueError("points with different keys")
     except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
-        raise DamagedFile(f"{path}: damaged, not the results.json mnist-ffn writes ({exc})") from None
+        raise DamagedFile(f"{path}: damaged, not the {RESULTS_JSON} mnist-ffn writes ({exc})") from None
     plt = _pyplot()
     figure, axes_row = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), dpi=120, squeeze=False)
     for key, axes in zip(keys, axes_row[0], strict=True):
