@@ -27,6 +27,7 @@ from mnist_ffn.config import Config, config_from_dict
 from mnist_ffn.datasets import DATASETS, DatasetInfo
 from mnist_ffn.errors import CheckpointError, ConfigError
 from mnist_ffn.model import build_model
+from mnist_ffn.reading import open_regular
 
 FORMAT = "mnist-ffn checkpoint"
 FORMAT_VERSION = 1
@@ -152,12 +153,16 @@ def read_training_state(path: Path, checkpoint: dict) -> TrainingState:
 
 def load_checkpoint(path: Path) -> dict:
     """Read and check a checkpoint on the CPU; raises CheckpointError with a reason a person can act on."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with warnings.catch_warnings():
+        file = open_regular(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it as a checkpoint ({exc.strerror})") from None
+    try:
+        with file, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before it refuses a file
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global (class, function) it does not know: that is code, never run.
         found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(exc), re.IGNORECASE)

@@ -23,12 +23,14 @@ from typer.exceptions import TyperException
 from mnist_ffn import __version__
 from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, reference_text
 from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
+from mnist_ffn.shell import one_line
 
 app = typer.Typer(
     name="mnist-ffn",
     help="Train and evaluate feed-forward networks on MNIST: fast, honest, reproducible.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # every expected error is one line from main(); anything else is a bug
+    rich_markup_mode=None,  # help prints what it says: "pip install 'mnist-ffn[sweep]'" is not markup
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
 )
@@ -304,7 +306,7 @@ def sweep(
     ] = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
-) -> None:
+) -> int:
     """Run many trainings on Optuna: a grid or a TPE search over config keys, each point once per seed.
 
     Rerunning the same command continues the sweep; the same command on other machines with the same
@@ -315,7 +317,7 @@ def sweep(
     if report is not None:
         from mnist_ffn.sweep import report_folder
 
-        results = report_folder(report)
+        results = report_folder(report, warn=_warn)
         folder = report
     else:
         if spec is None:
@@ -337,11 +339,20 @@ def sweep(
             data_dir=resolve_data_dir(data_dir),
             device=device.value,
             log=None if quiet or as_json else _print_line,
+            warn=_warn,
         )
     if as_json:
         print(strict_json(results))
     elif not quiet:
         print_sweep(results, folder)
+    for failure in results["failed"]:  # each trial's own line; the exit code counts them
+        again = "a rerun tries it again" if failure["retried_on_rerun"] else "it would fail again: not retried"
+        print(
+            f"mnist-ffn: error: trial {failure['trial']} ({failure['point']}, seed {failure['seed']}) failed: "
+            f"{one_line(failure['error'])} ({again})",
+            file=sys.stderr,
+        )
+    return 1 if results["failed"] else 0
 
 
 def _resolve_config(config: Path | None, overrides: list[str], dataset: str | None):
@@ -374,6 +385,10 @@ def _new_folder(prefix: str) -> Path:
         candidate = Path("runs") / f"{prefix}{stamp}-{suffix}"
         suffix += 1
     return candidate
+
+
+def _warn(line: str) -> None:
+    print(f"mnist-ffn: warning: {one_line(line)}", file=sys.stderr)
 
 
 def _print_line(line: str) -> None:
@@ -429,6 +444,9 @@ def main(argv: list[str] | None = None) -> None:
     Exit codes: 0 done; 1 a problem with the data, a file, the environment or another process;
     2 bad usage or config; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM).
     """
+    for stream in (sys.stdout, sys.stderr):  # a path the encoding cannot show is written as an escape
+        with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper, or a closed one
+            stream.reconfigure(errors="backslashreplace")
     stdout = GuardedStdout(sys.stdout)
     sys.stdout = stdout
     previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
@@ -476,7 +494,7 @@ def _run(argv: list[str] | None) -> int:
 def _error(message: str, code: int) -> int:
     for number in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the one line short
         signal.signal(number, signal.SIG_IGN)
-    print(f"mnist-ffn: error: {message}", file=sys.stderr)
+    print(f"mnist-ffn: error: {one_line(message)}", file=sys.stderr)
     return code
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mnist_ffn.datasets import DATASETS
 from mnist_ffn.errors import ConfigError
+from mnist_ffn.reading import NotARegularFile, open_regular
 
 ACTIVATIONS = ("identity", "none", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
 # What `compare` trains by default: no non-linearity, the two classic squashing functions, and ReLU.
@@ -165,12 +166,14 @@ def _build(merged: dict, problems: list[str]) -> Config:
 
 def read_toml(path: Path) -> dict:
     try:
-        with open(path, "rb") as file:
+        with open_regular(path) as file:
             return tomllib.load(file)
     except FileNotFoundError:
         raise ConfigError([f"config file not found: {path}"]) from None
     except IsADirectoryError:
         raise ConfigError([f"config file is a folder: {path}"]) from None
+    except NotARegularFile as exc:
+        raise ConfigError([f"{path}: {exc.strerror}, not a config file"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
 

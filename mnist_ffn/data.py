@@ -27,6 +27,7 @@ import torch
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.datasets import DATASETS, DatasetInfo, tensor_cache_dir
 from mnist_ffn.errors import DataError, WriteError
+from mnist_ffn.reading import open_regular
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -222,7 +223,8 @@ def _read_checked(path: Path, name: str, info: DatasetInfo, workdir: Path, verif
 
 def _file_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        with open_regular(path) as file:
+            return file.read()
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
 

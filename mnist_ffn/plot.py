@@ -11,7 +11,7 @@ from pathlib import Path
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.errors import DamagedFile, MnistFfnError, UsageError
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
-from mnist_ffn.sweep import RESULTS_JSON
+from mnist_ffn.sweep_results import RESULTS_JSON
 
 
 def _pyplot():

@@ -21,6 +21,7 @@ from mnist_ffn.data import IMAGE_SIDE, normalize
 from mnist_ffn.datasets import DATASETS
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import ImageError
+from mnist_ffn.reading import NotARegularFile, open_regular
 
 INK_THRESHOLD = 0.2  # a pixel is ink if brighter than this fraction of the brightest pixel (after inversion)
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is plenty for one digit; larger files are refused before decoding
@@ -37,10 +38,8 @@ FRAMINGS = {"mnist": Framing(box=20, center_of_mass=True), "fashion-mnist": Fram
 
 def read_image(path: Path) -> Image.Image:
     """Decode one image file; refuses, with the reason, what cannot or should not be decoded."""
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as file, Image.open(file) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:  # checked before the pixels are decoded: a small file can unpack huge
                 raise ImageError(
@@ -52,6 +51,10 @@ def read_image(path: Path) -> Image.Image:
         raise ImageError(f"{path}: no such image file") from None
     except PermissionError:
         raise ImageError(f"{path}: cannot read it (permission denied)") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except NotARegularFile as exc:
+        raise ImageError(f"{path}: {exc.strerror}, not an image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         # Pillow reports damaged files with all of these, depending on the format
         raise ImageError(f"{path}: not an image Pillow can read, or damaged ({type(exc).__name__})") from None

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mnist_ffn.shell import command_line
+
 console = Console()
 
 
@@ -86,14 +88,14 @@ def print_train_summary(summary: dict, run_dir: Path) -> None:
         ("run folder", str(run_dir)),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, escape(value))
     console.print(table)
 
 
 def print_evaluation(report: dict) -> None:
     classes = report["classes"]
     console.print(
-        f"[bold]{report['checkpoint']}[/bold] on the {report['split']} split of {report['dataset']} "
+        f"[bold]{escape(report['checkpoint'])}[/bold] on the {report['split']} split of {report['dataset']} "
         f"({report['n']:,} images, {report['architecture']})"
     )
     console.print(f"accuracy [bold]{report['accuracy']:.2%}[/bold]   loss {report['loss']:.4f}")
@@ -108,17 +110,19 @@ def print_evaluation(report: dict) -> None:
 
 
 def print_predictions(report: dict) -> None:
-    table = Table(title=f"Predictions of {report['checkpoint']} ({report['dataset_title']})", title_justify="left")
+    table = Table(
+        title=f"Predictions of {escape(report['checkpoint'])} ({report['dataset_title']})", title_justify="left"
+    )
     table.add_column("image", overflow="fold")
     for rank in ("best", "second", "third"):
         table.add_column(rank)
     for prediction in report["predictions"]:
         if "error" in prediction:
-            table.add_row(prediction["image"], f"[red]error: {escape(prediction['error'])}[/red]", "", "")
+            table.add_row(escape(prediction["image"]), f"[red]error: {escape(prediction['error'])}[/red]", "", "")
             continue
         cells = [f"{guess['class']}  {guess['probability']:.1%}" for guess in prediction["top"]]
         cells[0] = f"[bold]{cells[0]}[/bold]"
-        table.add_row(prediction["image"], *cells)
+        table.add_row(escape(prediction["image"]), *cells)
     console.print(table)
 
 
@@ -127,7 +131,7 @@ def print_comparison(comparison: dict, folder: Path) -> None:
         title=f"Activations compared: {comparison['architecture']}, {comparison['epochs']} epochs, "
         f"{comparison['dataset']}",
         title_justify="left",
-        caption=f"written to {folder}/compare.csv and compare.json; plot with: mnist-ffn plot {folder}",
+        caption=f"written to {escape(str(folder))}/compare.csv and compare.json",
         caption_justify="left",
     )
     for column, justify in (
@@ -147,15 +151,17 @@ def print_comparison(comparison: dict, folder: Path) -> None:
             f"{row['seconds']:.1f}",
         )
     console.print(table)
+    print_command("plot with:", "mnist-ffn", "plot", folder)
 
 
 def print_sweep(results: dict, folder: Path) -> None:
-    """One row per point of the space: mean +- std over its seeds, best validation accuracy first."""
+    """One row per point of the space: mean +- std over its seeds, best validation accuracy first, then the
+    points some of whose seeds were pruned, failed or have not run."""
     counts = ", ".join(f"{count} {state.lower()}" for state, count in results["trials"].items())
     table = Table(
-        title=f"Sweep {results['study']} ({results['sampler']}, seeds {results['seeds']}): {counts}",
+        title=f"Sweep {escape(results['study'])} ({results['sampler']}, seeds {results['seeds']}): {counts}",
         title_justify="left",
-        caption=f"written to {folder}/results.csv; plot with: mnist-ffn plot {folder}",
+        caption=f"written to {escape(str(folder))}/results.csv",
         caption_justify="left",
     )
     for column, justify in (
@@ -167,9 +173,10 @@ def print_sweep(results: dict, folder: Path) -> None:
     ):
         table.add_column(column, justify=justify, overflow="fold")
     for row in results["points"]:
+        partial = not row.get("complete", True)  # a point ranks once each of its seeds has finished
         table.add_row(
-            escape(row["point"]),
-            str(row["seeds"]),
+            escape(row["point"]) + (" [dim](partial: not ranked)[/dim]" if partial else ""),
+            f"{row['seeds']} of {len(results['seeds'])}" if partial else str(row["seeds"]),
             f"{row['val_mean']:.2%} ± {row['val_std']:.2%}",
             f"{row['test_mean']:.2%} ± {row['test_std']:.2%}",
             f"{row['seconds_mean']:.1f}",
@@ -177,6 +184,12 @@ def print_sweep(results: dict, folder: Path) -> None:
     console.print(table)
     for name, importance in results.get("importances", {}).items():
         console.print(f"importance of {name}: {importance:.2f}")
+    print_command("plot with:", "mnist-ffn", "plot", folder)
+
+
+def print_command(lead: str, *arguments: object) -> None:
+    """A command to paste, on a line of its own and quoted for the shell: a table's caption would wrap it."""
+    print(f"{lead} {command_line(*arguments)}")
 
 
 def confusion_table(matrix: list[list[int]], classes: list[str]) -> Table:

@@ -26,6 +26,7 @@ from pathlib import Path
 from mnist_ffn.atomic import remove_leftover_temp_files, write_text_atomically
 from mnist_ffn.config import Config, load_config, to_toml
 from mnist_ffn.errors import ConfigError, DamagedFile, RunFolderBusy, UsageError, WriteError
+from mnist_ffn.shell import command_line, quote
 
 COMPARISON_FILE = "compare.json"  # what `mnist-ffn compare` writes beside one run folder per activation
 LOCK_FILE = ".mnist-ffn.lock"  # flock()ed while a process trains in the folder; empty, removed at the end
@@ -73,8 +74,8 @@ def new_run_id() -> str:
 
 def resume_command(run_dir: Path, data_dir: Path, device: str = "auto") -> str:
     """The command that continues the run in `run_dir`: printed after a signal and after a failed save."""
-    device_flag = "" if device == "auto" else f" --device {device}"
-    return f"mnist-ffn train --resume {run_dir} --data-dir {data_dir}{device_flag}"
+    device_flag = () if device == "auto" else ("--device", device)
+    return command_line("mnist-ffn", "train", "--resume", run_dir, "--data-dir", data_dir, *device_flag)
 
 
 class RunFolder:
@@ -124,7 +125,7 @@ class RunFolder:
             raise UsageError(f"--out {self.path}: exists and is not a folder")
         if self.holds_a_run() and not force:
             raise UsageError(
-                f"--out {self.path}: already holds a run; continue it with --resume {self.path}, "
+                f"--out {self.path}: already holds a run; continue it with --resume {quote(self.path)}, "
                 "or replace it with --force"
             )
 

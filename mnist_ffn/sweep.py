@@ -15,38 +15,49 @@ this machine and, with PostgreSQL, by Optuna's heartbeat from any machine.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
-import math
 import multiprocessing
 import os
-import random
 import signal
 import socket
-import statistics
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
 
+from mnist_ffn import sweep_storage
 from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.config import same_but_threads
-from mnist_ffn.errors import ConfigError, Interrupted, MnistFfnError, TrainingInterrupted, UsageError
-from mnist_ffn.report import strict_json
+from mnist_ffn.errors import (
+    ConfigError,
+    DamagedFile,
+    Interrupted,
+    MnistFfnError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    UsageError,
+)
 from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.sweep_spec import Range, SweepSpec, point_config, point_label
+from mnist_ffn.sweep_results import RESULTS_FILE, RESULTS_JSON, collect_results, latest_by_folder, write_results
+from mnist_ffn.sweep_spec import Range, SweepSpec, load_spec, point_config, spec_toml
+from mnist_ffn.sweep_storage import (
+    JOURNAL_FILE,
+    JOURNAL_LOCK,
+    Heartbeat,
+    open_storage,
+    optuna_module,
+    repair_journal,
+    storage_failure,
+    without_password,
+)
 
 SWEEP_FILE = "sweep.json"  # which study and spec an out folder belongs to
-JOURNAL_FILE = "journal.log"  # the study, without PostgreSQL
-JOURNAL_LOCK = "journal.lock"  # flock()ed by the process writing to the journal
-RESULTS_FILE = "results.csv"
-RESULTS_JSON = "results.json"
-BOOKKEEPING_FILES = (SWEEP_FILE, JOURNAL_FILE, JOURNAL_LOCK, RESULTS_FILE, RESULTS_JSON)  # the sweep's, not the runs'
-HEARTBEAT_SECONDS = 5  # a PostgreSQL worker proves it is alive this often ...
-GRACE_SECONDS = 30  # ... and is declared dead after this long without a heartbeat
-RESULT_COLUMNS = ("point", "seeds", "val_mean", "val_std", "test_mean", "test_std", "seconds_mean")
+SPEC_COPY = "spec.toml"  # the spec as the sweep runs it, written out whole: what --report reads
+BOOKKEEPING_FILES = (SWEEP_FILE, SPEC_COPY, JOURNAL_FILE, JOURNAL_LOCK, RESULTS_FILE, RESULTS_JSON)  # not the runs'
+SWEEP_RECORD_KEYS = {"spec": str, "spec_file": str, "study": str, "storage": (str, type(None))}
+STORAGE_LOST = 3  # a worker's exit code: it could not reach or write the study (its reason is in the queue)
+WORKER_FAILED = 4  # a worker's exit code: an error that is nobody's input (its reason is in the queue)
 
 # Workers are forked from a server process that has imported torch and Optuna once but never run
 # either: each worker starts in milliseconds instead of paying the imports, and inherits no threads
@@ -58,112 +69,48 @@ if _CONTEXT.get_start_method() == "forkserver":
     _CONTEXT.set_forkserver_preload(["torch", "optuna", "mnist_ffn.train"])
 
 
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise MnistFfnError("sweeps need Optuna: pip install 'mnist-ffn[sweep]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
+# -- the study ---------------------------------------------------------------------------------------------------
 
 
-# -- storage and study -------------------------------------------------------------------------------------------
-
-
-def open_storage(url: str | None, out: Path):
-    """The default journal file in the sweep folder, or a PostgreSQL database shared by many machines."""
-    optuna = _optuna()
-    if url is None:
-        from optuna.storages.journal import JournalFileBackend
-
-        backend = JournalFileBackend(str(out / JOURNAL_FILE), lock_obj=_JournalLock(out / JOURNAL_LOCK))
-        return optuna.storages.JournalStorage(backend)
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, the sweep extra's driver
-    elif not url.startswith("postgresql+psycopg://"):
-        raise UsageError(f"--storage {url}: expected postgresql://USER@HOST:PORT/DATABASE")
-    attempts = 10
-    for attempt in range(attempts):
-        try:
-            return _rdb_storage(optuna, url)
-        except Exception as exc:  # SQLAlchemy and psycopg report a refused or misspelt server in many ways
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            # Machines starting together on an empty database race to create Optuna's tables: the winner's
-            # commit takes milliseconds, so try again soon, after a random wait that keeps losers apart.
-            if ("duplicate" in reason or "already exists" in reason) and attempt < attempts - 1:
-                time.sleep(random.uniform(0.05, 0.25))
-                continue
-            raise MnistFfnError(f"--storage {url}: cannot use the database ({reason[:200]})") from None
-    raise AssertionError("unreachable")
-
-
-class _JournalLock:
-    """Writers of the journal file take turns through an flock on a file beside it (Optuna's lock interface).
-
-    The operating system releases an flock when its process dies, so a sweep killed in the middle of a write
-    leaves nothing for the rerun to wait out; Optuna's own lock file would be judged stale only after 30 s.
-    On a network file system this needs working locks (NFSv3 with lockd, or NFSv4)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._descriptor: int | None = None
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits for the writer before
-        except BaseException:  # e.g. Ctrl-C while waiting: no descriptor left open
-            os.close(descriptor)
-            raise
-        self._descriptor = descriptor
-        return True
-
-    def release(self) -> None:
-        descriptor, self._descriptor = self._descriptor, None
-        if descriptor is not None:
-            os.close(descriptor)  # closing the only descriptor releases the flock
-
-
-def _rdb_storage(optuna, url: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna calls heartbeats experimental: no warning for every worker
-        # A trial whose heartbeat stopped is enqueued again with its user attributes, so with its run folder.
-        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
-        if retry is not None:
-            callback = {"heartbeat_stale_trial_callback": retry()}
-        else:
-            callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=None)}
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"connect_args": {"connect_timeout": 10}},
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            **callback,
-        )
-
-
-def open_study(spec: SweepSpec, storage, name: str):
+def open_study(spec: SweepSpec, storage, name: str, log=None):
     """Create the study (and enqueue its grid) or join it; refuse a study of the same name with another spec."""
-    optuna = _optuna()
+    optuna = optuna_module()
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=False)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
-        _wait_until_queued(study, spec, name)
+        _wait_until_queued(study, spec, name, log)
         return study
+    study.set_user_attr("creator", _worker_name())  # first: who to ask whether the queue is still being filled
     study.set_user_attr("spec", spec.fingerprint())
     study.set_user_attr("spec_file", str(spec.path))
-    if spec.sampler == "grid":
-        for point in spec.grid():
-            for seed in spec.seeds:
-                study.enqueue_trial(_fixed_params(point), user_attrs={"point": point, "seed": seed})
-    study.set_user_attr("queued", True)  # other processes wait for this before they draw trials
+    _enqueue_grid(study, spec, log)
     return study
 
 
-def _wait_until_queued(study, spec: SweepSpec, name: str, timeout: float = 120) -> None:
+def _enqueue_grid(study, spec: SweepSpec, log) -> None:
+    """Queue every grid point x seed not queued yet (all of them, unless a creator was stopped halfway)."""
+    if spec.sampler == "grid":
+        queued = {
+            (json.dumps(trial.user_attrs["point"], sort_keys=True), trial.user_attrs["seed"])
+            for trial in study.get_trials(deepcopy=False)
+            if "point" in trial.user_attrs
+        }
+        missing = [
+            (point, seed)
+            for point in spec.grid()
+            for seed in spec.seeds
+            if (json.dumps(point, sort_keys=True), seed) not in queued
+        ]
+        if log and len(missing) > 1000:
+            log(f"queuing {len(missing):,} trials")
+        for point, seed in missing:
+            study.enqueue_trial(_fixed_params(point), user_attrs={"point": point, "seed": seed})
+    study.set_user_attr("queued", True)  # other processes wait for this before they draw trials
+
+
+def _wait_until_queued(study, spec: SweepSpec, name: str, log, timeout: float = 120) -> None:
+    """Wait for the study's creator to queue the grid; take over from a creator that died halfway."""
     deadline = time.monotonic() + timeout
     while True:
         attrs = study.user_attrs
@@ -174,14 +121,30 @@ def _wait_until_queued(study, spec: SweepSpec, name: str, timeout: float = 120) 
             )
         if attrs.get("queued"):
             return
-        if time.monotonic() > deadline:
-            raise MnistFfnError(f"--study {name}: its creator never finished setting it up; name a new study")
+        creator_died = "creator" in attrs and not _worker_alive(attrs["creator"])
+        if creator_died or time.monotonic() > deadline:  # stopped while queuing: this process finishes it
+            study.set_user_attr("creator", _worker_name())
+            if "spec" not in attrs:
+                study.set_user_attr("spec", spec.fingerprint())
+                study.set_user_attr("spec_file", str(spec.path))
+            _enqueue_grid(study, spec, log)
+            return
         time.sleep(0.2)
 
 
 def _fixed_params(point: dict) -> dict:
     """Optuna params of an enqueued grid point: each choice as the JSON string `_suggest` offers it."""
     return {key: json.dumps(value) for key, value in point.items()}
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_alive(name: str) -> bool:
+    """Whether the process named `host:pid` may still run: only this machine's processes can be asked."""
+    host, _, pid = name.rpartition(":")
+    return host != socket.gethostname() or not pid.isdigit() or _process_alive(int(pid))
 
 
 # -- the sweep --------------------------------------------------------------------------------------------------
@@ -198,57 +161,88 @@ def run_sweep(
     data_dir: Path,
     device: str,
     log=None,
+    warn=None,
     in_process: bool = False,
 ) -> dict:
-    """Run (or continue, or join) the sweep and return its results.
+    """Run (or continue, or join) the sweep and return its results; results["failed"] lists the trials
+    that failed, each with its reason.
 
+    `log(line)` gets progress lines, `warn(line)` what was repaired on the way (a damaged journal).
     `in_process`: one worker, this process (for `compare`: its trials run one after another in the
     foreground anyway, and need no second torch start); `out` is then the caller's, already checked.
     """
-    _optuna()
+    optuna_module()
     if trials is not None:
         spec.trials = trials
-    if not in_process:
-        _check_out_folder(out, spec, study_name)
-    if storage_url is None:
-        _make_folder(out)  # the journal file lives there
-    storage = open_storage(storage_url, out)
-    study = open_study(spec, storage, study_name)  # refuses a study of this name with another spec
-    _make_folder(out)
-    _write_sweep_file(out, spec, study_name, storage_url)
-    _recover_dead_trials(study)
-    threads = None if in_process else max(1, (os.cpu_count() or 1) // workers)  # None: the config's own
-    job = {
-        "spec": spec,
-        "out": out,
-        "storage_url": storage_url,
-        "study": study_name,
-        "data_dir": data_dir,
-        "device": device,
-        "threads": threads,
-        "in_process": in_process,
-    }
+        size = spec.size_problem()
+        if size:
+            raise ConfigError([f"--trials {trials}: {size}"])
+    notes = [] if in_process else _check_out_folder(out, spec, study_name, storage_url)
     try:
-        while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
-            if in_process:
-                worker_main(job)
-            else:
-                _run_workers(study, spec, job, workers, log)
-            _recover_dead_trials(study)
-    except Interrupted as exc:
-        name = signal.Signals(exc.signal_number).name
-        raise TrainingInterrupted(
-            f"stopped by {name}; each running trial saved its run folder; rerun the same command to continue",
-            exc.signal_number,
-        ) from None
-    return _finish(out, study, spec)
+        if storage_url is None:
+            _make_folder(out)  # the journal file lives there
+            repaired = repair_journal(out)
+            if repaired:
+                notes.append(repaired)
+        for note in notes:
+            if warn:
+                warn(note)
+        storage = open_storage(storage_url, out)
+        study = open_study(spec, storage, study_name, log)  # refuses a study of this name with another spec
+        _make_folder(out)
+        _write_sweep_files(out, spec, study_name, storage_url)
+        _recover_dead_trials(study)
+        _retry_failed_trials(study)
+        threads = None if in_process else max(1, (os.cpu_count() or 1) // workers)  # None: the config's own
+        job = {
+            "spec": spec,
+            "out": out,
+            "storage_url": storage_url,
+            "study": study_name,
+            "data_dir": data_dir,
+            "device": device,
+            "threads": threads,
+            "in_process": in_process,
+        }
+        try:
+            while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
+                if in_process:
+                    worker_main(job)
+                else:
+                    _run_workers(study, spec, job, workers, log)
+                _recover_dead_trials(study)
+        except Interrupted as exc:
+            name = signal.Signals(exc.signal_number).name
+            raise TrainingInterrupted(
+                f"stopped by {name}; each running trial saved its run folder; rerun the same command to continue",
+                exc.signal_number,
+            ) from None
+        results = collect_results(study, spec)
+        write_results(out, results)
+        return results
+    except MnistFfnError:
+        raise
+    except Exception as exc:
+        reason = storage_failure(exc, storage_url, out)
+        if reason is None:
+            raise
+        raise MnistFfnError(reason) from None
 
 
 def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:
-    """Start `workers` processes and wait for them; one that dies is replaced while work remains."""
-    processes = [_CONTEXT.Process(target=worker_main, args=(job,), daemon=False) for _ in range(workers)]
-    for process in processes:
+    """Start `workers` processes and wait for them; one killed by a signal is replaced while work remains.
+
+    A worker that could not reach the study, or met an error that is nobody's input, says why in the
+    queue and exits with its own code: then every worker stops and the sweep ends with that one line."""
+    reasons = _CONTEXT.SimpleQueue()
+    job = {**job, "reasons": reasons}
+
+    def start():
+        process = _CONTEXT.Process(target=worker_main, args=(job,), daemon=False)
         process.start()
+        return process
+
+    processes = [start() for _ in range(workers)]
     try:
         while processes:
             for process in list(processes):
@@ -256,15 +250,15 @@ def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:
                 if process.exitcode is None:
                     continue
                 processes.remove(process)
+                if process.exitcode in (STORAGE_LOST, WORKER_FAILED):
+                    raise MnistFfnError(reasons.get() if not reasons.empty() else "a worker failed")
                 if process.exitcode != 0:  # a crash, out of memory, kill -9: its trial is run again
                     _recover_dead_trials(study)
                     if _has_work(study, spec):
-                        replacement = _CONTEXT.Process(target=worker_main, args=(job,), daemon=False)
-                        replacement.start()
-                        processes.append(replacement)
+                        processes.append(start())
                     if log:
                         log(f"a worker ended with exit code {process.exitcode}; its trial is queued again")
-    finally:  # stopped by a signal: each worker saves its run and stops (SIGTERM), then the sweep ends
+    finally:  # stopped by a signal or a lost study: each worker saves its run and stops (SIGTERM)
         for process in processes:
             if process.is_alive():
                 process.terminate()
@@ -272,25 +266,45 @@ def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:
             process.join()
 
 
-def _finish(out: Path, study, spec: SweepSpec) -> dict:
-    results = collect_results(study, spec)
-    write_results(out, results)
-    return results
+def _check_out_folder(out: Path, spec: SweepSpec, study_name: str, storage_url: str | None) -> list[str]:
+    """The same command again continues its own sweep; any other folder with files in it is refused.
 
-
-def _check_out_folder(out: Path, spec: SweepSpec, study_name: str) -> None:
-    """The same command again continues its own sweep; any other folder with files in it is refused."""
+    Returns what is worth a warning: a damaged sweep.json (rewritten once the study's own record has
+    confirmed the spec) or a deleted journal (the study is made anew; finished run folders are kept)."""
     record = out / SWEEP_FILE
-    if record.exists():
-        try:
-            held = json.loads(record.read_text())
-        except (ValueError, OSError):
-            held = {}
-        if held.get("spec") != spec.fingerprint() or held.get("study") != study_name:
-            raise UsageError(f"--out {out}: holds another sweep (study {held.get('study', '?')}); choose another --out")
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: exists and is not a sweep folder; choose an empty or new folder")
+    if not record.exists():
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"--out {out}: exists and is not a sweep folder; choose an empty or new folder")
+        return []
+    try:
+        held = read_sweep_record(out)
+    except DamagedFile as exc:
+        return [f"{exc}; rewritten from this command, whose spec the study's own record confirms"]
+    if held["spec"] != spec.fingerprint() or held["study"] != study_name:
+        raise UsageError(f"--out {out}: holds another sweep (study {held['study']}); choose another --out")
+    if storage_url is None and held["storage"] is None and not (out / JOURNAL_FILE).exists():
+        return [
+            f"{out / JOURNAL_FILE}: missing, so the study's record is lost; it is made anew from the spec, "
+            "and every run folder that finished is kept, not trained again"
+        ]
+    return []
+
+
+def read_sweep_record(out: Path) -> dict:
+    """sweep.json, checked: which study and spec the folder belongs to; DamagedFile says what is wrong."""
+    path = out / SWEEP_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DamagedFile(f"{path}: damaged, not the {SWEEP_FILE} mnist-ffn writes ({type(exc).__name__})") from None
+    if not isinstance(record, dict):
+        raise DamagedFile(f"{path}: damaged, not the {SWEEP_FILE} mnist-ffn writes (not a JSON object)")
+    wrong = [key for key, kind in SWEEP_RECORD_KEYS.items() if not isinstance(record.get(key, ...), kind)]
+    if wrong:
+        raise DamagedFile(f"{path}: damaged, not the {SWEEP_FILE} mnist-ffn writes (no valid {', '.join(wrong)})")
+    return record
 
 
 def _make_folder(out: Path) -> None:
@@ -300,14 +314,17 @@ def _make_folder(out: Path) -> None:
         raise MnistFfnError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
 
 
-def _write_sweep_file(out: Path, spec: SweepSpec, study_name: str, storage_url: str | None) -> None:
+def _write_sweep_files(out: Path, spec: SweepSpec, study_name: str, storage_url: str | None) -> None:
+    """sweep.json (which study, which spec, where) and the spec itself, so that --report needs nothing else."""
     record = {
         "spec": spec.fingerprint(),
         "spec_file": str(spec.path.resolve()),
         "study": study_name,
-        "storage": storage_url,
+        "storage": without_password(storage_url),  # a rerun's libpq finds the password in ~/.pgpass or PGPASSWORD
     }
     write_text_atomically(out / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
+    comment = f"the spec of the sweep in this folder, written out whole from {spec.path.name}: --report reads it"
+    write_text_atomically(out / SPEC_COPY, spec_toml(spec, comment))
 
 
 def _has_work(study, spec: SweepSpec) -> bool:
@@ -323,21 +340,20 @@ def _has_work(study, spec: SweepSpec) -> bool:
 def _recover_dead_trials(study) -> None:
     """Fail the running trials of workers that died on this machine (or, with PostgreSQL, stopped their
     heartbeat anywhere) and enqueue each again with its run folder, to resume from its last.pt."""
-    optuna = _optuna()
+    optuna = optuna_module()
     from optuna.trial import TrialState
 
-    with contextlib.suppress(Exception), warnings.catch_warnings():  # only PostgreSQL has heartbeats
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna calls fail_stale_trials experimental
-        optuna.storages.fail_stale_trials(study)
-    host = socket.gethostname()
+        optuna.storages.fail_stale_trials(study)  # only PostgreSQL has heartbeats; the journal returns at once
     now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
-        if not pid:  # killed in the instant between drawing the trial and naming its worker
+        worker = trial.user_attrs.get("worker")
+        if worker is None:  # killed in the instant between drawing the trial and naming its worker
             age = (now - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
-            if age < GRACE_SECONDS:
+            if age < sweep_storage.GRACE_SECONDS:
                 continue
-        elif worker_host != host or _process_alive(int(pid)):
+        elif _worker_alive(worker):
             continue
         try:
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
@@ -347,13 +363,39 @@ def _recover_dead_trials(study) -> None:
         _requeue(study, trial._trial_id)
 
 
-def _requeue(study, trial_id: int) -> None:
+def _retry_failed_trials(study) -> None:
+    """Queue again each trial that failed through no fault of its config (a full disk, a damaged last.pt that
+    was since removed), in its run folder. A diverged trial stays failed: it would diverge again.
+
+    Each retry names the trial it retries, so that when two processes start at once and both queue one,
+    the worker that draws the second sees the first and discards its own (`_is_duplicate_retry`)."""
+    from optuna.trial import TrialState
+
+    for trial in latest_by_folder(study).values():
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("retry"):
+            _requeue(study, trial._trial_id, retry_of=trial.number)
+
+
+def _requeue(study, trial_id: int, retry_of: int | None = None) -> None:
     """Enqueue a failed trial again with its params and user attributes, so with its run folder."""
-    optuna = _optuna()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # experimental in Optuna's eyes, stable in ours
-        retry = optuna.storages.RetryFailedTrialCallback(max_retry=None)
-    retry(study, study._storage.get_trial(trial_id))
+    trial = study._storage.get_trial(trial_id)
+    # not "sampled": the point counts once toward a tpe sweep's trials, however often it is run
+    dropped = ("error", "retry", "worker", "sampled", "retry_of")
+    attrs = {key: value for key, value in trial.user_attrs.items() if key not in dropped}
+    if retry_of is not None:
+        attrs["retry_of"] = retry_of
+    params = trial.params or trial.system_attrs.get("fixed_params", {})  # killed before its first suggest call
+    study.enqueue_trial(params, user_attrs=attrs)
+
+
+def _is_duplicate_retry(study, trial) -> bool:
+    retry_of = trial.user_attrs.get("retry_of")
+    if retry_of is None:
+        return False
+    return any(
+        other.user_attrs.get("retry_of") == retry_of and other.number < trial.number
+        for other in study.get_trials(deepcopy=False)
+    )
 
 
 def _process_alive(pid: int) -> bool:
@@ -377,43 +419,55 @@ def _process_alive(pid: int) -> bool:
 
 
 def worker_main(job: dict) -> None:
-    """One worker process: draw trials from the study until there are none, train each."""
+    """One worker process: draw trials from the study until there are none, train each.
+
+    A lost study (the database stopped, the journal's disk full) ends the worker with STORAGE_LOST and its
+    reason in the queue, for the sweep's one line; the trial it ran stays running and is resumed on rerun."""
+    if job["in_process"]:
+        _draw_and_train(job)
+        return
     import torch
 
-    in_process = job["in_process"]
-    if not in_process:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep process, which stops the workers
-        torch.set_num_threads(job["threads"])
-    optuna = _optuna()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep process, which stops the workers
+    torch.set_num_threads(job["threads"])
+    try:
+        _draw_and_train(job)
+    except TrainingInterrupted as exc:  # saved in its run folder and queued again: a rerun resumes it
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        reason = storage_failure(exc, job["storage_url"], job["out"])
+        job["reasons"].put(reason or f"a worker stopped: {exc if isinstance(exc, MnistFfnError) else repr(exc)}")
+        sys.exit(STORAGE_LOST if reason else WORKER_FAILED)
+
+
+def _draw_and_train(job: dict) -> None:
+    optuna = optuna_module()
     spec: SweepSpec = job["spec"]
     storage = open_storage(job["storage_url"], job["out"])
     study = optuna.load_study(study_name=job["study"], storage=storage, pruner=_pruner(spec), sampler=_sampler(spec))
     while _has_work(study, spec):
-        with warnings.catch_warnings():  # Optuna warns that its heartbeat expects optimize(); _Heartbeat keeps it
+        with warnings.catch_warnings():  # Optuna warns that its heartbeat expects optimize(); Heartbeat keeps it
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: who to ask if it lives
+        trial.set_user_attr("worker", _worker_name())  # first: who to ask if it lives
         if spec.sampler == "grid" and "point" not in trial.user_attrs:  # the queue emptied as we asked
-            trial.set_user_attr("discarded", True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
-        try:
-            _run_trial(study, trial, spec, job)
-        except TrainingInterrupted as exc:  # saved in its run folder and queued again: a rerun resumes it
-            if in_process:
-                raise
-            sys.exit(exc.exit_code)
+        if _is_duplicate_retry(study, trial):  # another process queued the same retry first
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        _run_trial(study, trial, spec, job)
 
 
 def _pruner(spec: SweepSpec):
-    optuna = _optuna()
+    optuna = optuna_module()
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=max(2, len(spec.seeds)), n_warmup_steps=1)
     return optuna.pruners.NopPruner()
 
 
 def _sampler(spec: SweepSpec):
-    optuna = _optuna()
+    optuna = optuna_module()
     return optuna.samplers.TPESampler(seed=spec.seeds[0]) if spec.sampler == "tpe" else None
 
 
@@ -441,7 +495,12 @@ def _suggest(trial, spec: SweepSpec) -> tuple[dict, int]:
 
 
 def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
-    optuna = _optuna()
+    """Train one trial in its run folder: kept if it finished there, resumed from its last.pt, else new.
+
+    A trial that fails is told FAIL with its reason; `retry` says whether a rerun tries it again: yes for
+    what lies outside its config (a full disk, a damaged file), no for a diverged run or a config the
+    machine cannot train (it would fail again)."""
+    optuna = optuna_module()
     from mnist_ffn.train import train
 
     point, seed = _suggest(trial, spec)
@@ -458,14 +517,12 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
         if trial.should_prune():
             raise optuna.TrialPruned()
 
-    finished = _finished_summary(run, config)
-    if finished is not None:  # the run ended but its worker died before telling the study: keep it
-        _tell_complete(study, trial, finished, finished["wall_seconds"])
-        return
-    heartbeat = _Heartbeat(study, trial)
-    started = time.perf_counter()
     try:
-        with heartbeat:
+        finished = _finished_summary(run, config)
+        if finished is not None:  # the run ended but its worker died before telling the study: keep it
+            _tell_complete(study, trial, finished)
+            return
+        with Heartbeat(study, trial):
             resume = run.last_checkpoint.is_file()
             summary = train(
                 None if resume else config,
@@ -485,30 +542,36 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         _requeue(study, trial._trial_id)
         raise
-    except (MnistFfnError, ConfigError) as exc:
+    except MnistFfnError as exc:
         trial.set_user_attr("error", str(exc))
+        trial.set_user_attr("retry", not isinstance(exc, TrainingDiverged | ConfigError))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if job["in_process"]:
             raise  # compare: the run's own message, as `train` gives it
         return
-    _tell_complete(study, trial, summary, time.perf_counter() - started)
+    _tell_complete(study, trial, summary)
 
 
-def _tell_complete(study, trial, summary: dict, seconds: float) -> None:
+def _tell_complete(study, trial, summary: dict) -> None:
     trial.set_user_attr("test_accuracy", summary["test_accuracy"])
-    trial.set_user_attr("seconds", seconds)
+    trial.set_user_attr("seconds", summary["wall_seconds"])  # every process's share, not only the last one's
     study.tell(trial, summary["best_val_accuracy"])
 
 
 def _finished_summary(run: RunFolder, config) -> dict | None:
     """The summary of a run that already finished in this folder with this config, else None.
 
-    The thread count may differ (a rerun with another --workers): a finished run stays finished.
-    """
-    on_disk = run.saved_config()
-    if on_disk is None or not run.summary.is_file():
+    The thread count may differ (a rerun with another --workers): a finished run stays finished. A folder
+    holding a run of another config (a study made anew, another sweep's folder) is refused, never reused
+    nor overwritten: raises UsageError."""
+    if not run.holds_a_run():
         return None
-    if not same_but_threads(on_disk, config):
+    on_disk = run.saved_config()
+    if on_disk is not None and not same_but_threads(on_disk, config):
+        raise UsageError(
+            f"{run.path}: holds a run of another config than this trial's; move it away and rerun the same command"
+        )
+    if on_disk is None or not run.summary.is_file():
         return None
     try:
         return run.read_summary()
@@ -516,105 +579,32 @@ def _finished_summary(run: RunFolder, config) -> dict | None:
         return None
 
 
-class _Heartbeat:
-    """Tells a PostgreSQL study every few seconds that this trial's worker is alive (Optuna's heartbeat)."""
-
-    def __init__(self, study, trial):
-        from optuna.storages._heartbeat import is_heartbeat_enabled
-
-        self.storage, self.trial_id = study._storage, trial._trial_id
-        self.enabled = is_heartbeat_enabled(self.storage)
-        self.stop = threading.Event()
-
-    def __enter__(self):
-        if self.enabled:
-            self.storage.record_heartbeat(self.trial_id)
-            self.thread = threading.Thread(target=self._beat, daemon=True)
-            self.thread.start()
-        return self
-
-    def _beat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            with contextlib.suppress(Exception):  # a lost connection shows up as a missed beat
-                self.storage.record_heartbeat(self.trial_id)
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop.set()
+# -- the results of a folder ------------------------------------------------------------------------------------
 
 
-# -- results ----------------------------------------------------------------------------------------------------
-
-
-def collect_results(study, spec: SweepSpec) -> dict:
-    """One row per point: mean and spread over the seeds finished, best validation accuracy first."""
-    from optuna.trial import TrialState
-
-    groups: dict[str, list] = {}
-    labels: dict[str, dict] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        point = trial.user_attrs.get("point")
-        if point is None:
-            continue
-        key = json.dumps(point, sort_keys=True)
-        labels[key] = point
-        groups.setdefault(key, []).append(trial)
-    rows = []
-    for key, trials in groups.items():
-        values = [trial.value for trial in trials]
-        tests = [trial.user_attrs.get("test_accuracy", math.nan) for trial in trials]
-        seconds = [trial.user_attrs.get("seconds", math.nan) for trial in trials]
-        rows.append(
-            {
-                "point": point_label(labels[key]),
-                "params": labels[key],
-                "seeds": len(trials),
-                "val_mean": statistics.fmean(values),
-                "val_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "test_mean": statistics.fmean(tests),
-                "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-                "seconds_mean": statistics.fmean(seconds),
-                "run_folders": sorted(trial.user_attrs["run_folder"] for trial in trials),
-            }
-        )
-    rows.sort(key=lambda row: -row["val_mean"])
-    states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
-    results = {
-        "study": study.study_name,
-        "sampler": spec.sampler,
-        "seeds": spec.seeds,
-        "points": rows,
-        "trials": {state: states.count(state) for state in sorted(set(states))},
-    }
-    if spec.sampler == "tpe" and len(groups) > 1:
-        with contextlib.suppress(Exception):  # importances need enough finished trials
-            import optuna
-
-            results["importances"] = optuna.importance.get_param_importances(study)
-    return results
-
-
-def write_results(out: Path, results: dict) -> None:
-    """results.csv for spreadsheets, results.json (with each point's values) for `mnist-ffn plot`."""
-    write_text_atomically(out / RESULTS_JSON, strict_json(results) + "\n")
-    lines = [",".join(RESULT_COLUMNS)]
-    for row in results["points"]:
-        cells = [f'"{row["point"]}"', str(row["seeds"])]
-        cells += [f"{row[column]:.6g}" for column in RESULT_COLUMNS[2:]]
-        lines.append(",".join(cells))
-    write_text_atomically(out / RESULTS_FILE, "\n".join(lines) + "\n")
-
-
-def report_folder(out: Path) -> dict:
+def report_folder(out: Path, warn=None) -> dict:
     """The results of the sweep in `out`, as they stand (it may still be running)."""
-    from mnist_ffn.sweep_spec import load_spec
-
-    record_path = out / SWEEP_FILE
     try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        raise UsageError(f"--report {out}: not a sweep folder (no readable {SWEEP_FILE})") from None
-    spec = load_spec(Path(record["spec_file"]))
-    study = _optuna().load_study(study_name=record["study"], storage=open_storage(record["storage"], out))
-    results = collect_results(study, spec)
-    write_results(out, results)
+        record = read_sweep_record(out)
+    except FileNotFoundError:
+        raise UsageError(f"--report {out}: not a sweep folder (no {SWEEP_FILE})") from None
+    copy = out / SPEC_COPY
+    spec = load_spec(copy if copy.is_file() else Path(record["spec_file"]))  # folders from before the copy
+    if record["storage"] is None and not (out / JOURNAL_FILE).is_file():
+        raise MnistFfnError(f"--report {out}: {JOURNAL_FILE} is missing, so there is no study to report")
+    try:
+        repaired = repair_journal(out) if record["storage"] is None else None
+        storage = open_storage(record["storage"], out)
+        study = optuna_module().load_study(study_name=record["study"], storage=storage)
+        results = collect_results(study, spec)
+        write_results(out, results)
+    except MnistFfnError:
+        raise
+    except Exception as exc:
+        reason = storage_failure(exc, record["storage"], out)
+        if reason is None:
+            raise
+        raise MnistFfnError(reason) from None
+    if repaired and warn:
+        warn(repaired)
     return results

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ SWEEP_KEYS = {"sampler", "trials", "seeds", "objective", "pruner", "run_folder"}
 # {values}: "relu-100x100", {seed}: the seed; every trial must get its own folder.
 DEFAULT_RUN_FOLDER = "trials/{number}-{point}-seed{seed}"
 RANGE_KEYS = {"low", "high", "log"}
+MAX_TRIALS = 10_000  # points x seeds in one sweep: days of training at a few seconds each; a typo beyond that
+FOLDER_LABEL_CHARACTERS = 80  # a longer label is cut, and a digest of the whole label keeps it apart from others
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,26 @@ class SweepSpec:
         values = "-".join(part.partition("=")[2] for part in label.split(","))
         return self.run_folder.format(
             number=f"{number:04d}", point=_folder_safe(label), values=_folder_safe(values), seed=seed
+        )
+
+    def trial_count(self) -> int:
+        """How many trials the sweep runs: every grid point, or `trials` sampled points, once per seed."""
+        if self.sampler == "grid":
+            points = math.prod(len(value) for value in self.space.values() if isinstance(value, list))
+        else:
+            points = self.trials
+        return points * len(self.seeds)
+
+    def size_problem(self) -> str | None:
+        """Why the sweep is too big to start, before a single trial is queued; None if it is not."""
+        count = self.trial_count()
+        if count <= MAX_TRIALS:
+            return None
+        what = "grid points" if self.sampler == "grid" else "trials"
+        points = count // len(self.seeds)
+        return (
+            f"{points:,} {what} x {len(self.seeds)} seeds = {count:,} trials; a sweep runs at most "
+            f"{MAX_TRIALS:,}: sweep fewer values, or split it into several sweeps"
         )
 
     def grid(self) -> list[dict[str, object]]:
@@ -114,7 +137,7 @@ def point_label(point: dict[str, object]) -> str:
         if isinstance(value, list):
             shown = "x".join(str(item) for item in value) or "none"
         elif isinstance(value, float):
-            shown = f"{value:.3g}"
+            shown = repr(value)  # the shortest text that reads back as this value: 0.1 and 0.1001 stay apart
         else:
             shown = str(value)
         parts.append(f"{name}={shown}")
@@ -122,19 +145,34 @@ def point_label(point: dict[str, object]) -> str:
 
 
 def _folder_safe(label: str) -> str:
-    return "".join(character if character.isalnum() or character in "=.,-x" else "_" for character in label)[:80]
+    """The label as a folder name; where characters had to be replaced or the label cut, a digest of the whole
+    label follows, so that two labels never give one folder."""
+    safe = "".join(character if character.isascii() and (character.isalnum() or character in "=.,-x+") else "_"
+                   for character in label)  # fmt: skip
+    if safe == label and len(safe) <= FOLDER_LABEL_CHARACTERS:
+        return safe
+    digest = hashlib.sha256(label.encode()).hexdigest()[:10]
+    return f"{safe[:FOLDER_LABEL_CHARACTERS]}-{digest}"
 
 
 def spec_toml(spec: SweepSpec, comment: str) -> str:
-    """A grid spec as the TOML file `load_spec` reads back to the same spec (the base written out whole)."""
+    """The spec as a TOML file that `load_spec` reads back to the same spec (the base written out whole)."""
     lines = [f"# {line}" for line in comment.splitlines()]
     for section, values in spec.base.to_dict().items():
         lines += ["", f"[base.{section}]"]
         lines += [f"{name} = {toml_value(value)}" for name, value in values.items()]
     lines += ["", "[space]"]
-    lines += [f"{key} = {toml_value(value)}" for key, value in spec.space.items()]
+    for key, value in spec.space.items():
+        if isinstance(value, Range):
+            low, high = (int(end) if value.integer else end for end in (value.low, value.high))
+            shown = f"{{ low = {toml_value(low)}, high = {toml_value(high)}, log = {toml_value(value.log)} }}"
+        else:
+            shown = toml_value(value)
+        lines.append(f"{key} = {shown}")
     lines += ["", "[sweep]"]
     settings = {"sampler": spec.sampler, "seeds": spec.seeds, "objective": spec.objective, "pruner": spec.pruner}
+    if spec.sampler == "tpe":
+        settings["trials"] = spec.trials
     lines += [f"{key} = {toml_value(value)}" for key, value in {**settings, "run_folder": spec.run_folder}.items()]
     return "\n".join(lines) + "\n"
 
@@ -156,9 +194,39 @@ def load_spec(path: Path) -> SweepSpec:
                 problems.append(f"space.{key}: the grid sampler needs a list of values, not a range")
     if base.train.val_size == 0:
         problems.append("base train.val_size: must be > 0, since trials are judged on validation accuracy")
+    if not problems:
+        size = spec.size_problem()
+        if size:
+            problems.append(f"[sweep]: {size}")
+        elif spec.sampler == "grid":
+            problems.extend(_collisions(spec))
     if problems:
         raise ConfigError([f"{path}: {problem}" for problem in problems])
     return spec
+
+
+def _collisions(spec: SweepSpec) -> list[str]:
+    """Two grid points that would share a label in the table, or two trials one run folder."""
+    problems = []
+    labels: dict[str, dict] = {}
+    folders: dict[str, tuple] = {}
+    number = 0
+    for point in spec.grid():
+        label = point_label(point)
+        if label in labels:
+            problems.append(f"[space]: {labels[label]} and {point} are both labelled {label!r}")
+        labels[label] = point
+        for seed in spec.seeds:
+            folder = spec.trial_folder(number, point, seed)
+            if folder in folders:
+                problems.append(
+                    f"sweep.run_folder: {folders[folder]} and {(point, seed)} would share the run folder {folder!r}; "
+                    "add {number} to the template"
+                )
+                return problems
+            folders[folder] = (point, seed)
+            number += 1
+    return problems
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, object]:

@@ -227,16 +227,16 @@ def test_pruning_stops_a_trial_far_below_the_median(tiny_data, tmp_path):
 def test_a_process_killed_while_writing_the_journal_leaves_no_lock_to_wait_out(tmp_path):
     """The journal's lock is an flock, which dies with its process: the next writer goes on at once
     (Optuna's own lock file would stand for 30 s after a kill -9)."""
-    from mnist_ffn.sweep import JOURNAL_LOCK, _JournalLock
+    from mnist_ffn.sweep_storage import JOURNAL_LOCK, JournalLock
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pathlib import Path; from mnist_ffn.sweep import _JournalLock; "
-         f"_JournalLock(Path({str(tmp_path / JOURNAL_LOCK)!r})).acquire(); print('held', flush=True); "
+        [sys.executable, "-c", f"from pathlib import Path; from mnist_ffn.sweep_storage import JournalLock; "
+         f"JournalLock(Path({str(tmp_path / JOURNAL_LOCK)!r})).acquire(); print('held', flush=True); "
          f"import time; time.sleep(60)"],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout.readline() == "held\n"
-    waiting = threading.Thread(target=_JournalLock(tmp_path / JOURNAL_LOCK).acquire, daemon=True)
+    waiting = threading.Thread(target=JournalLock(tmp_path / JOURNAL_LOCK).acquire, daemon=True)
     waiting.start()
     waiting.join(0.3)
     assert waiting.is_alive(), "a writer waits while another holds the lock"
@@ -290,7 +290,7 @@ def _kill_9_with_every_running_trial_named(group: int, out: Path) -> None:
     """SIGKILL the process group at an instant when no worker is between drawing a trial and naming itself in it.
 
     A trial killed in that instant (milliseconds, right after a worker finishes a trial) is recovered only
-    after sweep.GRACE_SECONDS, as its worker could be on another machine: a 30 s wait this test is not about.
+    after sweep_storage.GRACE_SECONDS, as its worker could be on another machine: a 30 s wait this test is not about.
     SIGSTOP holds every process still while the study is read, so what is read is what the kill leaves."""
     while True:
         os.killpg(group, signal.SIGSTOP)
@@ -414,15 +414,17 @@ def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(t
 def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgres, tmp_path, monkeypatch):
     """A worker on another machine cannot be asked by pid: when its heartbeat stops for longer than the grace
     period, its trial is failed and queued again with its run folder, so that any machine resumes it."""
-    from mnist_ffn import sweep
+    from mnist_ffn import sweep, sweep_storage
 
-    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)  # 30 s in use; the storage reads it when it is opened
-    study = optuna.create_study(study_name="lost", storage=sweep.open_storage(postgres, tmp_path), direction="maximize")
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 1)  # 30 s in use; the storage reads it when it is opened
+    study = optuna.create_study(
+        study_name="lost", storage=sweep_storage.open_storage(postgres, tmp_path), direction="maximize"
+    )
     attrs = {"point": {"optim.lr": 0.1}, "seed": 0, "run_folder": "trials/0000"}
     study.enqueue_trial({"optim.lr": 0.1}, user_attrs=attrs)
     trial = study.ask()
     trial.set_user_attr("worker", "another-machine:4242")  # not this host: its pid says nothing here
-    with sweep._Heartbeat(study, trial):  # the worker's own heartbeat, until its machine is lost
+    with sweep_storage.Heartbeat(study, trial):  # the worker's own heartbeat, until its machine is lost
         pass
 
     sweep._recover_dead_trials(study)  # its last beat is within the grace period: it may still be running

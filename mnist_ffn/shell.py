@@ -1,0 +1,43 @@
+"""Commands printed for a person to paste, and the one-line messages around them.
+
+Every argument is quoted so that a POSIX shell reads back exactly that argument: a folder named
+`my runs`, `it's` or `$(rm -rf ~)` pastes as that folder, never as two words or a command. A name
+with a newline or another character that is not printable is spelt in bash's $'...' form, whose
+escapes keep the line one line (shlex.quote would keep the newline itself, inside quotes).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+_CONTROLS = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_ESCAPES = {"\\": "\\\\", "'": "\\'", **_CONTROLS}
+
+
+def quote(argument: object) -> str:
+    text = str(argument)
+    if text.isprintable():
+        return shlex.quote(text)
+    return "$'" + "".join(_ESCAPES.get(character, _escape(character)) for character in text) + "'"
+
+
+def _escape(character: str) -> str:
+    if character.isprintable():
+        return character
+    if character in _CONTROLS:
+        return _CONTROLS[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x80 else (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+
+
+def command_line(*arguments: object) -> str:
+    """`mnist-ffn train --resume 'my runs/a'`: each argument quoted for the shell."""
+    return " ".join(quote(argument) for argument in arguments)
+
+
+def one_line(message: str) -> str:
+    """The message with every character that would break or hide its line (newlines, terminal controls)
+    written as an escape, so that one error is one line whatever the names in it hold."""
+    if message.isprintable():
+        return message
+    return "".join(character if character.isprintable() else _escape(character) for character in message)
