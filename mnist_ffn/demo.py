@@ -10,10 +10,13 @@ page's numbers against `predict` without a browser.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
 import math
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,19 +174,40 @@ def respond(model: DemoModel, image: Image.Image | None):
 
 
 def uploaded_image(path: str | None) -> Image.Image | None:
-    """An uploaded file, read as `predict` reads one (size limit included); ImageError says why not."""
+    """An uploaded file, read as `predict` reads one (size limit included); ImageError says why not, naming
+    the file as the person called it (Gradio keeps its original name), not the server's temporary copy."""
     if path is None:
         return None
-    return read_image(Path(path))
+    return read_image(Path(path), name=Path(path).name)
+
+
+def exposure_warning(host: str) -> str | None:
+    """Who else can reach a page served on `host`: None for this machine only (a loopback address)."""
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:  # a name
+        if host == "localhost":
+            return None
+    if host in ("0.0.0.0", "::"):
+        return f"--host {host}: the page is open to everyone who can reach this machine over the network"
+    return f"--host {host}: the page is open to everyone who can reach {host} over the network"
 
 
 def check_port(host: str, port: int) -> None:
     """Refuse a port already in use before anything starts, naming it."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UsageError(f"--host {host}: not an address or name of this machine ({reason})") from None
+    with socket.socket(family, kind, protocol) as probe:
         try:
-            probe.bind((host, port))
+            probe.bind(address)
         except OSError as exc:
-            reason = "is in use" if exc.errno in (98, 48) else f"cannot be used ({exc.strerror})"
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise UsageError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+            reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
             raise UsageError(f"--port {port}: {host}:{port} {reason}; choose another with --port") from None
 
 
@@ -229,13 +253,19 @@ def build_page(model: DemoModel):
             return chances, picture, *maps, text
 
         def from_canvas(value):
-            return flat(respond(model, canvas_image(value)))
+            try:
+                image = canvas_image(value)
+            except (AttributeError, TypeError, ValueError):  # a malformed call to the page's API
+                return flat(nothing_to_show(model, f"Not a drawing. {BLANK_HINT}"))
+            return flat(respond(model, image))
 
         def from_upload(path):
             try:
                 image = uploaded_image(path)
             except ImageError as exc:
                 return flat(nothing_to_show(model, str(exc)))
+            except (AttributeError, TypeError, ValueError, OSError):  # a malformed call to the page's API
+                return flat(nothing_to_show(model, f"Not a file. {BLANK_HINT}"))
             return flat(respond(model, image))
 
         drawn = canvas.change(
@@ -258,6 +288,9 @@ def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, de
     """Check everything that can be checked, then serve the page until Ctrl-C."""
     model = DemoModel(checkpoint_path, device)  # a bad checkpoint is refused before any server starts
     check_port(host, port)
+    exposed = exposure_warning(host)
+    if exposed:
+        print(f"mnist-ffn: warning: {exposed}", file=sys.stderr, flush=True)
     # A local page for one person: no usage reports to Gradio's servers (nor a wait on them offline).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:

@@ -36,28 +36,31 @@ class Framing:
 FRAMINGS = {"mnist": Framing(box=20, center_of_mass=True), "fashion-mnist": Framing(box=28, center_of_mass=False)}
 
 
-def read_image(path: Path) -> Image.Image:
-    """Decode one image file; refuses, with the reason, what cannot or should not be decoded."""
+def read_image(path: Path, name: str | None = None) -> Image.Image:
+    """Decode one image file; refuses, with the reason, what cannot or should not be decoded.
+
+    `name` is what messages call the file (the demo's uploads: the file's own name, not the server's copy)."""
+    shown = path if name is None else name
     try:
         with open_regular(path) as file, Image.open(file) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:  # checked before the pixels are decoded: a small file can unpack huge
                 raise ImageError(
-                    f"{path}: {width}x{height} pixels is too large; mnist-ffn reads up to "
+                    f"{shown}: {width}x{height} pixels is too large; mnist-ffn reads up to "
                     f"{MAX_PIXELS // 1_000_000} megapixels"
                 )
             image.load()
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such image file") from None
+        raise ImageError(f"{shown}: no such image file") from None
     except PermissionError:
-        raise ImageError(f"{path}: cannot read it (permission denied)") from None
+        raise ImageError(f"{shown}: cannot read it (permission denied)") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
+        raise ImageError(f"{shown}: is a folder, not an image") from None
     except NotARegularFile as exc:
-        raise ImageError(f"{path}: {exc.strerror}, not an image file") from None
+        raise ImageError(f"{shown}: {exc.strerror}, not an image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         # Pillow reports damaged files with all of these, depending on the format
-        raise ImageError(f"{path}: not an image Pillow can read, or damaged ({type(exc).__name__})") from None
+        raise ImageError(f"{shown}: not an image Pillow can read, or damaged ({type(exc).__name__})") from None
     return image
 
 

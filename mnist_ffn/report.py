@@ -64,7 +64,7 @@ def epoch_line(row: dict, epochs: int) -> str:
 def print_train_summary(summary: dict, run_dir: Path) -> None:
     table = Table(title="Run summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long run folder is shown whole, on several lines, never cut
     memory = summary.get("peak_memory_bytes")
     rows = [
         (

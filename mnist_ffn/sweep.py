@@ -184,6 +184,8 @@ def run_sweep(
             repaired = repair_journal(out)
             if repaired:
                 notes.append(repaired)
+            if not in_process:  # first: a start stopped while queuing leaves a folder that this command continues
+                _write_sweep_files(out, spec, study_name, storage_url)
         for note in notes:
             if warn:
                 warn(note)

@@ -108,11 +108,12 @@ def real_data_dir(dataset_folder: str = "MNIST") -> Path:
     pytest.skip(message)
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, charset: str = "utf-8") -> subprocess.CompletedProcess:
     """Run `mnist-ffn ARGS` in this process through `cli.main`, the same path as the executable's.
 
     Returns what a process would: the exit code and the text of stdout and stderr. An exception that
-    escapes main() is a bug a user would see as a traceback, so its traceback lands in stderr.
+    escapes main() is a bug a user would see as a traceback, so its traceback lands in stderr. `charset`
+    is the output's encoding, strict as PYTHONIOENCODING=ascii makes a process's stdout.
     """
     import torch
     from typer.testing import CliRunner
@@ -122,7 +123,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     argv = [str(arg) for arg in args]
     threads = torch.get_num_threads()  # train.threads changes torch's global setting; keep tests independent
     code = 0
-    with CliRunner().isolation(env=env) as (stdout, stderr, _):
+    with CliRunner(charset=charset).isolation(env=env) as (stdout, stderr, _):
         try:
             cli.main(argv)
         except SystemExit as exc:
@@ -134,7 +135,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
             sys.stdout.flush()
             sys.stderr.flush()
             torch.set_num_threads(threads)
-        out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+        out, err = stdout.getvalue().decode(charset), stderr.getvalue().decode(charset)
     return subprocess.CompletedProcess(["mnist-ffn", *argv], code, out, err)
 
 

@@ -1,5 +1,6 @@
 """`mnist-ffn sweep`: specs, exactly-once grids over worker processes, kill -9 and resume, PostgreSQL, pruning."""
 
+import contextlib
 import csv
 import glob
 import json
@@ -359,35 +360,59 @@ def _free_port() -> int:
 # -- PostgreSQL: two machines on one study ----------------------------------------------------------------------
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server in a temp folder, on a free loopback port; stop() and start() it again."""
+
+    def __init__(self):
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not binaries:
+            message = "PostgreSQL's server binaries are not installed (Debian package postgresql)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{message}; CI must have them")
+            pytest.skip(message)
+        self.bin_dir = Path(binaries[-1])
+        self.root = Path(tempfile.mkdtemp(prefix="mnist-ffn-pg-"))
+        self.as_postgres: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(self.root, "postgres")
+            self.as_postgres = ["runuser", "-u", "postgres", "--"]
+        self.data, self.port = self.root / "data", _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/sweeps"
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "sweeps")
+
+    def _run(self, program: str, *arguments) -> None:
+        command = [*self.as_postgres, str(self.bin_dir / program), *map(str, arguments)]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", self.data, "-o", options, "-l", self.root / "log", "-w", "start")
+
+    def stop(self) -> None:
+        """As a crash would: no clean shutdown, open connections cut."""
+        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture
-def postgres(tmp_path_factory):
-    """A throwaway PostgreSQL server on a free loopback port, stopped afterwards."""
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not binaries:
-        message = "PostgreSQL's server binaries are not installed (Debian package postgresql)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must have them")
-        pytest.skip(message)
-    bin_dir = Path(binaries[-1])
-    root = Path(tempfile.mkdtemp(prefix="mnist-ffn-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(root, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-
-    def run(*command):
-        subprocess.run([*as_postgres, *map(str, command)], check=True, capture_output=True, timeout=120)
-
-    run(bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    run(bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", root / "log", "-w", "start")
+def postgres_server():
+    server = PostgresServer()
     try:
-        run(bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "sweeps")
-        yield f"postgresql://postgres@127.0.0.1:{port}/sweeps"
+        yield server
     finally:
-        run(bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """The URL of a throwaway PostgreSQL server's empty database `sweeps`."""
+    return postgres_server.url
 
 
 def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(tiny_data, tmp_path, postgres):
@@ -558,3 +583,47 @@ def test_a_comparison_is_a_sweep_that_report_reads(tiny_data, tmp_path):
         summary = json.loads((out / activation / "summary.json").read_text())
         assert points[f"activation={activation}"]["test_mean"] == summary["test_accuracy"]
         assert points[f"activation={activation}"]["run_folders"] == [activation]
+
+
+def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no_password_anywhere(
+    tiny_data, tmp_path, postgres_server
+):
+    """pg_ctl stop -m immediate mid-sweep: one line naming the server, exit 1, every finished trial kept. The
+    password given in the URL (the server trusts loopback, so any is accepted) is in no line and no file."""
+    password = "s3cret-Pa55"
+    url = postgres_server.url.replace("postgres@", f"postgres:{password}@")
+    spec = write_spec(
+        tmp_path, '[space]\nmodel.hidden = [[16], [24], [32]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=12
+    )
+    out = tmp_path / "sweep"
+    args = ["sweep", spec, "--out", out, "--storage", url, "--data-dir", tiny_data, "--quiet"]
+    process = start_forked(*args)
+    deadline = time.monotonic() + 120
+    while not any(out.glob("trials/*/summary.json")) or not _running_with_checkpoint(out):
+        assert process.poll() is None, finish_process(process)
+        assert time.monotonic() < deadline, "no trial finished and another running within 120 s"
+        time.sleep(0.05)
+    postgres_server.stop()
+    lost = finish_process(process, timeout=120)
+    assert_one_line_error(lost, 1, f"lost the connection to the study's database at 127.0.0.1:{postgres_server.port}")
+    finished = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("trials/*/summary.json")}
+    assert finished
+
+    postgres_server.start()
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    for name, stamp in finished.items():
+        assert (out / "trials" / name / "summary.json").stat().st_mtime_ns == stamp, f"{name} was trained again"
+    storage = optuna.storages.RDBStorage(postgres_server.url.replace("postgresql://", "postgresql+psycopg://"))
+    done = complete_points(optuna.load_study(study_name="spec", storage=storage).get_trials())
+    assert len(done) == 3 == len(set(done)), "every point once, none twice"
+
+    assert json.loads((out / "sweep.json").read_text())["storage"] == postgres_server.url, "stored without it"
+    assert password not in lost.stderr + rerun.stderr + rerun.stdout
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+    closed = f"postgresql://me:{password}@127.0.0.1:{_free_port()}/none"
+    refused = run_cli("sweep", spec, "--out", tmp_path / "b", "--storage", closed)
+    assert_one_line_error(refused, 1, "--storage postgresql://me@127.0.0.1:")
+    assert password not in refused.stderr
