@@ -593,7 +593,7 @@ def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no
     password = "s3cret-Pa55"
     url = postgres_server.url.replace("postgres@", f"postgres:{password}@")
     spec = write_spec(
-        tmp_path, '[space]\nmodel.hidden = [[16], [24], [32]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=12
+        tmp_path, '[space]\nmodel.hidden = [[16], [24], [32]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=8
     )
     out = tmp_path / "sweep"
     args = ["sweep", spec, "--out", out, "--storage", url, "--data-dir", tiny_data, "--quiet"]
