@@ -498,9 +498,9 @@ def test_a_tpe_search_samples_points_and_runs_each_once_per_seed(tiny_data, tmp_
     assert sum(importances.values()) == pytest.approx(1.0)
 
 
-def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny_data, tmp_path):
-    import threading
-
+def interrupted_sweep(tiny_data, tmp_path) -> tuple[list, Path, subprocess.CompletedProcess]:
+    """A 2-point sweep of 30 epochs run in this process and stopped by SIGINT (as Ctrl-C does) once a trial has
+    saved its last.pt: (its arguments, its folder, what the stopped command gave)."""
     spec = write_spec(
         tmp_path, '[space]\nmodel.hidden = [[16], [24]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=30
     )
@@ -511,12 +511,17 @@ def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny
         deadline = time.monotonic() + 60
         while not any(out.glob("trials/*/last.pt")) and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does to the sweep process
+        os.kill(os.getpid(), signal.SIGINT)
 
     watcher = threading.Thread(target=interrupt_once_a_run_has_saved)
     watcher.start()
     stopped = run_cli(*args)
     watcher.join()
+    return args, out, stopped
+
+
+def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny_data, tmp_path):
+    args, out, stopped = interrupted_sweep(tiny_data, tmp_path)
     assert_one_line_error(stopped, 130, "stopped by SIGINT", "rerun the same command to continue")
     saved = list(out.glob("trials/*/last.pt"))
     assert saved and all(torch.load(path, weights_only=True)["progress"]["epoch"] < 30 for path in saved)

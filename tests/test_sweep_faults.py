@@ -6,17 +6,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from mnist_ffn.sweep_spec import load_spec
 from tests.conftest import assert_one_line_error, finish_process, run_cli, start_forked
-from tests.test_sweep import complete_points, spec_with, trials_of, write_spec
+from tests.test_sweep import complete_points, interrupted_sweep, spec_with, trials_of, write_spec
 
 optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install 'mnist-ffn[sweep]'")
 
@@ -192,20 +189,8 @@ def test_a_point_with_a_pruned_seed_is_listed_as_partial_below_every_whole_point
 
 
 def test_a_damaged_last_pt_fails_its_trial_with_the_reason_and_a_rerun_after_removing_it_finishes(tiny_data, tmp_path):
-    spec = write_spec(tmp_path, '[space]\nmodel.hidden = [[16], [24]]\n[sweep]\nseeds = [0]\npruner = "none"\n', 30)
-    out = tmp_path / "sweep"
-    args = ["sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet"]
-
-    def interrupt_once_a_run_has_saved():
-        deadline = time.monotonic() + 60
-        while not any(out.glob("trials/*/last.pt")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    watcher = threading.Thread(target=interrupt_once_a_run_has_saved)
-    watcher.start()
-    assert run_cli(*args).returncode == 130
-    watcher.join()
+    args, out, stopped = interrupted_sweep(tiny_data, tmp_path)
+    assert stopped.returncode == 130, stopped.stderr
     (saved,) = out.glob("trials/*/last.pt")
     saved.write_bytes(b"not a checkpoint any more")
 
