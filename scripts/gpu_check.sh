@@ -7,7 +7,8 @@
 #
 # It uses the python3 there and its own torch, and runs mnist-ffn from this checkout (PYTHONPATH),
 # installing nothing into that python. Wheels in .whl/ (e.g. a newer typer) go to /tmp/site first.
-# Results: tests.txt, bench.txt and bench-cuda.json in $OUT (the device tool's folder) or ./gpu-check.
+# It needs a CUDA machine, a Python with torch (CUDA build), Pillow, rich, tqdm and typer, and the data folder.
+# Results: tests.txt, bench.txt and bench-cuda.json in $OUT, or ./gpu-check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-${MNIST_FFN_DATA:-data}}
@@ -28,7 +29,7 @@ export MNIST_FFN_CACHE
 try:  # what mnist-ffn needs, before anything long starts
     import PIL, rich, torch, tqdm, typer
 except ImportError as exc:
-    raise SystemExit(f"gpu_check: {exc}; carry its wheel in .whl/ (see /work/.library/device/README.md)")
+    raise SystemExit(f"gpu_check: {exc}; install it, or put its wheel in .whl/")
 if not torch.cuda.is_available():
     raise SystemExit("gpu_check: torch sees no CUDA device")
 print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}, typer {typer.__version__}")
