@@ -45,6 +45,7 @@ from mnist_ffn.sweep_storage import (
     JOURNAL_FILE,
     JOURNAL_LOCK,
     Heartbeat,
+    failures_as_one_line,
     open_storage,
     optuna_module,
     repair_journal,
@@ -178,21 +179,22 @@ def run_sweep(
         if size:
             raise ConfigError([f"--trials {trials}: {size}"])
     notes = [] if in_process else _check_out_folder(out, spec, study_name, storage_url)
-    try:
+    with failures_as_one_line(storage_url, out):
         if storage_url is None:
             _make_folder(out)  # the journal file lives there
             repaired = repair_journal(out)
             if repaired:
                 notes.append(repaired)
-            if not in_process:  # first: a start stopped while queuing leaves a folder that this command continues
-                _write_sweep_files(out, spec, study_name, storage_url)
+            # before the queue: a start stopped while queuing leaves a folder that this command continues
+            _write_sweep_files(out, spec, study_name, storage_url)
         for note in notes:
             if warn:
                 warn(note)
         storage = open_storage(storage_url, out)
         study = open_study(spec, storage, study_name, log)  # refuses a study of this name with another spec
-        _make_folder(out)
-        _write_sweep_files(out, spec, study_name, storage_url)
+        if storage_url is not None:  # after: a study refused in the database leaves no folder behind
+            _make_folder(out)
+            _write_sweep_files(out, spec, study_name, storage_url)
         _recover_dead_trials(study)
         _retry_failed_trials(study)
         threads = None if in_process else max(1, (os.cpu_count() or 1) // workers)  # None: the config's own
@@ -222,13 +224,6 @@ def run_sweep(
         results = collect_results(study, spec)
         write_results(out, results)
         return results
-    except MnistFfnError:
-        raise
-    except Exception as exc:
-        reason = storage_failure(exc, storage_url, out)
-        if reason is None:
-            raise
-        raise MnistFfnError(reason) from None
 
 
 def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:
@@ -594,19 +589,12 @@ def report_folder(out: Path, warn=None) -> dict:
     spec = load_spec(copy if copy.is_file() else Path(record["spec_file"]))  # folders from before the copy
     if record["storage"] is None and not (out / JOURNAL_FILE).is_file():
         raise MnistFfnError(f"--report {out}: {JOURNAL_FILE} is missing, so there is no study to report")
-    try:
+    with failures_as_one_line(record["storage"], out):
         repaired = repair_journal(out) if record["storage"] is None else None
         storage = open_storage(record["storage"], out)
         study = optuna_module().load_study(study_name=record["study"], storage=storage)
         results = collect_results(study, spec)
         write_results(out, results)
-    except MnistFfnError:
-        raise
-    except Exception as exc:
-        reason = storage_failure(exc, record["storage"], out)
-        if reason is None:
-            raise
-        raise MnistFfnError(reason) from None
     if repaired and warn:
         warn(repaired)
     return results

@@ -9,6 +9,7 @@ ranked ones, as partial, since a mean over the seeds that survived the pruner fl
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import statistics
 from pathlib import Path
@@ -54,8 +55,6 @@ def failed_trials(study) -> list[dict]:
 
 def collect_results(study, spec: SweepSpec) -> dict:
     """One row per point: mean and spread over its finished seeds; points with every seed finished first."""
-    import json
-
     from optuna.trial import TrialState
 
     groups: dict[str, list] = {}

@@ -196,6 +196,20 @@ def _valid_prefix(content: bytes) -> int:
     return good
 
 
+@contextlib.contextmanager
+def failures_as_one_line(url: str | None, out: Path):
+    """Turn an error that means the study cannot be reached or written into MnistFfnError with its one line."""
+    try:
+        yield
+    except MnistFfnError:
+        raise
+    except Exception as exc:
+        reason = storage_failure(exc, url, out)
+        if reason is None:
+            raise
+        raise MnistFfnError(reason) from None
+
+
 def storage_failure(exc: BaseException, url: str | None, out: Path) -> str | None:
     """The one line for an error that means the study cannot be reached or written, else None."""
     optuna = optuna_module()

@@ -24,7 +24,7 @@ def stamps(out: Path) -> dict[str, int]:
     return {path.parent.name: path.stat().st_mtime_ns for path in out.glob("trials/*/best.pt")}
 
 
-def warnings_in(stderr: str) -> list[str]:
+def stderr_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
@@ -73,12 +73,13 @@ def test_a_damaged_journal_is_one_line_and_the_same_command_goes_on_keeping_ever
 
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
-    lines = warnings_in(result.stderr)
+    lines = stderr_lines(result.stderr)
     assert len(lines) == 1 and "journal.log: its last" in lines[0] and "set aside in" in lines[0], result.stderr
     aside = Path(lines[0].split("set aside in ")[1].split(", and")[0])
-    kept = journal.read_bytes()
-    assert aside.read_bytes() == damaged[len(damaged) - len(aside.read_bytes()) :]
-    assert damaged.startswith(kept[: len(damaged) - len(aside.read_bytes())]), "the valid records were kept"
+    tail = aside.read_bytes()
+    valid = damaged[: len(damaged) - len(tail)]
+    assert valid + tail == damaged and tail, "the damaged tail set aside whole"
+    assert journal.read_bytes().startswith(valid), "the valid records kept (the rerun appends after them)"
     assert stamps(out) == before, "no finished trial was trained again"
     assert_finished_once(out)
     report = run_cli("sweep", "--report", out, "--json")
@@ -92,7 +93,7 @@ def test_a_deleted_journal_or_damaged_record_is_one_line_and_the_sweep_goes_on(s
     (out / "journal.log").unlink()
     missing = run_cli(*args)
     assert missing.returncode == 0, missing.stderr
-    assert len(warnings_in(missing.stderr)) == 1 and "journal.log: missing" in missing.stderr, missing.stderr
+    assert len(stderr_lines(missing.stderr)) == 1 and "journal.log: missing" in missing.stderr, missing.stderr
     assert stamps(out) == before, "the study was made anew, and found every run folder finished"
     assert_finished_once(out)
 
@@ -102,7 +103,7 @@ def test_a_deleted_journal_or_damaged_record_is_one_line_and_the_sweep_goes_on(s
         assert_one_line_error(run_cli("sweep", "--report", out), 1, "sweep.json: damaged")
         again = run_cli(*args)
         assert again.returncode == 0, again.stderr
-        assert len(warnings_in(again.stderr)) == 1 and "sweep.json: damaged" in again.stderr, again.stderr
+        assert len(stderr_lines(again.stderr)) == 1 and "sweep.json: damaged" in again.stderr, again.stderr
         assert json.loads(record.read_text())["study"] == "spec", "rewritten"
     assert stamps(out) == before
 
@@ -197,7 +198,7 @@ def test_a_damaged_last_pt_fails_its_trial_with_the_reason_and_a_rerun_after_rem
     for _ in range(2):  # a rerun retries it, and says so again while the file is still damaged
         failed = run_cli(*args)
         assert failed.returncode == 1, failed.stderr
-        lines = warnings_in(failed.stderr)
+        lines = stderr_lines(failed.stderr)
         assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
         assert str(saved) in lines[0] and "a rerun tries it again" in lines[0], lines
     saved.unlink()
@@ -240,7 +241,7 @@ def test_a_full_disk_fails_each_trial_with_its_reason_and_the_rerun_after_freein
     args = ["sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet"]
     full = run_cli(*args)
     assert full.returncode == 1, full.stderr
-    lines = warnings_in(full.stderr)
+    lines = stderr_lines(full.stderr)
     assert len(lines) == 4 and "Traceback" not in full.stderr, full.stderr
     assert all("No space left on device" in line and "a rerun tries it again" in line for line in lines), lines
     grow(small_disk)
@@ -268,5 +269,5 @@ def test_a_disk_that_fills_while_the_study_is_queued_is_one_line_and_the_rerun_f
     grow(small_disk)
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(warnings_in(rerun.stderr)) <= 1, rerun.stderr  # the journal's cut line, if the write stopped mid-line
+    assert len(stderr_lines(rerun.stderr)) <= 1, rerun.stderr  # the journal's cut line, if the write stopped mid-line
     assert_finished_once(out, 18)
