@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import logging
 import math
 import os
 import socket
@@ -31,6 +32,7 @@ from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import CheckpointError, ImageError, MnistFfnError, UsageError
 from mnist_ffn.model import architecture
 from mnist_ffn.predict import preprocess, read_image, to_pil
+from mnist_ffn.shell import one_line
 
 HEATMAP_CELL = 8  # screen pixels per unit in a layer's heat map
 SEEN_SCALE = 8  # the 28x28 input shown at 224x224
@@ -48,6 +50,7 @@ SELECT_BRUSH = """() => {
 }"""
 WIPE_CANVAS = """() => { document.querySelector('#canvas button[aria-label="Clear canvas"]')?.click(); return []; }"""
 MAX_FILE_BYTES = 20 * 1024 * 1024  # larger uploads are refused by the server; read_image then limits pixels
+MALFORMED_CALL = "Not a call this page makes: it takes a drawing from its canvas or a file from its upload box."
 
 
 @dataclass
@@ -202,6 +205,8 @@ def check_port(host: str, port: int) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise UsageError(f"--host {host}: not an address or name of this machine ({reason})") from None
     with socket.socket(family, kind, protocol) as probe:
+        # as the server binds: connections of a demo just stopped, waiting out TIME_WAIT, do not hold the port
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as exc:
@@ -211,11 +216,48 @@ def check_port(host: str, port: int) -> None:
             raise UsageError(f"--port {port}: {host}:{port} {reason}; choose another with --port") from None
 
 
+class MalformedRequestLine(logging.Filter):
+    """The web server's log of a request that failed before any page code ran (an unknown endpoint, a
+    malformed body): one warning line on stderr instead of the server's traceback. The server goes on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        error = record.exc_info[1]
+        print(
+            f"mnist-ffn: warning: refused a malformed request to the page ({one_line(type(error).__name__)}: "
+            f"{one_line(str(error))})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+
+
+def quiet_server_logs() -> None:
+    """Requests no page of ours makes must not fill the server's stderr with tracebacks (see
+    MalformedRequestLine), nor with the multipart parser's warnings about a body it then refuses."""
+    logging.getLogger("uvicorn.error").addFilter(MalformedRequestLine())  # uvicorn keeps a logger's filters
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+
+
 def build_page(model: DemoModel):
     """The Gradio page: canvas and upload on the left, what the network makes of them on the right."""
     import gradio as gr
 
-    with gr.Blocks(title="mnist-ffn demo") as page:
+    class Page(gr.Blocks):
+        """A page whose API answers a malformed call (one the page itself never makes) with one message to
+        the caller, instead of a traceback on the server's stderr for each: Gradio validates a call's input
+        against each component's schema before any handler of ours runs, and prints whatever fails there."""
+
+        async def preprocess_data(self, *args, **kwargs):
+            try:
+                return await super().preprocess_data(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception:
+                raise gr.Error(MALFORMED_CALL, print_exception=False) from None
+
+    with Page(title="mnist-ffn demo") as page:
         gr.Markdown(f"## Draw a digit and watch the network think\n{model.header}", elem_id="header")
         with gr.Row():
             with gr.Column(scale=1):
@@ -297,6 +339,7 @@ def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, de
         import gradio  # noqa: F401  (seconds to import: only once the checkpoint and the port are known good)
     except ImportError:
         raise MnistFfnError("the demo needs Gradio: pip install 'mnist-ffn[demo]'") from None
+    quiet_server_logs()
     page = build_page(model)
     page.queue(default_concurrency_limit=4)
     print(f"mnist-ffn demo: http://{host}:{port} (Ctrl-C to stop)", flush=True)

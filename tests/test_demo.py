@@ -7,6 +7,7 @@ skip, except under CI=true, where they fail.
 """
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_ffn.demo import BLANK_HINT, DemoModel, canvas_image, heatmap, respond
+from mnist_ffn.demo import BLANK_HINT, MALFORMED_CALL, DemoModel, canvas_image, check_port, heatmap, respond
 from mnist_ffn.predict import predict_images
 from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, start_forked
 
@@ -368,3 +370,78 @@ def real_test_digits(count: int):
     labels = gzip.decompress((raw / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
     pixels = numpy.frombuffer(images, dtype=numpy.uint8).reshape(-1, 28, 28)
     return [pixels[index].copy() for index in range(count)], [labels[index] for index in range(count)]
+
+
+def api(server: DemoServer, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
+    """One raw HTTP POST to the server, as any program on this machine could send: (status, body)."""
+    request = urllib.request.Request(server.url + path.lstrip("/"), data=body, headers={"Content-Type": content_type})
+    try:
+        with DIRECT.open(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def api_call(server: DemoServer, endpoint: str, data) -> str:
+    """A call to one of the page's endpoints through Gradio's HTTP API: the event stream of its answer."""
+    status, body = api(server, f"gradio_api/call/{endpoint}", json.dumps({"data": data}).encode())
+    assert status == 200, body
+    event = json.loads(body)["event_id"]
+    with DIRECT.open(f"{server.url}gradio_api/call/{endpoint}/{event}", timeout=30) as response:
+        return response.read().decode()
+
+
+def test_malformed_api_calls_get_one_message_and_leave_no_traceback_on_the_server(servers, tmp_path):
+    server = servers["mnist"]
+    server.wait_until_ready()
+    file_meta = {"_type": "gradio.FileData"}
+    for endpoint, data in [
+        ("from_canvas", ["not a drawing"]),
+        ("from_canvas", [{"composite": {"path": "/etc/passwd"}}]),  # a path the page never uploaded
+        ("from_canvas", []),  # no input at all
+        ("from_canvas", [1, 2, 3]),
+        ("from_upload", [{"path": "/etc/passwd", "meta": file_meta}]),
+        ("from_upload", [{"path": 5}]),
+        ("from_upload", ["garbage"]),
+    ]:
+        answer = api_call(server, endpoint, data)
+        assert "event: error" in answer and MALFORMED_CALL in answer, (endpoint, data, answer)
+        assert "/etc" not in answer.replace(json.dumps(data), "") and "Traceback" not in answer
+    # requests that fail before any page code runs: an unknown endpoint or function, a body that is not one
+    assert api(server, "gradio_api/run/no_such_endpoint", b'{"data": []}')[0] >= 400
+    assert api(server, "gradio_api/queue/join", b'{"data": [1], "fn_index": 999, "session_hash": "x"}')[0] >= 400
+    assert api(server, "gradio_api/upload", b"garbage", "multipart/form-data; boundary=xyz")[0] == 400
+    assert 400 <= api(server, "gradio_api/call/from_canvas", b"\xff\xfe{")[0] < 500  # not JSON, not even UTF-8
+
+    # ... and the server still answers a real upload, made through the same API
+    images, labels = real_test_digits(1)
+    digit = tmp_path / "digit.png"
+    Image.fromarray(255 - images[0]).resize((112, 112)).save(digit)
+    boundary = "mnist-ffn-test"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="digit.png"\r\n\r\n'
+    body = head.encode() + digit.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    status, uploaded = api(server, "gradio_api/upload", body, f"multipart/form-data; boundary={boundary}")
+    assert status == 200, uploaded
+    answer = api_call(server, "from_upload", [{"path": json.loads(uploaded)[0], "orig_name": "digit.png",
+                                               "meta": file_meta}])  # fmt: skip
+    assert "event: complete" in answer and f"The network says **{labels[0]}**" in answer, answer
+
+    assert server.process.poll() is None, "the server keeps running"
+    stderr = server.process.output()[1]
+    assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("mnist-ffn: warning: refused a malformed request") for line in lines), lines
+
+
+def test_a_port_whose_last_connections_wait_out_time_wait_is_free_again():
+    """A demo stopped and started again on its port at once: the old connections' TIME_WAIT must not count."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the demo's web server (uvicorn) does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the server's side closes first, so its port waits in TIME_WAIT
+            client.recv(1)
+    check_port("127.0.0.1", port)  # raises UsageError if the port counted as in use
