@@ -63,7 +63,10 @@ DataDirOption = Annotated[
     ),
 ]
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML file of overrides, e.g. configs/default.toml.")
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="A preset's name (see mnist-ffn configs), e.g. best, or a TOML file of overrides."
+    ),
 ]
 OverridesOption = Annotated[
     list[str] | None,
@@ -280,7 +283,7 @@ def compare(
 @app.command()
 def sweep(
     spec: Annotated[
-        Path | None, typer.Argument(help="A sweep spec (TOML), e.g. sweeps/lesson.toml; not needed with --report.")
+        Path | None, typer.Argument(help="A sweep spec's name (see mnist-ffn configs), e.g. lesson, or its TOML file.")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Sweep folder. Default: runs/sweep-<spec name>.")
@@ -299,6 +302,16 @@ def sweep(
     trials: Annotated[
         int | None, typer.Option("--trials", min=1, help="tpe: points to try (overrides the spec).")
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override the spec: SECTION.KEY (its [base]), sweep.KEY or space.SECTION.KEY, e.g. "
+            "--set train.epochs=1 --set 'sweep.seeds=[0]'. Repeatable.",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = Device.auto,
     report: Annotated[
@@ -315,16 +328,19 @@ def sweep(
     from mnist_ffn.report import print_sweep, strict_json
 
     if report is not None:
+        if overrides:
+            raise UsageError("--report reads the sweep as it ran; drop --set")
         from mnist_ffn.sweep import report_folder
 
         results = report_folder(report, warn=_warn)
         folder = report
     else:
         if spec is None:
-            raise UsageError("give a sweep spec, e.g. mnist-ffn sweep sweeps/lesson.toml, or --report DIR")
+            raise UsageError("give a sweep spec, e.g. mnist-ffn sweep lesson, or --report DIR")
+        from mnist_ffn.shipped import resolve
         from mnist_ffn.sweep_spec import load_spec
 
-        loaded = load_spec(spec)
+        loaded = load_spec(resolve(spec, "sweep spec", option=""), overrides or [])
         from mnist_ffn.datasets import resolve_data_dir
         from mnist_ffn.sweep import run_sweep
 
@@ -355,11 +371,61 @@ def sweep(
     return 1 if results["failed"] else 0
 
 
+configs_app = typer.Typer(
+    help="The presets and sweep specs that ship with mnist-ffn: list them, show one, copy one to edit.",
+    no_args_is_help=False,
+    rich_markup_mode=None,
+)
+app.add_typer(configs_app, name="configs")
+
+
+@configs_app.callback(invoke_without_command=True)
+def configs(context: typer.Context) -> None:
+    """List every preset (train --config NAME) and sweep spec (sweep NAME), each with what it is for."""
+    if context.invoked_subcommand is not None:
+        return
+    from mnist_ffn.report import print_shipped
+    from mnist_ffn.shipped import shipped
+
+    print_shipped(shipped("preset"), shipped("sweep spec"))
+
+
+@configs_app.command("show")
+def configs_show(
+    name: Annotated[str, typer.Argument(help="A preset or sweep spec; configs/NAME or sweeps/NAME if both exist.")],
+) -> None:
+    """Print one preset or sweep spec as it ships."""
+    from mnist_ffn.shipped import find
+
+    sys.stdout.write(find(name).path.read_text(encoding="utf-8"))
+
+
+@configs_app.command("copy")
+def configs_copy(
+    name: Annotated[str, typer.Argument(help="A preset or sweep spec; configs/NAME or sweeps/NAME if both exist.")],
+    destination: Annotated[Path, typer.Argument(help="A file to write, or a folder to copy NAME.toml into.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
+) -> None:
+    """Copy a preset or sweep spec to edit; then pass the copy's path where the name went."""
+    from mnist_ffn.report import print_command
+    from mnist_ffn.shipped import copy_to, find
+
+    item = find(name)
+    target = copy_to(item, destination, force=force)
+    print(f"wrote {target}")
+    if item.kind == "preset":
+        print_command("train with:", "mnist-ffn", "train", "--config", target)
+    else:
+        print_command("sweep with:", "mnist-ffn", "sweep", target)
+
+
 def _resolve_config(config: Path | None, overrides: list[str], dataset: str | None):
     from mnist_ffn.config import load_config
+    from mnist_ffn.shipped import resolve
 
     dataset_override = [f'data.dataset="{dataset.value}"'] if dataset is not None else []
-    return load_config(config, [*dataset_override, *overrides])
+    config_file = resolve(config, "preset", option="--config") if config is not None else None
+    return load_config(config_file, [*dataset_override, *overrides])
 
 
 def _show(report: dict, as_json: bool, print_tables) -> None:

@@ -187,6 +187,25 @@ def print_sweep(results: dict, folder: Path) -> None:
     print_command("plot with:", "mnist-ffn", "plot", folder)
 
 
+def print_shipped(presets: dict, specs: dict) -> None:
+    """`mnist-ffn configs`: each shipped file with its header's first line, one per line (never wrapped:
+    a name must stay on the line that describes it)."""
+    width = max(len(name) for name in [*presets, *specs])
+    for title, items in (
+        ("Presets (mnist-ffn train --config NAME)", presets),
+        ("Sweep specs (mnist-ffn sweep NAME)", specs),
+    ):
+        print(title)
+        for name, item in items.items():
+            print(f"  {name:<{width}}  {item.summary}")
+    both = sorted(set(presets) & set(specs))
+    if both:
+        print(
+            f"A preset and a sweep spec share a name ({', '.join(both)}): say configs/NAME or sweeps/NAME to show it."
+        )
+    print("Show one: mnist-ffn configs show NAME    Copy one to edit: mnist-ffn configs copy NAME FILE")
+
+
 def print_command(lead: str, *arguments: object) -> None:
     """A command to paste, on a line of its own and quoted for the shell: a table's caption would wrap it."""
     print(f"{lead} {command_line(*arguments)}")

@@ -1,7 +1,7 @@
 """A sweep spec: the TOML file `mnist-ffn sweep` reads, checked whole before anything runs.
 
     [base]                      # the run every trial starts from
-    config = "../configs/default.toml"   # optional, relative to the spec file
+    config = "default"          # optional: a preset's name, or a TOML file (relative to the spec's folder)
     train.epochs = 5            # any `section.key` that `train --set` takes
 
     [space]                     # one entry per swept config key
@@ -37,11 +37,13 @@ from mnist_ffn.config import (
     Config,
     config_from_dict,
     load_config,
+    parse_override,
     read_toml,
     to_toml,
     toml_value,
 )
 from mnist_ffn.errors import ConfigError
+from mnist_ffn.shipped import resolve
 
 SAMPLERS = ("grid", "tpe")
 PRUNERS = ("median", "none")
@@ -177,10 +179,16 @@ def spec_toml(spec: SweepSpec, comment: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_spec(path: Path) -> SweepSpec:
-    """Read and check a spec; raises ConfigError listing every problem, each naming its key."""
+def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read and check a spec; raises ConfigError listing every problem, each naming its key.
+
+    `overrides` are `sweep --set` values on top of the file: `sweep.KEY=...` and `space.SECTION.KEY=...`
+    go to those tables, any other `SECTION.KEY=...` to [base] (e.g. a tiny budget for a shipped spec).
+    """
     problems: list[str] = []
     raw = read_toml(path)
+    for override in overrides:
+        _apply_override(raw, override, problems)
     for section in raw:
         if section not in ("base", "space", "sweep"):
             problems.append(f"[{section}]: unknown section; a spec has [base], [space] and [sweep]")
@@ -229,6 +237,22 @@ def _collisions(spec: SweepSpec) -> list[str]:
     return problems
 
 
+def _apply_override(raw: dict, override: str, problems: list[str]) -> None:
+    parsed = parse_override(override, problems)
+    if parsed is None:
+        return
+    ((section, values),) = parsed.items()
+    ((name, value),) = values.items()
+    table_name, path = (section, name.split(".")) if section in ("sweep", "space") else ("base", [section, name])
+    table = raw.setdefault(table_name, {})
+    for part in path[:-1]:
+        inner = table.get(part)
+        if not isinstance(inner, dict):
+            inner = table[part] = {}
+        table = inner
+    table[path[-1]] = value
+
+
 def _flatten(table: dict, prefix: str = "") -> dict[str, object]:
     """{"train": {"epochs": 5}} and {"train.epochs": 5} both -> {"train.epochs": 5}; ranges stay tables."""
     flat: dict[str, object] = {}
@@ -254,8 +278,8 @@ def _read_base(path: Path, table: object, problems: list[str]) -> Config:
     try:
         if config_file is not None:
             if not isinstance(config_file, str):
-                raise ConfigError([f"config: must be a path string, got {config_file!r}"])
-            base = load_config(path.parent / config_file)
+                raise ConfigError([f"config: must be a preset's name or a path, got {config_file!r}"])
+            base = load_config(resolve(config_file, "preset", option="config", relative_to=path.parent))
             return config_from_dict(_merge(base.to_dict(), overrides), origin="[base]")
         return config_from_dict(overrides, origin="[base]")
     except ConfigError as exc:

@@ -5,7 +5,7 @@ import torch
 
 from mnist_ffn.augment import Augmenter, is_enabled
 from mnist_ffn.config import AugmentConfig, Config, load_config
-from tests.conftest import PROJECT_ROOT
+from mnist_ffn.shipped import shipped
 
 BACKGROUND = -0.4242  # a blank MNIST pixel after normalization
 
@@ -19,8 +19,8 @@ def batch(seed=0, count=8):
 
 def test_off_by_default_so_the_default_run_pays_nothing():
     assert not is_enabled(Config().augment)
-    assert not is_enabled(load_config(PROJECT_ROOT / "configs" / "default.toml").augment)
-    assert is_enabled(load_config(PROJECT_ROOT / "configs" / "best.toml").augment)
+    assert not is_enabled(load_config(shipped("preset")["default"].path).augment)
+    assert is_enabled(load_config(shipped("preset")["best"].path).augment)
 
 
 @pytest.mark.parametrize(

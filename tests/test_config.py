@@ -13,9 +13,10 @@ from mnist_ffn.config import (
     validate,
 )
 from mnist_ffn.errors import ConfigError
+from mnist_ffn.shipped import shipped
 from tests.conftest import PROJECT_ROOT
 
-CONFIG_FILES = sorted((PROJECT_ROOT / "configs").glob("*.toml"))
+CONFIG_FILES = [item.path for item in shipped("preset").values()]  # read from the installed package
 
 
 def test_defaults_are_valid():
@@ -30,7 +31,7 @@ def test_every_shipped_config_loads_and_validates(path):
 
 
 def test_default_toml_is_what_train_uses_without_flags():
-    assert load_config(PROJECT_ROOT / "configs" / "default.toml") == Config()
+    assert load_config(shipped("preset")["default"].path) == Config()
 
 
 def test_precedence_defaults_then_file_then_set(tmp_path):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from mnist_ffn.data import DATASETS, load_dataset
 from mnist_ffn.errors import DataError
-from tests.conftest import PROJECT_ROOT, TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, write_dataset
+from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, write_dataset
 
 FASHION_CLASSES = list(DATASETS["fashion-mnist"].classes)
 FASHION_FLAGS = ["--dataset", "fashion-mnist", *TINY_FLAGS]
@@ -109,7 +109,7 @@ def test_real_fashion_mnist_verifies_and_matches_its_statistics():
 def test_real_fashion_mnist_smoke_run(tmp_path):
     out = tmp_path / "fashion-smoke"
     result = run_cli(
-        "train", "--config", PROJECT_ROOT / "configs" / "smoke.toml", "--dataset", "fashion-mnist",
+        "train", "--config", "smoke", "--dataset", "fashion-mnist",
         "--data-dir", real_data_dir("FashionMNIST"), "--out", out, "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -4,15 +4,14 @@ import json
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, real_data_dir, run_cli
+from tests.conftest import real_data_dir, run_cli
 
 pytestmark = pytest.mark.real_data
 
 
 def test_smoke_preset_learns_on_a_small_real_subset(tmp_path):
     out = tmp_path / "smoke"
-    config = PROJECT_ROOT / "configs" / "smoke.toml"
-    result = run_cli("train", "--config", config, "--data-dir", real_data_dir(), "--out", out, "--quiet")
+    result = run_cli("train", "--config", "smoke", "--data-dir", real_data_dir(), "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_accuracy"] >= 0.90, summary

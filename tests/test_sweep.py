@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from mnist_ffn.errors import ConfigError
+from mnist_ffn.shipped import shipped
 from mnist_ffn.sweep_spec import load_spec
 from tests.conftest import (
     PROJECT_ROOT,
@@ -32,7 +33,7 @@ from tests.conftest import (
 
 optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install 'mnist-ffn[sweep]'")
 
-SPECS = sorted((PROJECT_ROOT / "sweeps").glob("*.toml"))
+SPECS = [item.path for item in shipped("sweep spec").values()]  # read from the installed package
 TINY_BASE = """
 [base]
 data.verify_checksums = false
@@ -84,7 +85,7 @@ def test_every_shipped_spec_is_valid(path):
 
 
 def test_the_lesson_spec_is_16_points_times_3_seeds():
-    spec = load_spec(PROJECT_ROOT / "sweeps" / "lesson.toml")
+    spec = load_spec(shipped("sweep spec")["lesson"].path)
     assert len(spec.grid()) == 16 and spec.seeds == [0, 1, 2]
 
 
