@@ -3,11 +3,10 @@
 Without an activation (identity) the stacked layers collapse into one linear map and land
 near a linear classifier; every non-linear activation should clear it.
 
-A comparison is a grid sweep over `model.activation` with the run's one seed: compare writes
-the spec (OUT/compare.sweep.toml) and runs it with the sweep's own code, one trial after another
-in this process, each an ordinary run folder OUT/<activation>/. Rerunning the same command
-continues an interrupted comparison: finished runs are kept, interrupted ones resumed from their
-last.pt, and compare.json is written once all are done.
+Each activation's run is an ordinary run folder OUT/<activation>/, trained one after another in this
+process by `train_into`, the sweep's own rule: rerunning the same command continues an interrupted
+comparison (finished runs are kept, interrupted ones resumed from their last.pt), and compare.json is
+written once all are done. No Optuna: this is the students' command, and needs only the core packages.
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.config import ACTIVATIONS, Config, same_but_threads
-from mnist_ffn.errors import ConfigError, UsageError
+from mnist_ffn.errors import ConfigError, TrainingInterrupted, UsageError
 from mnist_ffn.model import architecture, layer_widths
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
-from mnist_ffn.sweep_spec import SweepSpec, load_spec, spec_toml
-
-SPEC_FILE = "compare.sweep.toml"
+from mnist_ffn.train_into import train_into
 
 SAME_ACTIVATION = {"none": "identity"}  # two names for one function
 COLUMNS = ("activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds")
@@ -64,44 +61,22 @@ def compare(
         for activation in activations
     }
     if base.train.val_size == 0:
-        raise ConfigError(["train.val_size: compare runs a sweep judged on validation accuracy; must be > 0"])
-    spec = SweepSpec(
-        path=out / SPEC_FILE,
-        base=base,
-        space={"model.activation": list(activations)},
-        seeds=[base.train.seed],
-        pruner="none",
-        run_folder="{values}",  # OUT/relu/, as compare has always laid it out
-    )
-    from mnist_ffn.sweep import BOOKKEEPING_FILES, run_sweep
-
+        raise ConfigError(["train.val_size: compare reports each run's validation accuracy; must be > 0"])
     results = []
     with RunFolder(out).locked("--out"):
         plans = {activation: _plan(out, activation, config, force) for activation, config in configs.items()}
         for activation, plan in plans.items():
-            if plan == "replace":  # --force, or killed before its first checkpoint: start that run anew
+            if plan == "replace":  # --force: start that run anew
                 for path in RunFolder(out / activation).run_files():
                     path.unlink(missing_ok=True)
-        # The run folders are what a comparison keeps; the study is made anew each time from the spec,
-        # and finds finished runs finished and interrupted ones resumable.
-        for name in (*BOOKKEEPING_FILES, SPEC_FILE):
-            (out / name).unlink(missing_ok=True)
-        comment = "written by `mnist-ffn compare`: the comparison as a grid sweep (see mnist_ffn/compare.py)"
-        write_text_atomically(spec.path, spec_toml(spec, comment))
-        spec = load_spec(spec.path)
-        run_sweep(
-            spec,
-            out=out,
-            storage_url=None,
-            study_name="compare",
-            workers=1,
-            trials=None,
-            data_dir=data_dir,
-            device=device,
-            in_process=True,
-        )
-        for activation in activations:
-            summary = RunFolder(out / activation).read_summary()  # every trial finished, or run_sweep raised
+        for activation, config in configs.items():
+            folder = out / activation
+            try:
+                trained = train_into(folder, config, data_dir=data_dir, device=device, progress_bars=progress_bars)
+            except TrainingInterrupted as exc:  # the comparison goes on where it stopped, not this one run
+                message = f"{exc.stopped}; rerun the same command to continue the comparison"
+                raise TrainingInterrupted(message, exc.signal_number) from None
+            summary = trained.summary
             row = {
                 "activation": activation,
                 "test_accuracy": summary["test_accuracy"],
@@ -112,7 +87,7 @@ def compare(
             }
             results.append(row)
             if log:
-                kept = " (kept from an earlier run)" if plans[activation] == "done" else ""
+                kept = " (kept from an earlier run)" if trained.how == "kept" else ""
                 log(
                     f"{activation:>10}: test accuracy {row['test_accuracy']:.2%}, "
                     f"final train loss {row['final_train_loss']:.4f}, {row['seconds']:.1f} s{kept}"
@@ -147,10 +122,8 @@ def _plan(out: Path, activation: str, config: Config, force: bool) -> str:
     if force:
         return "replace"
     saved = run.saved_config()
-    if saved is None or not same_but_threads(saved, config):  # a sweep sets the thread count it trained with
+    if saved is None or not same_but_threads(saved, config):  # the thread count alone may differ
         raise UsageError(
             f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
         )
-    if run.summary.is_file():
-        return "done"
-    return "resume" if run.last_checkpoint.is_file() else "replace"  # killed before its first checkpoint
+    return "done" if run.summary.is_file() else "resume"  # train_into resumes from last.pt, or starts anew

@@ -67,6 +67,8 @@ class Interrupted(BaseException):
 class TrainingInterrupted(MnistFfnError):
     """SIGINT or SIGTERM arrived; the run was saved and can be resumed."""
 
-    def __init__(self, message: str, signal_number: int):
+    def __init__(self, message: str, signal_number: int, stopped: str = ""):
         super().__init__(message)
+        self.signal_number = signal_number
+        self.stopped = stopped or message  # what stopped where, without how to go on: for a caller to add its own
         self.exit_code = 128 + signal_number  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -1,9 +1,10 @@
 """Sweeps on Optuna: many runs of the same training code, in worker processes, on one or many machines.
 
-Each trial is one point of the spec's space with one seed, trained by `train.train` into its own
-run folder `OUT/trials/<number>-<point>-seed<seed>/`. Workers on one machine are processes that
-share the CPU threads; workers on many machines share one Optuna study in PostgreSQL (or in the
-default journal file, on a shared file system).
+Each trial is one point of the spec's space with one seed, trained by `train_into` (kept if finished,
+resumed if interrupted, as `compare` trains each activation) into its own run folder
+`OUT/trials/<number>-<point>-seed<seed>/`. Workers on one machine are processes that share the CPU
+threads; workers on many machines share one Optuna study in PostgreSQL (or in the default journal
+file, on a shared file system).
 
 Exactly once: the process that creates the study enqueues every grid point x seed, and workers
 only pop enqueued trials (Optuna hands a waiting trial to one worker only); GridSampler alone could
@@ -28,7 +29,6 @@ from pathlib import Path
 
 from mnist_ffn import sweep_storage
 from mnist_ffn.atomic import write_text_atomically
-from mnist_ffn.config import same_but_threads
 from mnist_ffn.errors import (
     ConfigError,
     DamagedFile,
@@ -38,7 +38,6 @@ from mnist_ffn.errors import (
     TrainingInterrupted,
     UsageError,
 )
-from mnist_ffn.run_folder import RunFolder
 from mnist_ffn.sweep_results import RESULTS_FILE, RESULTS_JSON, collect_results, latest_by_folder, write_results
 from mnist_ffn.sweep_spec import Range, SweepSpec, load_spec, point_config, spec_toml
 from mnist_ffn.sweep_storage import (
@@ -52,6 +51,7 @@ from mnist_ffn.sweep_storage import (
     storage_failure,
     without_password,
 )
+from mnist_ffn.train_into import train_into
 
 SWEEP_FILE = "sweep.json"  # which study and spec an out folder belongs to
 SPEC_COPY = "spec.toml"  # the spec as the sweep runs it, written out whole: what --report reads
@@ -163,14 +163,11 @@ def run_sweep(
     device: str,
     log=None,
     warn=None,
-    in_process: bool = False,
 ) -> dict:
     """Run (or continue, or join) the sweep and return its results; results["failed"] lists the trials
     that failed, each with its reason.
 
     `log(line)` gets progress lines, `warn(line)` what was repaired on the way (a damaged journal).
-    `in_process`: one worker, this process (for `compare`: its trials run one after another in the
-    foreground anyway, and need no second torch start); `out` is then the caller's, already checked.
     """
     optuna_module()
     if trials is not None:
@@ -178,7 +175,7 @@ def run_sweep(
         size = spec.size_problem()
         if size:
             raise ConfigError([f"--trials {trials}: {size}"])
-    notes = [] if in_process else _check_out_folder(out, spec, study_name, storage_url)
+    notes = _check_out_folder(out, spec, study_name, storage_url)
     with failures_as_one_line(storage_url, out):
         if storage_url is None:
             _make_folder(out)  # the journal file lives there
@@ -197,7 +194,7 @@ def run_sweep(
             _write_sweep_files(out, spec, study_name, storage_url)
         _recover_dead_trials(study)
         _retry_failed_trials(study)
-        threads = None if in_process else max(1, (os.cpu_count() or 1) // workers)  # None: the config's own
+        threads = max(1, (os.cpu_count() or 1) // workers)
         job = {
             "spec": spec,
             "out": out,
@@ -206,14 +203,10 @@ def run_sweep(
             "data_dir": data_dir,
             "device": device,
             "threads": threads,
-            "in_process": in_process,
         }
         try:
             while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
-                if in_process:
-                    worker_main(job)
-                else:
-                    _run_workers(study, spec, job, workers, log)
+                _run_workers(study, spec, job, workers, log)
                 _recover_dead_trials(study)
         except Interrupted as exc:
             name = signal.Signals(exc.signal_number).name
@@ -420,9 +413,6 @@ def worker_main(job: dict) -> None:
 
     A lost study (the database stopped, the journal's disk full) ends the worker with STORAGE_LOST and its
     reason in the queue, for the sweep's one line; the trial it ran stays running and is resumed on rerun."""
-    if job["in_process"]:
-        _draw_and_train(job)
-        return
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep process, which stops the workers
@@ -498,16 +488,12 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
     what lies outside its config (a full disk, a damaged file), no for a diverged run or a config the
     machine cannot train (it would fail again)."""
     optuna = optuna_module()
-    from mnist_ffn.train import train
-
     point, seed = _suggest(trial, spec)
     out: Path = job["out"]
     relative = trial.user_attrs.get("run_folder") or spec.trial_folder(trial.number, point, seed)
     trial.set_user_attr("run_folder", relative)
-    run = RunFolder(out / relative)
     config = point_config(spec.base, point, seed)
-    if job["threads"] is not None:
-        config.train.threads = job["threads"]
+    config.train.threads = job["threads"]
 
     def report(row: dict) -> None:
         trial.report(row["val_acc"], step=row["epoch"])
@@ -515,22 +501,9 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
             raise optuna.TrialPruned()
 
     try:
-        finished = _finished_summary(run, config)
-        if finished is not None:  # the run ended but its worker died before telling the study: keep it
-            _tell_complete(study, trial, finished)
-            return
         with Heartbeat(study, trial):
-            resume = run.last_checkpoint.is_file()
-            summary = train(
-                None if resume else config,
-                data_dir=job["data_dir"],
-                out=run.path,
-                device=job["device"],
-                resume=resume,
-                force=not resume,  # a folder without last.pt holds nothing worth keeping
-                log=None,
-                progress_bars=False,
-                on_epoch=report,
+            trained = train_into(
+                out / relative, config, data_dir=job["data_dir"], device=job["device"], on_epoch=report
             )
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -543,37 +516,14 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
         trial.set_user_attr("error", str(exc))
         trial.set_user_attr("retry", not isinstance(exc, TrainingDiverged | ConfigError))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if job["in_process"]:
-            raise  # compare: the run's own message, as `train` gives it
         return
-    _tell_complete(study, trial, summary)
+    _tell_complete(study, trial, trained.summary)
 
 
 def _tell_complete(study, trial, summary: dict) -> None:
     trial.set_user_attr("test_accuracy", summary["test_accuracy"])
     trial.set_user_attr("seconds", summary["wall_seconds"])  # every process's share, not only the last one's
     study.tell(trial, summary["best_val_accuracy"])
-
-
-def _finished_summary(run: RunFolder, config) -> dict | None:
-    """The summary of a run that already finished in this folder with this config, else None.
-
-    The thread count may differ (a rerun with another --workers): a finished run stays finished. A folder
-    holding a run of another config (a study made anew, another sweep's folder) is refused, never reused
-    nor overwritten: raises UsageError."""
-    if not run.holds_a_run():
-        return None
-    on_disk = run.saved_config()
-    if on_disk is not None and not same_but_threads(on_disk, config):
-        raise UsageError(
-            f"{run.path}: holds a run of another config than this trial's; move it away and rerun the same command"
-        )
-    if on_disk is None or not run.summary.is_file():
-        return None
-    try:
-        return run.read_summary()
-    except MnistFfnError:
-        return None
 
 
 # -- the results of a folder ------------------------------------------------------------------------------------

@@ -325,11 +325,11 @@ class Trainer:
     def _stop(self, signal_number: int) -> None:
         name = signal.Signals(signal_number).name
         progress = self.progress
-        raise TrainingInterrupted(
+        stopped = (
             f"stopped by {name} at epoch {progress.epoch + 1}, step {progress.step_in_epoch}; "
-            f"saved {self.run.last_checkpoint}; resume with: {self.resume_command}",
-            signal_number,
+            f"saved {self.run.last_checkpoint}"
         )
+        raise TrainingInterrupted(f"{stopped}; resume with: {self.resume_command}", signal_number, stopped)
 
     # -- the end ---------------------------------------------------------------------------------------
 

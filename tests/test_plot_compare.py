@@ -142,6 +142,22 @@ def test_compare_trains_one_run_per_activation_and_writes_a_table(tiny_data, tmp
         assert_png(out / "compare.png")
 
 
+def test_compare_needs_no_optuna(tiny_data, tmp_path, monkeypatch):
+    """The students' command runs on the core packages alone: the sweep extra made unimportable."""
+    for module in ("optuna", "psycopg", "mnist_ffn.sweep", "mnist_ffn.sweep_storage"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import optuna` now raises ImportError
+    out = tmp_path / "compare"
+    result = run_cli("compare", "--activations", "identity,relu", "--epochs", "1", "--data-dir", tiny_data,
+                     "--out", out, "--quiet", *TINY_FLAGS)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "compare.json").read_text())["results"]
+    assert [row["activation"] for row in rows] == ["identity", "relu"]
+    for row in rows:
+        summary = json.loads((out / row["activation"] / "summary.json").read_text())
+        assert row["test_accuracy"] == summary["test_accuracy"]
+    assert sorted(path.name for path in out.iterdir()) == ["compare.csv", "compare.json", "identity", "relu"]
+
+
 def test_compare_json_output(tiny_data, tmp_path):
     result = run_cli(
         "compare", "--activations", "tanh", "--epochs", "1", "--data-dir", tiny_data, "--out", tmp_path / "c", "--json",

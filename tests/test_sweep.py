@@ -24,7 +24,6 @@ from mnist_ffn.shipped import shipped
 from mnist_ffn.sweep_spec import load_spec
 from tests.conftest import (
     PROJECT_ROOT,
-    TINY_FLAGS,
     assert_one_line_error,
     finish_process,
     run_cli,
@@ -571,24 +570,6 @@ def test_a_spec_written_out_reads_back_the_same(tmp_path):
     copy = tmp_path / "copy.toml"
     copy.write_text(spec_toml(spec, "a copy"))
     assert load_spec(copy).fingerprint() == spec.fingerprint()
-
-
-def test_a_comparison_is_a_sweep_that_report_reads(tiny_data, tmp_path):
-    out = tmp_path / "compare"
-    result = run_cli(
-        "compare", "--activations", "identity,relu", "--epochs", "1", "--data-dir", tiny_data, "--out", out, "--quiet",
-        *TINY_FLAGS,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert (out / "compare.sweep.toml").is_file() and (out / "identity" / "summary.json").is_file()
-    report = run_cli("sweep", "--report", out, "--json")
-    assert report.returncode == 0, report.stderr
-    points = {row["point"]: row for row in json.loads(report.stdout)["points"]}
-    assert set(points) == {"activation=identity", "activation=relu"}
-    for activation in ("identity", "relu"):
-        summary = json.loads((out / activation / "summary.json").read_text())
-        assert points[f"activation={activation}"]["test_mean"] == summary["test_accuracy"]
-        assert points[f"activation={activation}"]["run_folders"] == [activation]
 
 
 def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no_password_anywhere(
