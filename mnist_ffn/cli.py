@@ -12,7 +12,6 @@ import errno
 import os
 import signal
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -63,7 +62,7 @@ DataDirOption = Annotated[
     ),
 ]
 ConfigOption = Annotated[
-    Path | None,
+    str | None,  # not a Path: "./best" must stay a path, where Path would make it the name "best"
     typer.Option(
         "--config", "-c", help="A preset's name (see mnist-ffn configs), e.g. best, or a TOML file of overrides."
     ),
@@ -122,23 +121,21 @@ def train(
         raise UsageError(
             "--resume continues a run with its saved config; drop --config, --set, --dataset, --out and --force"
         )
-    resolved = None if resume is not None else _resolve_config(config, overrides or [], dataset)
-
-    from mnist_ffn.datasets import resolve_data_dir
+    from mnist_ffn import api
     from mnist_ffn.report import print_train_summary
-    from mnist_ffn.train import train as run_training
 
-    run_dir = resume if resume is not None else out or _default_run_dir(config)
-    summary = run_training(
-        resolved,
-        data_dir=resolve_data_dir(data_dir),
-        out=run_dir,
+    result = api.train(
+        config,
+        overrides=_overrides(overrides or [], dataset),
+        out=out,
+        data_dir=data_dir,
         device=device.value,
-        resume=resume is not None,
+        quiet=quiet,
         force=force,
-        log=None if quiet else _print_line,
-        progress_bars=not quiet,
+        resume=resume,
+        log=_print_line,
     )
+    summary, run_dir = result.summary, result.folder
     if not quiet:
         print_train_summary(summary, run_dir)
 
@@ -158,17 +155,11 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Judge a checkpoint alone: accuracy, loss, per-class accuracy and the confusion matrix."""
-    from mnist_ffn.datasets import resolve_data_dir
-    from mnist_ffn.evaluate import evaluate_checkpoint
+    from mnist_ffn import api
     from mnist_ffn.report import print_evaluation
 
-    report = evaluate_checkpoint(
-        checkpoint,
-        resolve_data_dir(data_dir),
-        split=split.value,
-        device=device.value,
-        expected_dataset=dataset.value if dataset else None,
-    )
+    expected = dataset.value if dataset else None
+    report = api.evaluate(checkpoint, split.value, data_dir, device=device.value, expected_dataset=expected)
     _show(report, as_json, print_evaluation)
 
 
@@ -257,11 +248,12 @@ def compare(
     extra = [f"train.epochs={epochs}"] if epochs is not None else []
     resolved = _resolve_config(config, [*(overrides or []), *extra], dataset)
 
+    from mnist_ffn.api import default_run_folder
     from mnist_ffn.compare import compare as run_comparison
     from mnist_ffn.datasets import resolve_data_dir
     from mnist_ffn.report import print_comparison
 
-    out = out or _new_folder("compare-")
+    out = out or default_run_folder(None, prefix="compare-")
     comparison = run_comparison(
         resolved,
         names,
@@ -283,7 +275,8 @@ def compare(
 @app.command()
 def sweep(
     spec: Annotated[
-        Path | None, typer.Argument(help="A sweep spec's name (see mnist-ffn configs), e.g. lesson, or its TOML file.")
+        str | None,  # as --config: "./lesson" is a path
+        typer.Argument(help="A sweep spec's name (see mnist-ffn configs), e.g. lesson, or its TOML file."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Sweep folder. Default: runs/sweep-<spec name>.")
@@ -340,16 +333,17 @@ def sweep(
         from mnist_ffn.shipped import resolve
         from mnist_ffn.sweep_spec import load_spec
 
-        loaded = load_spec(resolve(spec, "sweep spec", option=""), overrides or [])
+        spec_file = resolve(spec, "sweep spec", option="")
+        loaded = load_spec(spec_file, overrides or [])
         from mnist_ffn.datasets import resolve_data_dir
         from mnist_ffn.sweep import run_sweep
 
-        folder = out or Path("runs") / f"sweep-{spec.stem}"
+        folder = out or Path("runs") / f"sweep-{spec_file.stem}"
         results = run_sweep(
             loaded,
             out=folder,
             storage_url=storage,
-            study_name=study or spec.stem,
+            study_name=study or spec_file.stem,
             workers=workers,
             trials=trials,
             data_dir=resolve_data_dir(data_dir),
@@ -419,13 +413,15 @@ def configs_copy(
         print_command("sweep with:", "mnist-ffn", "sweep", target)
 
 
-def _resolve_config(config: Path | None, overrides: list[str], dataset: str | None):
-    from mnist_ffn.config import load_config
-    from mnist_ffn.shipped import resolve
+def _overrides(overrides: list[str], dataset: DatasetName | None) -> list[str]:
+    """--dataset NAME is --set data.dataset=NAME, before the --set options."""
+    return [*([f'data.dataset="{dataset.value}"'] if dataset is not None else []), *overrides]
 
-    dataset_override = [f'data.dataset="{dataset.value}"'] if dataset is not None else []
-    config_file = resolve(config, "preset", option="--config") if config is not None else None
-    return load_config(config_file, [*dataset_override, *overrides])
+
+def _resolve_config(config: str | None, overrides: list[str], dataset: DatasetName | None):
+    from mnist_ffn.api import resolve_config
+
+    return resolve_config(config, _overrides(overrides, dataset))
 
 
 def _show(report: dict, as_json: bool, print_tables) -> None:
@@ -436,21 +432,6 @@ def _show(report: dict, as_json: bool, print_tables) -> None:
         print(strict_json(report))
     else:
         print_tables(report)
-
-
-def _default_run_dir(config: Path | None) -> Path:
-    return _new_folder(f"{config.stem}-" if config is not None else "")
-
-
-def _new_folder(prefix: str) -> Path:
-    """runs/<prefix><date>-<time>, with a suffix if a run started in the same second."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = Path("runs") / f"{prefix}{stamp}"
-    suffix = 2
-    while candidate.exists():
-        candidate = Path("runs") / f"{prefix}{stamp}-{suffix}"
-        suffix += 1
-    return candidate
 
 
 def _warn(line: str) -> None:

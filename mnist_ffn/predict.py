@@ -16,10 +16,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_ffn.atomic import write_atomically
-from mnist_ffn.checkpoint import load_checkpoint, restore_model
-from mnist_ffn.data import IMAGE_SIDE, normalize
+from mnist_ffn.data import IMAGE_SIDE
 from mnist_ffn.datasets import DATASETS
-from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import ImageError
 from mnist_ffn.reading import NotARegularFile, open_regular
 
@@ -158,11 +156,10 @@ def predict_images(
     save_preprocessed: Path | None = None,
 ) -> dict:
     """Classify each image; one that cannot be read or holds no ink gets a row with its error instead."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    target = pick_device(device)
-    model = restore_model(checkpoint_path, checkpoint).to(target).eval()
-    classes = checkpoint["classes"]
-    dataset = checkpoint["dataset"]
+    from mnist_ffn.api import load  # the Python API's network: the same preprocessing and forward pass
+
+    network = load(checkpoint_path, device=device)
+    classes, dataset = network.classes, network.dataset
     if save_preprocessed is not None:
         _make_folder(save_preprocessed)
     rows: list[dict] = []
@@ -181,10 +178,7 @@ def predict_images(
             png = save_preprocessed / f"{stem}-28x28.png"
             write_atomically(png, lambda file, frame=frame: to_pil(frame).save(file, format="PNG"))
     if frames:
-        normalization = checkpoint["normalization"]
-        batch = normalize(torch.stack(list(frames.values())), normalization["mean"], normalization["std"]).to(target)
-        with torch.inference_mode():
-            probabilities = torch.softmax(model(batch).float(), dim=1).cpu()
+        probabilities = network.probabilities(torch.stack(list(frames.values())))
         best = probabilities.topk(min(top, len(classes)), dim=1)
         for index, values, indices in zip(frames, best.values, best.indices, strict=True):
             rows[index]["top"] = [

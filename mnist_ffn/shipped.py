@@ -61,7 +61,8 @@ def everything() -> list[Shipped]:
 
 
 def resolve(value: str | Path, kind: str, *, option: str, relative_to: Path | None = None) -> Path:
-    """The file `value` names: a path that exists wins; else a bare name among the shipped files of `kind`.
+    """The file `value` names: a path that exists wins; else a bare name (a str without "/") among the shipped
+    files of `kind`.
 
     Anything else is one ConfigError (exit 2) that lists the shipped names, with a did-you-mean.
     `relative_to` is the folder a relative path is read from (a sweep spec's own folder).
@@ -72,13 +73,15 @@ def resolve(value: str | Path, kind: str, *, option: str, relative_to: Path | No
         candidate = relative_to / candidate
     if candidate.exists() or candidate.is_symlink():  # a broken link is the path's problem, not a name
         return candidate
+    where = f"{option} {text}" if option else text
+    if "/" in text or isinstance(value, Path):  # a path, not a name
+        raise ConfigError([f"{where}: {'config file' if kind == 'preset' else kind} not found"])
     available = shipped(kind)
     name = text.removesuffix(".toml")
-    if "/" not in name and name in available:
+    if name in available:
         return available[name].path
-    hint = difflib.get_close_matches(name.rpartition("/")[2], list(available), n=1, cutoff=0.5)
+    hint = difflib.get_close_matches(name, list(available), n=1, cutoff=0.5)
     did_you_mean = f"; did you mean {hint[0]}?" if hint else ""
-    where = f"{option} {text}" if option else text
     names = ", ".join(available)
     raise ConfigError([f"{where}: no such file, and no {kind} of that name ({kind}s: {names}){did_you_mean}"])
 

@@ -67,7 +67,7 @@ _CONTEXT = multiprocessing.get_context(
     "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 )
 if _CONTEXT.get_start_method() == "forkserver":
-    _CONTEXT.set_forkserver_preload(["torch", "optuna", "mnist_ffn.train"])
+    _CONTEXT.set_forkserver_preload(["torch", "optuna", "mnist_ffn.training"])
 
 
 # -- the study ---------------------------------------------------------------------------------------------------

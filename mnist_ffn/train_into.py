@@ -38,7 +38,7 @@ def train_into(
     with `another_config` (what to do about it). The thread count may differ (a rerun with another
     --workers): a finished run stays finished.
     """
-    from mnist_ffn.train import train
+    from mnist_ffn.training import train
 
     run = RunFolder(folder)
     finished = finished_summary(run, config, another_config)

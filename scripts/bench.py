@@ -47,7 +47,7 @@ from mnist_ffn.data import DATASETS, FILE_NAMES, find_files
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.devices import device_name, pick_device
 from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.train import StopSignals, Trainer
+from mnist_ffn.training import StopSignals, Trainer
 
 WIDTHS = [784, 512, 512, 10]
 LR, MOMENTUM = 0.01, 0.9  # the PyTorch MNIST example's SGD settings

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 # The sweep's workers use the same forkserver; whichever starts it first, it imports these once.
-PRELOAD = ["torch", "optuna", "mnist_ffn.cli", "mnist_ffn.train", "mnist_ffn.sweep", "tests.forked"]
+PRELOAD = ["torch", "optuna", "mnist_ffn.cli", "mnist_ffn.training", "mnist_ffn.sweep", "tests.forked"]
 
 
 def _run_command(

@@ -29,7 +29,7 @@ from mnist_ffn.engines import AutogradEngine, build_engine, engine_name
 from mnist_ffn.model import ACTIVATION_LAYERS, build_model
 from mnist_ffn.optim import learning_rate
 from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.train import StopSignals, Trainer, train
+from mnist_ffn.training import StopSignals, Trainer, train
 
 TOLERANCE = 2e-5
 ACTIVATION_NAMES = [name for name in CONFIG_ACTIVATIONS if name != "none"]  # "none" is identity's alias

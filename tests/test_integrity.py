@@ -16,12 +16,12 @@ import time
 
 import pytest
 
-from mnist_ffn import train as train_module
+from mnist_ffn import training as train_module
 from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.config import load_config
 from mnist_ffn.errors import TrainingInterrupted
 from mnist_ffn.run_folder import LOCK_FILE, RunFolder
-from mnist_ffn.train import train
+from mnist_ffn.training import train
 from tests.conftest import (
     PROJECT_ROOT,
     TINY_FLAGS,

@@ -76,7 +76,8 @@ def test_a_path_that_exists_wins_over_a_name_and_a_bare_name_finds_the_preset(tm
     ("args", "expected"),
     [
         (["train", "--config", "bets"], ["--config bets", "presets: best, default", "did you mean best?"]),
-        (["train", "--config", "configs/nothing.toml"], ["no such file", "presets:"]),
+        (["train", "--config", "configs/nothing.toml"], ["--config configs/nothing.toml: config file not found"]),
+        (["sweep", "./lesson"], ["./lesson: sweep spec not found"]),
         (["compare", "--config", "smok"], ["did you mean smoke?"]),
         (["sweep", "lesso"], ["lesso", "sweep specs: fashion, lesson", "did you mean lesson?"]),
     ],

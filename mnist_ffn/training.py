@@ -45,7 +45,7 @@ from mnist_ffn.errors import (
     TrainingInterrupted,
     UsageError,
 )
-from mnist_ffn.evaluate import evaluate
+from mnist_ffn.evaluation import evaluate
 from mnist_ffn.model import architecture, build_model, count_parameters
 from mnist_ffn.optim import learning_rate
 from mnist_ffn.report import epoch_line, start_line

@@ -1,0 +1,178 @@
+"""The Python API, for scripts and notebooks: `train`, `load` and `evaluate`.
+
+    import mnist_ffn
+    result = mnist_ffn.train("smoke", overrides={"optim.lr": 0.05})
+    print(result.summary["test_accuracy"])
+    network = mnist_ffn.load(result.best)
+    network.predict(["examples/seven.png"])  # class probabilities, one row per image
+    mnist_ffn.evaluate(result.best)          # what `mnist-ffn eval --json` prints
+
+The CLI's `train`, `eval` and `predict` call these same functions. Every problem a person can fix
+raises `mnist_ffn.MnistFfnError` (or a subclass) with the one-line message the CLI prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
+from mnist_ffn.config import Config, load_config, toml_value
+from mnist_ffn.data import normalize
+from mnist_ffn.datasets import resolve_data_dir
+from mnist_ffn.devices import pick_device
+from mnist_ffn.errors import UsageError
+from mnist_ffn.predict import preprocess, read_image
+from mnist_ffn.shipped import resolve
+
+ImageInput = str | Path | Image.Image
+SPLITS = ("test", "val", "train")
+
+
+@dataclass
+class TrainResult:
+    """A finished run: its folder and what its summary.json holds."""
+
+    folder: Path
+    summary: dict = field(repr=False)
+
+    @property
+    def best(self) -> Path:
+        """best.pt: the checkpoint with the best validation accuracy (the last one without a validation split)."""
+        return self.folder / "best.pt"
+
+
+def train(
+    config: str | Path | None = None,
+    *,
+    overrides: Mapping[str, object] | Iterable[str] | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    quiet: bool = True,
+    force: bool = False,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a network into a run folder, as `mnist-ffn train` does, and return the finished run.
+
+    config: a preset's name ("smoke", "best": see `mnist-ffn configs`), a TOML file, or None for the defaults.
+    overrides: {"section.key": value}, applied after the config, e.g. {"optim.lr": 0.05, "model.hidden": [256]}
+    (or the CLI's "section.key=value" strings).
+    out: the run folder (default: runs/<config>-<date>-<time>); force replaces a run already there.
+    data_dir: the folder with the data files (default: $MNIST_FFN_DATA, else ~/.cache/mnist-ffn).
+    quiet: False prints a line per epoch and progress bars; `log` takes the lines instead of print.
+    resume: a run folder to continue from its last.pt, with its saved config (then leave config,
+    overrides, out and force out).
+    """
+    from mnist_ffn.training import train as run_training
+
+    folder = Path(resume) if resume is not None else Path(out) if out is not None else default_run_folder(config)
+    summary = run_training(
+        None if resume is not None else resolve_config(config, overrides),
+        data_dir=resolve_data_dir(Path(data_dir) if data_dir is not None else None),
+        out=folder,
+        device=device,
+        resume=resume is not None,
+        force=force,
+        log=None if quiet else (log or print),
+        progress_bars=not quiet,
+    )
+    return TrainResult(folder, summary)
+
+
+def resolve_config(config: str | Path | None, overrides: Mapping[str, object] | Iterable[str] | None = None) -> Config:
+    """Defaults < the preset or file `config` < `overrides` ({"section.key": value}, or "section.key=value" strings)."""
+    if isinstance(overrides, Mapping):
+        overrides = [f"{key}={toml_value(value)}" for key, value in overrides.items()]
+    config_file = resolve(config, "preset", option="--config") if config is not None else None
+    return load_config(config_file, list(overrides or []))
+
+
+def default_run_folder(config: str | Path | None, prefix: str = "") -> Path:
+    """runs/<config>-<date>-<time> (or runs/<prefix><date>-<time>), with a suffix if one started that second."""
+    if config is not None:
+        prefix = f"{Path(config).stem}-"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = Path("runs") / f"{prefix}{stamp}"
+    suffix = 2
+    while candidate.exists():
+        candidate = Path("runs") / f"{prefix}{stamp}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+class Network(nn.Sequential):
+    """A trained network, in eval mode: an nn.Sequential with what it was trained on and how to feed it."""
+
+    config: Config
+    classes: list[str]
+    dataset: str
+    normalization: dict[str, float]
+    checkpoint: Path
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def predict(self, images: Iterable[ImageInput] | ImageInput) -> torch.Tensor:
+        """Class probabilities, shape (len(images), len(classes)), for PIL images or image files, preprocessed
+        exactly as `mnist-ffn predict` does (inverted if dark on light, framed as the data set was made).
+
+        A file that cannot be read, or an image with nothing in it, raises ImageError naming it."""
+        if isinstance(images, str | Path | Image.Image):
+            images = [images]
+        frames = [preprocess(_image(item), self.dataset) for item in images]
+        return self.probabilities(torch.stack(frames)) if frames else torch.empty(0, len(self.classes))
+
+    def probabilities(self, frames: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for 28x28 frames with pixel values 0-255, shape (N, 28, 28), as predict makes them."""
+        batch = normalize(frames, self.normalization["mean"], self.normalization["std"]).to(self.device)
+        with torch.inference_mode():
+            return torch.softmax(self(batch).float(), dim=1).cpu()
+
+
+def _image(item: ImageInput) -> Image.Image:
+    return item if isinstance(item, Image.Image) else read_image(Path(item))
+
+
+def load(checkpoint: str | Path, *, device: str = "auto") -> Network:
+    """The network in a best.pt or last.pt that `mnist-ffn train` wrote, ready to predict."""
+    path = Path(checkpoint)
+    contents = load_checkpoint(path)  # CheckpointError, one line, for anything that is not one
+    network = Network(*restore_model(path, contents))
+    network.config = checkpoint_config(path, contents)
+    network.classes = list(contents["classes"])
+    network.dataset = contents["dataset"]
+    network.normalization = dict(contents["normalization"])
+    network.checkpoint = path
+    return network.to(pick_device(device)).eval()
+
+
+def evaluate(
+    checkpoint: str | Path,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    expected_dataset: str | None = None,
+) -> dict:
+    """Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a split (test, val or
+    train): the dict `mnist-ffn eval --json` prints."""
+    from mnist_ffn.evaluation import evaluate_checkpoint
+
+    if split not in SPLITS:
+        raise UsageError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    return evaluate_checkpoint(
+        Path(checkpoint),
+        resolve_data_dir(Path(data_dir) if data_dir is not None else None),
+        split=split,
+        device=device,
+        expected_dataset=expected_dataset,
+    )
