@@ -205,6 +205,28 @@ def demo(
     serve(checkpoint, host=host, port=port, open_browser=not no_browser, device=device.value)
 
 
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The file to write. Default: the checkpoint's, as .onnx.")
+    ] = None,
+    file_format: Annotated[ExportFormat, typer.Option("--format", help="The file format.")] = ExportFormat.onnx,
+) -> None:
+    """Write the network as an ONNX file: float32 pixels in [0, 1], (N, 1, 28, 28) in; logits out.
+
+    The normalization is inside the graph; the class names are in its metadata. Needs the export extra:
+    pip install 'mnist-ffn[export]'.
+    """
+    from mnist_ffn.export import export
+
+    print(f"wrote {export(checkpoint, out, file_format=file_format.value)}")
+
+
 @app.command()
 def plot(
     folder: Annotated[Path, typer.Argument(help="A run folder (from train) or a compare folder.")],

@@ -1,0 +1,97 @@
+"""`mnist-ffn export`: a trained network as an ONNX file, to run wherever onnxruntime runs.
+
+The file takes what torchvision's ToTensor gives: float32 pixels in [0, 1], shaped (N, 1, 28, 28), any
+N, light ink on dark as the data set's images are. The checkpoint's normalization is inside the graph,
+so nothing outside it needs to know the data set's mean and std. It returns logits (N, classes); the
+class names, the data set and the input's description are in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist_ffn import __version__
+from mnist_ffn.atomic import write_atomically
+from mnist_ffn.errors import MnistFfnError, UsageError
+
+FORMATS = ("onnx",)
+INPUT, OUTPUT = "pixels", "logits"
+INPUT_DOC = "float32 pixels in [0, 1], shape (N, 1, 28, 28), light on dark (torchvision's ToTensor of the images)"
+
+
+class WithNormalization(nn.Module):
+    """The network with its input normalization in front: pixels in [0, 1] -> logits."""
+
+    def __init__(self, network: nn.Sequential, mean: float, std: float):
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network((pixels - self.mean) / self.std)  # the network's first layer flattens (N, 1, 28, 28)
+
+
+def default_output(checkpoint: Path) -> Path:
+    """best.pt -> best.onnx beside it."""
+    return checkpoint.with_suffix(".onnx")
+
+
+def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onnx") -> Path:
+    """Write the checkpoint's network as `out` (default: beside the checkpoint); returns the path written."""
+    if file_format not in FORMATS:
+        raise UsageError(f"--format {file_format}: choose one of {', '.join(FORMATS)}")
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+    except ImportError:
+        raise MnistFfnError("export needs the export extra: pip install 'mnist-ffn[export]'") from None
+    from mnist_ffn.api import load
+
+    network = load(checkpoint, device="cpu")
+    out = out if out is not None else default_output(checkpoint)
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'model.onnx'}")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: no such folder {out.parent}")
+    model = WithNormalization(nn.Sequential(*network), network.normalization["mean"], network.normalization["std"])
+    proto = _onnx_proto(model.eval())
+    onnx.helper.set_model_props(
+        proto,
+        {
+            "classes": json.dumps(network.classes),
+            "dataset": network.dataset,
+            "input": INPUT_DOC,
+            "output": f"logits, shape (N, {len(network.classes)}): softmax gives each class's probability",
+            "mnist_ffn_version": __version__,
+            "checkpoint": checkpoint.name,
+        },
+    )
+    proto.doc_string = f"mnist-ffn {network.dataset} classifier; input {INPUT}: {INPUT_DOC}"
+    write_atomically(out, lambda file: file.write(proto.SerializeToString()))
+    return out
+
+
+def _onnx_proto(model: nn.Module):
+    """torch.onnx.export's dynamo exporter, with a dynamic batch size; its progress lines stay out of our output."""
+    example = torch.rand(2, 1, 28, 28)  # 2, not 1: a batch of 1 would be specialized away
+    chatter = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
+            verbose=False,
+        )
+    return program.model_proto

@@ -1,0 +1,101 @@
+"""`mnist-ffn export`: the ONNX file, run in onnxruntime, gives what the checkpoint gives.
+
+Without the export extra (onnx, onnxscript, onnxruntime) these skip, except under CI=true, where
+they fail: CI installs it.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from mnist_ffn.model import ACTIVATION_LAYERS
+from tests.conftest import assert_one_line_error, real_data_dir, run_cli
+
+
+def onnxruntime():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime as runtime
+        import onnxscript  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the export extra is missing; CI must have it: pip install -e '.[export]'")
+        pytest.skip("needs the export extra: pip install -e '.[export]'")
+    return runtime
+
+
+def session(path):
+    return onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.real_data
+def test_the_exported_file_reproduces_eval_on_all_10000_test_images(default_run, tmp_path):
+    import mnist_ffn
+    from mnist_ffn.data import load_dataset
+
+    onnxruntime()  # skips early without the extra
+    out = tmp_path / "model.onnx"
+    result = run_cli("export", default_run / "best.pt", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote {out}"
+    model = session(out)
+    raw = load_dataset(real_data_dir(), "mnist", verify_checksums=False, download=False)
+    pixels = raw.test_images.float().div(255).unsqueeze(1)  # (10000, 1, 28, 28) in [0, 1], as ToTensor gives
+    (logits,) = model.run(None, {"pixels": pixels.numpy()})
+    assert logits.shape == (10_000, 10)
+
+    network = mnist_ffn.load(default_run / "best.pt", device="cpu")
+    from mnist_ffn.data import normalize
+
+    with torch.inference_mode():
+        expected = network(normalize(raw.test_images, network.normalization["mean"], network.normalization["std"]))
+    assert float((torch.from_numpy(logits) - expected).abs().max()) <= 1e-4
+    onnx_correct = int((torch.from_numpy(logits).argmax(1) == raw.test_labels).sum())
+    report = mnist_ffn.evaluate(default_run / "best.pt", data_dir=real_data_dir(), device="cpu")
+    assert abs(onnx_correct - round(report["accuracy"] * 10_000)) <= 1, (onnx_correct, report["accuracy"])
+
+    meta = model.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == [str(digit) for digit in range(10)] and meta["dataset"] == "mnist"
+    for batch in (1, 3):  # any batch size
+        assert model.run(None, {"pixels": pixels[:batch].numpy()})[0].shape == (batch, 10)
+
+
+def test_every_activation_exports_and_runs_the_same(tmp_path):
+    """One network with every activation in turn (one export, every op the project can put in a graph)."""
+    from mnist_ffn.export import WithNormalization, _onnx_proto
+
+    onnxruntime()
+    torch.manual_seed(0)
+    layers, width = [nn.Flatten()], 784
+    for activation in ACTIVATION_LAYERS.values():
+        layers += [nn.Linear(width, 16), activation(), nn.Dropout(0.2)]
+        width = 16
+    model = WithNormalization(nn.Sequential(*layers, nn.Linear(width, 10)), 0.13, 0.31).eval()
+    path = tmp_path / "all.onnx"
+    path.write_bytes(_onnx_proto(model).SerializeToString())
+    pixels = torch.rand(5, 1, 28, 28)
+    (logits,) = session(path).run(None, {"pixels": pixels.numpy()})
+    with torch.inference_mode():
+        assert float((torch.from_numpy(logits) - model(pixels)).abs().max()) <= 1e-5
+
+
+def test_export_by_default_writes_beside_the_checkpoint_and_refuses_bad_targets(tiny_run, tmp_path):
+    onnxruntime()
+    result = run_cli("export", tiny_run / "best.pt")
+    assert result.returncode == 0, result.stderr
+    assert (tiny_run / "best.onnx").is_file()
+    assert_one_line_error(run_cli("export", tiny_run / "best.pt", "--out", tmp_path), 2, "is a folder")
+    assert_one_line_error(run_cli("export", tiny_run / "best.pt", "--out", tmp_path / "no" / "x.onnx"), 2, "no such")
+    assert_one_line_error(run_cli("export", tiny_run / "metrics.csv"), 1, "not a checkpoint")
+    assert_one_line_error(run_cli("export", tiny_run / "best.pt", "--format", "tflite"), 2, "--format")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["run", "data"]), "nothing else written"
+
+
+def test_without_the_export_extra_one_line_says_how_to_install_it(tiny_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    assert_one_line_error(run_cli("export", tiny_run / "best.pt"), 1, "pip install 'mnist-ffn[export]'")
+    assert not (tiny_run / "best.onnx").exists()
