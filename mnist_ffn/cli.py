@@ -7,9 +7,6 @@ matplotlib) are imported inside the commands so that `--help` answers at once.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 import signal
 import sys
 from enum import StrEnum
@@ -22,6 +19,7 @@ from typer.exceptions import TyperException
 from mnist_ffn import __version__
 from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, reference_text
 from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
+from mnist_ffn.process import command_process, fast_exit, ignore_signals
 from mnist_ffn.shell import one_line
 
 app = typer.Typer(
@@ -466,75 +464,15 @@ def _print_line(line: str) -> None:
     tqdm.write(line, file=sys.stdout)  # prints above any progress bar instead of through it
 
 
-class GuardedStdout:
-    """stdout that outlives its reader: `train ... | head -1` must not stop training halfway.
-
-    After the first write error (the reader closed the pipe, the disk is full), further output is
-    dropped and the error is kept, for one line on stderr once the command's work is done.
-    """
-
-    def __init__(self, stream):
-        self._stream = stream
-        self.error: OSError | None = None
-
-    def write(self, text: str) -> int:
-        if self.error is None:
-            try:
-                return self._stream.write(text)
-            except OSError as exc:
-                self._fail(exc)
-        return len(text)
-
-    def flush(self) -> None:
-        if self.error is None:
-            try:
-                self._stream.flush()
-            except OSError as exc:
-                self._fail(exc)
-
-    def _fail(self, error: OSError) -> None:
-        self.error = error
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # e.g. an in-memory stream in a test
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())  # the interpreter's own flush at exit finds nothing to fail
-            os.close(devnull)
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
-
-
-def _raise_interrupted(number: int, frame) -> None:
-    raise Interrupted(number)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run one command; every expected failure becomes one line on stderr and an exit code.
 
     Exit codes: 0 done; 1 a problem with the data, a file, the environment or another process;
     2 bad usage or config; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM).
     """
-    for stream in (sys.stdout, sys.stderr):  # a path the encoding cannot show is written as an escape
-        with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper, or a closed one
-            stream.reconfigure(errors="backslashreplace")
-    stdout = GuardedStdout(sys.stdout)
-    sys.stdout = stdout
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    for number in previous:  # not KeyboardInterrupt for SIGINT: Typer turns that into a silent exit 130
-        signal.signal(number, _raise_interrupted)
-    try:
+    with command_process() as finish:
         code = _run(argv)
-    finally:
-        sys.stdout = stdout._stream
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if stdout.error is not None:
-        reason = stdout.error.strerror or type(stdout.error).__name__
-        if stdout.error.errno == errno.EPIPE:  # the reader chose to stop reading, e.g. `| head`
-            line = f"note: stdout was closed ({reason}); the rest of the output was dropped"
-        else:
-            line = f"error: cannot write to stdout ({reason}); the rest of the output was lost"
-            code = code or 1
-        print(f"mnist-ffn: {line}", file=sys.stderr)
+    code = finish(code)
     if code:
         sys.exit(code)
 
@@ -561,34 +499,11 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _error(message: str, code: int) -> int:
-    for number in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the one line short
-        signal.signal(number, signal.SIG_IGN)
+    ignore_signals()
     print(f"mnist-ffn: error: {one_line(message)}", file=sys.stderr)
     return code
 
 
 def console_main() -> None:
-    """The `mnist-ffn` executable: main(), then an exit that skips the interpreter's teardown.
-
-    At exit, the static destructors of torch's shared libraries (the CUDA build's are over a
-    gigabyte) page their code back in: about 130 MiB of extra resident memory and a pause, after
-    the work is done. By the time main() returns every file has been written atomically and
-    closed, so only the standard streams need flushing before os._exit.
-    """
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    except KeyboardInterrupt:  # Ctrl-C in the instant before main() handles signals, or after
-        print("mnist-ffn: error: interrupted by SIGINT", file=sys.stderr)
-        code = 130
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):  # sys.exit("message"), as Click does for some errors
-        print(code, file=sys.stderr)
-        code = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # e.g. a reader that closed the pipe: nothing left to tell it
-            stream.flush()
-    os._exit(code)
+    """The `mnist-ffn` executable."""
+    fast_exit(main)

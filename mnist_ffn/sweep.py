@@ -38,6 +38,7 @@ from mnist_ffn.errors import (
     TrainingInterrupted,
     UsageError,
 )
+from mnist_ffn.process import ignore_ctrl_c
 from mnist_ffn.sweep_results import RESULTS_FILE, RESULTS_JSON, collect_results, latest_by_folder, write_results
 from mnist_ffn.sweep_spec import Range, SweepSpec, load_spec, point_config, spec_toml
 from mnist_ffn.sweep_storage import (
@@ -415,7 +416,7 @@ def worker_main(job: dict) -> None:
     reason in the queue, for the sweep's one line; the trial it ran stays running and is resumed on rerun."""
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep process, which stops the workers
+    ignore_ctrl_c()  # Ctrl-C reaches the sweep process, which stops the workers
     torch.set_num_threads(job["threads"])
     try:
         _draw_and_train(job)

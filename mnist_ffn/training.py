@@ -9,7 +9,6 @@ uninterrupted run would on the CPU.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import sys
@@ -48,46 +47,9 @@ from mnist_ffn.errors import (
 from mnist_ffn.evaluation import evaluate
 from mnist_ffn.model import architecture, build_model, count_parameters
 from mnist_ffn.optim import learning_rate
+from mnist_ffn.process import StopSignals
 from mnist_ffn.report import epoch_line, start_line
 from mnist_ffn.run_folder import RunFolder, resume_command
-
-
-class StopSignals:
-    """SIGINT and SIGTERM, at any moment, end in one line and exit code 128 + the signal's number.
-
-    Inside `deferring()` (training steps and epoch ends) a first signal only asks the loop to save
-    last.pt and stop after the current step. Anywhere else (loading data, the final evaluation)
-    there is nothing to save first, and a second SIGINT is an impatient person: both raise
-    `Interrupted` at once, which `train` turns into a message that says what state the folder is in.
-    """
-
-    def __init__(self):
-        self.received: int | None = None
-        self._deferring = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignals:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    @contextlib.contextmanager
-    def deferring(self):
-        self._deferring = True
-        try:
-            yield
-        finally:
-            self._deferring = False
-
-    def _handle(self, number: int, frame) -> None:
-        if self._deferring and self.received is None:
-            self.received = number
-            return
-        raise Interrupted(number)
 
 
 @dataclass

@@ -46,8 +46,9 @@ from mnist_ffn.config import load_config
 from mnist_ffn.data import DATASETS, FILE_NAMES, find_files
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.devices import device_name, pick_device
+from mnist_ffn.process import StopSignals
 from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.training import StopSignals, Trainer
+from mnist_ffn.training import Trainer
 
 WIDTHS = [784, 512, 512, 10]
 LR, MOMENTUM = 0.01, 0.9  # the PyTorch MNIST example's SGD settings

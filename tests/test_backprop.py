@@ -28,8 +28,9 @@ from mnist_ffn.config import load_config
 from mnist_ffn.engines import AutogradEngine, build_engine, engine_name
 from mnist_ffn.model import ACTIVATION_LAYERS, build_model
 from mnist_ffn.optim import learning_rate
+from mnist_ffn.process import StopSignals
 from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.training import StopSignals, Trainer, train
+from mnist_ffn.training import Trainer, train
 
 TOLERANCE = 2e-5
 ACTIVATION_NAMES = [name for name in CONFIG_ACTIVATIONS if name != "none"]  # "none" is identity's alias

@@ -1,11 +1,11 @@
-"""`mnist-ffn` ends with os._exit (see cli.console_main): nothing written may be lost, no exit code changed."""
+"""`mnist-ffn` ends with os._exit (see process.fast_exit): nothing written may be lost, no exit code changed."""
 
 import json
 import sys
 
 import pytest
 
-from mnist_ffn import cli
+from mnist_ffn import cli, process
 from tests.conftest import TINY_FLAGS, finish_process, start_process
 
 
@@ -42,7 +42,7 @@ def test_console_main_keeps_main_exit_code(monkeypatch, capsys, exit_value, code
         raise Exited(value)
 
     monkeypatch.setattr(cli, "main", fake_main)
-    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(process.os, "_exit", fake_exit)
     with pytest.raises(Exited) as exited:
         cli.console_main()
     assert exited.value.args == (code,)
