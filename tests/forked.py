@@ -21,8 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-# The sweep's workers use the same forkserver; whichever starts it first, it imports these once.
-PRELOAD = ["torch", "optuna", "mnist_ffn.cli", "mnist_ffn.training", "mnist_ffn.sweep", "tests.forked"]
+# The sweep's workers use the same forkserver; whichever starts it first, it imports these once (Gradio too,
+# 3 s that each demo server would pay; it starts no thread on import). A module that is not installed is skipped.
+PRELOAD = ["torch", "optuna", "gradio", "mnist_ffn.cli", "mnist_ffn.training", "mnist_ffn.sweep", "tests.forked"]
 
 
 def _run_command(
