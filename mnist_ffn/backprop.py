@@ -124,7 +124,7 @@ class Buffers:
 
     z: list[Tensor]  # per layer: (N, out)
     a: list[Tensor]  # per hidden layer: f(z), (N, out)
-    dropped: list[Tensor]  # per hidden layer with dropout: a * mask, the next layer's input (N, out)
+    after_dropout: list[Tensor]  # per hidden layer with dropout: a * mask, the next layer's input (N, out)
     mask: list[Tensor]  # per hidden layer with dropout: Bernoulli(keep) / keep, (N, out)
     delta: list[Tensor]  # per hidden layer: dL/da, then in place dL/dz, (N, out)
     slope: list[Tensor]  # per hidden layer: f'(z), (N, out)
@@ -183,7 +183,7 @@ class BackpropEngine:
         self._storage = Buffers(
             z=[empty(max_batch, width) for width in widths],
             a=per_hidden(),
-            dropped=per_hidden(self.keep < 1.0),
+            after_dropout=per_hidden(self.keep < 1.0),
             mask=per_hidden(self.keep < 1.0),
             delta=per_hidden(),
             slope=per_hidden(self.activation.derivative is not None),
@@ -283,7 +283,7 @@ class BackpropEngine:
                 # M ~ Bernoulli(keep), drawn as U < keep with U uniform on [0, 1), from the run's seeded generator
                 # (saved in every checkpoint): a third of the time of bernoulli_, which nn.Dropout uses
                 mask = buffers.mask[layer].uniform_().lt_(self.keep).div_(self.keep)  # M / keep: (N, out)
-                a = torch.mul(a, mask, out=buffers.dropped[layer])  # (N, out)
+                a = torch.mul(a, mask, out=buffers.after_dropout[layer])  # (N, out)
         return inputs
 
     def loss_and_its_gradient(self, buffers: Buffers, labels: Tensor) -> None:

@@ -36,8 +36,8 @@ MAX_THREADS = 4_096  # torch.set_num_threads takes a C int; no CPU has more core
 BYTES_PER_PARAMETER = 4 * 5  # float32 weights, gradients, momentum, and the copies a checkpoint save makes
 
 
-def key(default, doc: str):
-    """A config key: its default and the one line that documents it (README table, `train --help`)."""
+def documented(default, doc: str):
+    """A config key: its default and the one line that documents it (the configuration page, `train --help`)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
@@ -45,40 +45,42 @@ def key(default, doc: str):
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = key([512, 256], "widths of the hidden layers; `[]` is softmax regression (one linear layer)")
-    activation: str = key(
+    hidden: list[int] = documented(
+        [512, 256], "widths of the hidden layers; `[]` is softmax regression (one linear layer)"
+    )
+    activation: str = documented(
         "relu", "`identity` (or `none`), `relu`, `leaky_relu`, `elu`, `gelu`, `silu`, `tanh`, `sigmoid`, `softplus`"
     )
     # 0 keeps the default run fast and deterministic
-    dropout: float = key(0.0, "dropout probability after each hidden activation")
+    dropout: float = documented(0.0, "dropout probability after each hidden activation")
 
 
 @dataclass
 class DataConfig:
-    dataset: str = key("mnist", "`mnist` or `fashion-mnist`")
+    dataset: str = documented("mnist", "`mnist` or `fashion-mnist`")
     # turn off only for your own IDX files
-    verify_checksums: bool = key(True, "check the SHA-256 of each extracted file against the originals")
-    download: bool = key(True, "let torchvision download the files when none are found")
+    verify_checksums: bool = documented(True, "check the SHA-256 of each extracted file against the originals")
+    download: bool = documented(True, "let torchvision download the files when none are found")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = key(10, "passes over the training images")
-    batch_size: int = key(128, "images per SGD step")
-    seed: int = key(0, "seeds the weights, the shuffling, dropout and augmentation (0 to 2**63 - 1)")
+    epochs: int = documented(10, "passes over the training images")
+    batch_size: int = documented(128, "images per SGD step")
+    seed: int = documented(0, "seeds the weights, the shuffling, dropout and augmentation (0 to 2**63 - 1)")
     # the test set is never used to choose anything
-    val_size: int = key(
+    val_size: int = documented(
         5_000, "the last N training images, held out to pick `best.pt` (0: none; `best.pt` is then the last epoch)"
     )
-    limit: int = key(0, "train on the first N training images only (0: all); the smoke-test knob")
-    label_smoothing: float = key(0.0, "cross-entropy label smoothing")
-    checkpoint_every: int = key(0, "also save `last.pt` every N steps (0: at epoch ends only)")
+    limit: int = documented(0, "train on the first N training images only (0: all); the smoke-test knob")
+    label_smoothing: float = documented(0.0, "cross-entropy label smoothing")
+    checkpoint_every: int = documented(0, "also save `last.pt` every N steps (0: at epoch ends only)")
     # no gradients kept, so large batches are cheap; larger ones only add memory on a CPU
-    eval_batch_size: int = key(1_024, "batch size for validation and test evaluation")
-    threads: int = key(0, "CPU threads for torch (0: torch's default, one per physical core)")
-    precision: str = key("fp32", "`fp32`, or `bf16` autocast (for GPUs and CPUs with AMX)")
-    compile: bool = key(False, "`torch.compile` the model; pays off only for long runs on a GPU")
-    engine: str = key(
+    eval_batch_size: int = documented(1_024, "batch size for validation and test evaluation")
+    threads: int = documented(0, "CPU threads for torch (0: torch's default, one per physical core)")
+    precision: str = documented("fp32", "`fp32`, or `bf16` autocast (for GPUs and CPUs with AMX)")
+    compile: bool = documented(False, "`torch.compile` the model; pays off only for long runs on a GPU")
+    engine: str = documented(
         "auto",
         "`backprop` (the lesson's equations, by hand), `autograd` (`loss.backward()` + `torch.optim.SGD`), "
         'or `auto`: backprop unless `train.precision = "bf16"` or `train.compile`',
@@ -88,28 +90,28 @@ class TrainConfig:
 @dataclass
 class OptimConfig:
     # SGD with momentum on normalized MNIST tolerates a large one
-    lr: float = key(0.1, "peak learning rate of `torch.optim.SGD`")
-    momentum: float = key(0.9, "SGD momentum")
-    nesterov: bool = key(True, "Nesterov momentum")
-    weight_decay: float = key(5e-4, "L2 penalty")
-    schedule: str = key("cosine", "`constant`, `step` or `cosine` (to zero at the last step)")
+    lr: float = documented(0.1, "peak learning rate of `torch.optim.SGD`")
+    momentum: float = documented(0.9, "SGD momentum")
+    nesterov: bool = documented(True, "Nesterov momentum")
+    weight_decay: float = documented(5e-4, "L2 penalty")
+    schedule: str = documented("cosine", "`constant`, `step` or `cosine` (to zero at the last step)")
     # helps a large lr and heavy augmentation
-    warmup_epochs: float = key(0.0, "linear warm-up from 0 to `optim.lr` over this many epochs")
-    step_every: int = key(5, "`step` schedule: multiply the learning rate by `optim.step_gamma` every N epochs")
-    step_gamma: float = key(0.1, "`step` schedule factor")
+    warmup_epochs: float = documented(0.0, "linear warm-up from 0 to `optim.lr` over this many epochs")
+    step_every: int = documented(5, "`step` schedule: multiply the learning rate by `optim.step_gamma` every N epochs")
+    step_gamma: float = documented(0.1, "`step` schedule factor")
 
 
 @dataclass
 class AugmentConfig:
     """Random distortions of training batches; all zero (off) by default, so plain runs stay fast."""
 
-    rotate: float = key(0.0, "random rotation of training images, up to this many degrees")
-    scale: float = key(0.0, "random zoom, up to this fraction either way")
-    translate: float = key(0.0, "random shift, up to this many pixels")
-    elastic_alpha: float = key(0.0, "elastic distortion, displacing pixels up to about this many pixels")
+    rotate: float = documented(0.0, "random rotation of training images, up to this many degrees")
+    scale: float = documented(0.0, "random zoom, up to this fraction either way")
+    translate: float = documented(0.0, "random shift, up to this many pixels")
+    elastic_alpha: float = documented(0.0, "elastic distortion, displacing pixels up to about this many pixels")
     # the field varies over about 2 * sigma pixels
-    elastic_sigma: float = key(4.0, "smoothness of the elastic field, in pixels (at least 0.5)")
-    hflip: bool = key(False, "mirror half the images left-right (for clothing, not digits)")
+    elastic_sigma: float = documented(4.0, "smoothness of the elastic field, in pixels (at least 0.5)")
+    hflip: bool = documented(False, "mirror half the images left-right (for clothing, not digits)")
 
 
 @dataclass
@@ -371,7 +373,9 @@ def reference_text() -> str:
 
 
 def same_but_threads(a: Config, b: Config) -> bool:
-    """Whether two configs describe the same run: the thread count changes how fast it runs, not what it is."""
+    """Whether two configs are the same run but for the thread count: a folder trained with 2 threads is still
+    this run when resumed or kept with 1 (its numbers after that point depend on the count, so a preset's figures
+    name it), as a sweep's workers split the CPU differently from one start to the next."""
     return dataclasses.replace(a, train=dataclasses.replace(a.train, threads=0)) == dataclasses.replace(
         b, train=dataclasses.replace(b.train, threads=0)
     )

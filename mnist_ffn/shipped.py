@@ -46,7 +46,10 @@ class Shipped:
 
 def shipped(kind: str) -> dict[str, Shipped]:
     """Every shipped file of one kind, by name, in name order."""
-    folder = importlib.resources.files(PACKAGES[kind])
+    try:
+        folder = importlib.resources.files(PACKAGES[kind])
+    except ModuleNotFoundError:  # a checkout on PYTHONPATH, not installed: the folder beside mnist_ffn/
+        folder = Path(__file__).resolve().parent.parent / FOLDERS[kind]
     # A Traversable: a real folder for every install this project supports (a wheel or an editable one).
     files = sorted((Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")), key=_stem)
     return {path.stem: Shipped(path.stem, kind, path) for path in files}

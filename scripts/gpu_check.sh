@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, as one prepared command for a machine with a CUDA GPU (such as the `device` tool's):
+# The GPU check, as one prepared command for a machine with a CUDA GPU:
 # the CUDA tests and the engine tests, then scripts/bench.py --device cuda with a profile of the
 # backprop engine's step. About 3 minutes; each part has its own time limit, all within 5 minutes.
 #

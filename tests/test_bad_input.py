@@ -295,7 +295,7 @@ CASES = [
         1,
         ["cannot create the folder", "File name too long"],
     ),
-    # damaged checkpoints whose fields used to be trusted
+    # damaged checkpoints: every field is checked before it is used
     Case(
         "normalization without std",
         eval_of(damaged_checkpoint("no-std", lambda c: c["normalization"].pop("std"))),
@@ -338,7 +338,7 @@ CASES = [
         1,
         ["rng.torch is not a generator state"],
     ),
-    # messages that used to mislead
+    # messages that must name the real cause
     Case("eval --split val without a val split", val_free_run, 2, ["--split val", "train.val_size = 0"]),
     Case(
         "eval --dataset bogus",
