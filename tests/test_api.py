@@ -10,7 +10,7 @@ from torch import nn
 
 import mnist_ffn
 from mnist_ffn.errors import CheckpointError, ConfigError, ImageError, UsageError
-from tests.conftest import PROJECT_ROOT, TINY_FLAGS, run_cli
+from tests.helpers import PROJECT_ROOT, TINY_FLAGS, run_cli
 
 EXAMPLES = sorted((PROJECT_ROOT / "examples").glob("*.png"))
 TINY = {"data.verify_checksums": False, "train.val_size": 100}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_FLAGS, assert_one_line_error, make_digits, run_cli, write_dataset, write_idx
+from tests.helpers import TINY_FLAGS, assert_one_line_error, make_digits, run_cli, write_dataset, write_idx
 
 
 @dataclass
@@ -373,3 +373,54 @@ def test_bad_input_is_one_clear_line_and_destroys_nothing(scene, case):
     assert_one_line_error(result, case.code, *case.fragments)
     assert snapshot(scene.run) == before, "the existing run folder changed"
     assert not (scene.workdir / "payload-ran").exists()
+
+
+# -- bad input with no run folder to protect: one line, the exit code, no traceback ------------------------
+
+
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # a closed port: no network
+
+
+def test_missing_data_when_offline(tmp_path):
+    result = run_cli("train", "--data-dir", tmp_path / "empty", env=OFFLINE)
+    assert_one_line_error(
+        result,
+        1,
+        "MNIST not found",
+        "train-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "--data-dir",
+        "MNIST_FFN_DATA",
+    )
+
+
+def test_unknown_activation_exits_2_naming_the_choices(tmp_path):
+    result = run_cli("train", "--data-dir", tmp_path, "--set", "model.activation=bogus")
+    assert_one_line_error(result, 2, "model.activation", "bogus", "relu", "tanh", "sigmoid", "identity")
+
+
+def test_unknown_config_key_exits_2_with_a_suggestion(tmp_path):
+    result = run_cli("train", "--data-dir", tmp_path, "--set", "optim.lrr=0.1")
+    assert_one_line_error(result, 2, "optim.lrr: unknown key", "did you mean optim.lr?")
+
+
+def test_several_config_problems_are_listed_together(tmp_path):
+    result = run_cli("train", "--data-dir", tmp_path, "--set", "optim.lr=0", "--set", "train.batch_size=-3")
+    assert_one_line_error(result, 2, "optim.lr: must be > 0", "train.batch_size: must be > 0")
+
+
+@pytest.mark.parametrize("args", [["train", "--device", "tpu"], ["eval"], ["frobnicate"]])
+def test_typer_usage_errors_exit_2_without_traceback(args):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_of_a_missing_checkpoint(tmp_path):
+    assert_one_line_error(run_cli("eval", tmp_path / "nope.pt"), 1, "nope.pt: no such checkpoint file")
+
+
+def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    assert_one_line_error(run_cli("eval", junk), 1, "junk.pt: not a checkpoint")

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import TINY_FLAGS, run_cli
+from tests.helpers import TINY_FLAGS, run_cli
 
 RUN_FILES = {"config.toml", "metrics.csv", "last.pt", "best.pt", "summary.json"}
 
@@ -166,3 +166,17 @@ def test_eval_json_stays_strict_for_a_model_with_nan_weights(tiny_run, tiny_data
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
     assert report["loss"] is None
+
+
+def test_help_is_available_for_every_command():
+    for command in ([], ["train"], ["eval"]):
+        result = run_cli(*command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_train_on_tiny_data_writes_its_summary(tiny_data, tmp_path):
+    result = run_cli(
+        "train", "--data-dir", tiny_data, "--out", tmp_path / "run", *TINY_FLAGS, "--set", "train.epochs=1"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "summary.json").is_file()

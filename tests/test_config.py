@@ -14,7 +14,7 @@ from mnist_ffn.config import (
 )
 from mnist_ffn.errors import ConfigError
 from mnist_ffn.shipped import shipped
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 CONFIG_FILES = [item.path for item in shipped("preset").values()]  # read from the installed package
 
@@ -211,7 +211,7 @@ def test_the_configuration_pages_table_is_drawn_from_the_documented_keys():
 
 def test_every_key_is_documented_and_listed_in_train_help():
     from mnist_ffn.config import key_docs
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     docs = key_docs()
     assert [name for name, _, _ in docs] == ALL_KEYS

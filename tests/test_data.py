@@ -14,7 +14,7 @@ from mnist_ffn.data import (
 )
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.errors import DataError
-from tests.conftest import make_digits, real_data_dir, write_dataset, write_idx
+from tests.helpers import make_digits, real_data_dir, write_dataset, write_idx
 
 CPU = torch.device("cpu")
 

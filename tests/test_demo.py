@@ -25,7 +25,7 @@ from PIL import Image
 
 from mnist_ffn.demo import BLANK_HINT, MALFORMED_CALL, DemoModel, canvas_image, check_port, heatmap, respond
 from mnist_ffn.predict import predict_images
-from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, start_forked
+from tests.helpers import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, start_forked
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = [

@@ -7,7 +7,7 @@ import torch
 
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import MnistFfnError
-from tests.conftest import TINY_FLAGS, run_cli
+from tests.helpers import TINY_FLAGS, run_cli
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, run_cli
+from tests.helpers import PROJECT_ROOT, run_cli
 
 PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 SUBCOMMANDS = {"configs": {"show", "copy"}}

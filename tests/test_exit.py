@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from mnist_ffn import cli, process
-from tests.conftest import TINY_FLAGS, finish_process, start_process
+from tests.helpers import TINY_FLAGS, finish_process, start_process
 
 
 def test_buffered_output_and_an_error_line_survive_the_fast_exit(tiny_data, tiny_run, tmp_path):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mnist_ffn.model import ACTIVATION_LAYERS
-from tests.conftest import assert_one_line_error, real_data_dir, run_cli
+from tests.helpers import assert_one_line_error, real_data_dir, run_cli
 
 
 def onnxruntime():

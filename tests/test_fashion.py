@@ -8,7 +8,7 @@ from PIL import Image
 
 from mnist_ffn.data import DATASETS, load_dataset
 from mnist_ffn.errors import DataError
-from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, write_dataset
+from tests.helpers import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, write_dataset
 
 FASHION_CLASSES = list(DATASETS["fashion-mnist"].classes)
 FASHION_FLAGS = ["--dataset", "fashion-mnist", *TINY_FLAGS]

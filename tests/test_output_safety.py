@@ -13,7 +13,7 @@ import typer
 
 from mnist_ffn import cli
 from mnist_ffn.run_folder import resume_command
-from tests.conftest import (
+from tests.helpers import (
     PROJECT_ROOT,
     TINY_FLAGS,
     assert_one_line_error,

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mnist_ffn.errors import MnistFfnError
-from tests.conftest import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli
+from tests.helpers import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 needs_matplotlib = pytest.mark.skipif(not HAS_MATPLOTLIB, reason="needs the plot extra (matplotlib)")

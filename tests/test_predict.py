@@ -9,7 +9,7 @@ from PIL import Image
 
 from mnist_ffn.errors import ImageError
 from mnist_ffn.predict import preprocess, read_image, to_pil
-from tests.conftest import assert_one_line_error, real_data_dir, run_cli
+from tests.helpers import assert_one_line_error, real_data_dir, run_cli
 
 
 def blank(width, height, value=255):

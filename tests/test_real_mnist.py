@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import real_data_dir, run_cli
+from tests.helpers import real_data_dir, run_cli
 
 pytestmark = pytest.mark.real_data
 

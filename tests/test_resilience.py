@@ -1,9 +1,12 @@
-"""Never lose a run: exact resume after SIGKILL, atomic checkpoints, SIGINT/SIGTERM, safe loading."""
+"""Never lose a run: exact resume after kill -9, SIGINT and SIGTERM at every moment, atomic checkpoints (a kill
+or a full disk mid-save), divergence, safe loading."""
 
 import csv
+import functools
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -13,15 +16,22 @@ import time
 import pytest
 import torch
 
+from mnist_ffn import training as train_module
 from mnist_ffn.checkpoint import load_checkpoint
-from mnist_ffn.errors import CheckpointError
-from tests.conftest import (
+from mnist_ffn.config import load_config
+from mnist_ffn.errors import CheckpointError, TrainingInterrupted
+from mnist_ffn.training import train
+from tests.helpers import (
+    LONG_RUN,
     PROJECT_ROOT,
     TINY_FLAGS,
     assert_one_line_error,
     finish_process,
     run_cli,
+    snapshot,
     start_forked,
+    start_process,
+    wait_for,
     write_dataset,
 )
 
@@ -217,3 +227,97 @@ def test_a_divergence_before_the_first_checkpoint_says_so_and_leaves_a_usable_fo
     assert not (out / "config.toml").exists() and not (out / "last.pt").exists()
     again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)  # no --force needed
     assert again.returncode == 0, again.stderr
+
+
+# -- signals ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_final_evaluation_stops_and_resume_finishes(
+    tiny_data, tmp_path, monkeypatch, signal_number, code
+):
+    config = load_config(None, ["data.verify_checksums=false", "train.val_size=100", "train.epochs=2"])
+    out = tmp_path / "run"
+    original = train_module.Trainer.summarize
+
+    def signalled_summarize(trainer):
+        os.kill(os.getpid(), signal_number)  # delivered to the handler at once, inside the evaluation
+        time.sleep(1)
+        return original(trainer)
+
+    monkeypatch.setattr(train_module.Trainer, "summarize", signalled_summarize)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(config, data_dir=tiny_data, out=out, log=None, progress_bars=False)
+    assert stopped.value.exit_code == code
+    assert "during the final evaluation" in str(stopped.value)
+    assert "write summary.json with: mnist-ffn train --resume" in str(stopped.value)
+    assert not (out / "summary.json").exists()
+    monkeypatch.setattr(train_module.Trainer, "summarize", original)
+    summary = train(None, data_dir=tiny_data, out=out, resume=True, log=None, progress_bars=False)
+    assert summary["epochs"] == 2 and (out / "summary.json").is_file()
+
+
+def test_two_quick_ctrl_c_give_one_line_and_exit_130_before_and_after_the_first_checkpoint(tiny_data, tmp_path):
+    """Two SIGINTs in a row cannot wait for a checkpoint: one line, 130, and a folder the next command can use."""
+    moments = {"after": "last.pt", "before": "config.toml"}
+    processes = {  # both at once: one per core
+        moment: start_forked("train", "--data-dir", tiny_data, "--out", tmp_path / moment, *LONG_RUN)
+        for moment in moments
+    }
+    for moment, process in processes.items():
+        wait_for(tmp_path / moment / moments[moment], process)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+    for moment, process in processes.items():
+        out = tmp_path / moment
+        result = finish_process(process)
+        assert_one_line_error(result, 130, "SIGINT")
+        if (out / "last.pt").exists():
+            load_checkpoint(out / "last.pt")  # whole
+            assert "resume with" in result.stderr
+        else:
+            assert "nothing was saved" in result.stderr
+            again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)
+            assert again.returncode == 0, again.stderr
+
+
+def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):
+    signals = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    processes = {number: start_process("eval", tiny_run / "best.pt", "--data-dir", tiny_data) for number in signals}
+    time.sleep(1.0)  # inside the import of torch or the evaluation
+    for number, process in processes.items():
+        process.send_signal(number)
+    for number, process in processes.items():
+        result = finish_process(process)
+        if result.returncode != 0:  # 0: it finished before the signal came, nothing to check
+            assert_one_line_error(result, signals[number], signal.Signals(number).name)
+
+
+# -- a full disk -----------------------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"  # checkpoints of 784-512-10 (3 MB) are larger than the extracted data files
+    config = load_config(None, ["data.verify_checksums=false", "train.val_size=100", "model.hidden=[512]",
+                                "train.epochs=5"])  # fmt: skip
+    original_save = train_module.Trainer._save
+
+    def save_then_sigterm(trainer, path):  # a run stopped after its first epoch, with its folder as it then was
+        original_save(trainer, path)
+        if path.name == "last.pt":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module.Trainer, "_save", save_then_sigterm)
+    with pytest.raises(TrainingInterrupted):
+        train(config, data_dir=tiny_data, out=out, log=None, progress_bars=False)
+    before = snapshot(out)
+    size = (out / "last.pt").stat().st_size
+
+    # files may not grow past half a checkpoint: the kernel refuses the write (EFBIG)
+    small_disk = functools.partial(resource.setrlimit, resource.RLIMIT_FSIZE, (size // 2, size // 2))
+    full = finish_process(
+        start_forked("train", "--resume", out, "--data-dir", tiny_data, "--quiet", preexec_fn=small_disk), 120
+    )
+    assert_one_line_error(full, 1, "cannot write", "File too large", "is unchanged")
+    assert snapshot(out) == before, "a failed save changed the run folder"
+    load_checkpoint(out / "last.pt")

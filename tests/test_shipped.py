@@ -10,7 +10,7 @@ from mnist_ffn.config import load_config
 from mnist_ffn.errors import ConfigError
 from mnist_ffn.shipped import resolve, shipped
 from mnist_ffn.sweep_spec import load_spec
-from tests.conftest import PROJECT_ROOT, assert_one_line_error, run_cli
+from tests.helpers import PROJECT_ROOT, assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize(("kind", "folder"), [("preset", "configs"), ("sweep spec", "sweeps")])

@@ -22,7 +22,7 @@ import torch
 from mnist_ffn.errors import ConfigError
 from mnist_ffn.shipped import shipped
 from mnist_ffn.sweep_spec import load_spec
-from tests.conftest import (
+from tests.helpers import (
     PROJECT_ROOT,
     assert_one_line_error,
     finish_process,

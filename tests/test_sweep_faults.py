@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mnist_ffn.sweep_spec import load_spec
-from tests.conftest import assert_one_line_error, finish_process, run_cli, start_forked
+from tests.helpers import assert_one_line_error, finish_process, run_cli, start_forked
 from tests.test_sweep import complete_points, interrupted_sweep, spec_with, trials_of, write_spec
 
 optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install 'mnist-ffn[sweep]'")

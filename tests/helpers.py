@@ -1,0 +1,170 @@
+"""What the tests share: tiny IDX data sets written by the tests, the real data when present, the CLI in-process.
+
+`run_cli` runs a command inside the test process, as Typer's CliRunner does (fastapi-cli's tests do the same):
+no second Python start and torch import per command. Where the process itself is the subject, `start_forked`
+forks a real one from a server that has imported torch already (signals, kill -9, two processes at once), and
+`start_process` starts a fresh interpreter, for what only that shows (a signal inside torch's import, closed
+pipes, the exit). The fixtures built on these are in conftest.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+from tests.forked import ForkedProcess
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+TINY_FLAGS = ["--set", "data.verify_checksums=false", "--set", "train.val_size=100"]
+
+
+def write_idx(path: Path, array: list | bytes, dims: tuple[int, ...], *, magic_type: int = 0x08) -> None:
+    """Write an IDX file (gzipped if the name ends in .gz): the format of the four MNIST files."""
+    header = struct.pack(">BBBB", 0, 0, magic_type, len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
+    payload = header + bytes(array)
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+
+
+def make_digits(count: int, seed: int) -> tuple[bytes, bytes]:
+    """Learnable fake digits: class k is a bright 7x7 block near one of ten places, jittered, plus noise."""
+    import random
+
+    rng = random.Random(seed)
+    images = bytearray(count * 28 * 28)
+    labels = bytearray(count)
+    for index in range(count):
+        label = index % 10
+        labels[index] = label
+        top = 3 + (label // 5) * 12 + rng.randint(-2, 2)
+        left = 1 + (label % 5) * 5 + rng.randint(-1, 1)
+        base = index * 784
+        for row in range(max(top, 0), min(top + 7, 28)):
+            for column in range(max(left, 0), min(left + 7, 28)):
+                images[base + row * 28 + column] = rng.randint(120, 255)
+        for _ in range(60):
+            images[base + rng.randrange(784)] = rng.randint(0, 200)
+    return bytes(images), bytes(labels)
+
+
+def write_dataset(folder: Path, *, gz: bool = True, train: int = 600, test: int = 200, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for prefix, count, part_seed in (("train", train, seed), ("t10k", test, seed + 1)):
+        images, labels = make_digits(count, part_seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images, (count, 28, 28))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels, (count,))
+    return folder
+
+
+def real_data_dir(dataset_folder: str = "MNIST") -> Path:
+    """The real data (../shared/data or $MNIST_FFN_DATA): skip without it, but fail under CI=true."""
+    candidates = [Path(os.environ["MNIST_FFN_DATA"])] if os.environ.get("MNIST_FFN_DATA") else []
+    candidates.append(SHARED_DATA)
+    for candidate in candidates:
+        if (candidate / dataset_folder / "raw").is_dir():
+            return candidate.resolve()
+    message = f"real {dataset_folder} files not found in {', '.join(map(str, candidates))}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must have them")
+    pytest.skip(message)
+
+
+def run_cli(*args: str, env: dict | None = None, charset: str = "utf-8") -> subprocess.CompletedProcess:
+    """Run `mnist-ffn ARGS` in this process through `cli.main`, the same path as the executable's.
+
+    Returns what a process would: the exit code and the text of stdout and stderr. An exception that
+    escapes main() is a bug a user would see as a traceback, so its traceback lands in stderr. `charset`
+    is the output's encoding, strict as PYTHONIOENCODING=ascii makes a process's stdout.
+    """
+    import torch
+    from typer.testing import CliRunner
+
+    from mnist_ffn import cli
+
+    argv = [str(arg) for arg in args]
+    threads = torch.get_num_threads()  # train.threads changes torch's global setting; keep tests independent
+    code = 0
+    with CliRunner(charset=charset).isolation(env=env) as (stdout, stderr, _):
+        try:
+            cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            sys.stderr.write(traceback.format_exc())
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            torch.set_num_threads(threads)
+        out, err = stdout.getvalue().decode(charset), stderr.getvalue().decode(charset)
+    return subprocess.CompletedProcess(["mnist-ffn", *argv], code, out, err)
+
+
+def start_process(*args: str, env: dict | None = None, buffered: bool = False, **popen) -> subprocess.Popen:
+    """Start `python -m mnist_ffn ARGS` as a user would; stdout and stderr are pipes unless given.
+
+    Output is unbuffered unless `buffered`: then stdout is a pipe that Python buffers, as in a script.
+    """
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if buffered:
+        del environment["PYTHONUNBUFFERED"]
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_ffn", *map(str, args)], text=True, env=environment, cwd=PROJECT_ROOT, **popen
+    )
+
+
+def start_forked(*args: str, env: dict | None = None, new_session: bool = False, preexec_fn=None) -> ForkedProcess:
+    """`mnist-ffn ARGS` in a real process forked from one that has imported torch (tests/forked.py says why):
+    for the tests of signals, kill -9 and two processes at once, without a torch import per process."""
+    environment = {**os.environ, **(env or {})}
+    arguments = [str(arg) for arg in args]
+    return ForkedProcess(arguments, str(PROJECT_ROOT), environment, new_session=new_session, preexec_fn=preexec_fn)
+
+
+def finish_process(process: subprocess.Popen | ForkedProcess, timeout: float = 600) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_process(*args: str, env: dict | None = None, timeout: float = 600, buffered: bool = False):
+    """`python -m mnist_ffn ARGS` in a fresh process, waited for."""
+    return finish_process(start_process(*args, env=env, buffered=buffered), timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + (result.stdout or ""), result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+# A tiny run long enough to be stopped at any moment a test chooses.
+LONG_RUN = [*TINY_FLAGS, "--set", "train.epochs=400", "--set", "model.hidden=[32]", "--quiet"]
+
+
+def wait_for(path, process, timeout: float = 60) -> None:
+    """Until `path` exists; fails if the process ends first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"no {path.name} within {timeout} s"
+        time.sleep(0.01)
+
+
+def snapshot(folder) -> dict:
+    """Each file of a folder by its SHA-256: to show that nothing in it changed."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
