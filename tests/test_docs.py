@@ -106,3 +106,22 @@ DIARY = re.compile(
 def test_no_page_reads_like_a_development_log(page):
     lines = [line for line in page.read_text().splitlines() if DIARY.search(line)]
     assert lines == []
+
+
+def test_a_presets_figures_in_a_table_are_the_ones_its_header_states():
+    """A figure lives in one place, the preset's header; a table row that names presets may only repeat it."""
+    from mnist_ffn.shipped import shipped
+
+    presets = shipped("preset")
+    rows = 0
+    for page in (PROJECT_ROOT / "README.md", PROJECT_ROOT / "docs" / "configuration.md"):
+        for line in page.read_text().splitlines():
+            cells = line.split("|")[1:2]
+            named = [name for name in re.findall(r"`([a-z-]+)`", cells[0] if cells else "") if name in presets]
+            if not line.startswith("|") or not named:
+                continue
+            rows += 1
+            headers = " ".join(presets[name].path.read_text().split("\n\n")[0] for name in named)
+            for figure in re.findall(r"\d+\.\d+%", line):
+                assert figure in headers, f"{page.name}: {figure} is in no header of {', '.join(named)}"
+    assert rows >= 6
