@@ -28,6 +28,7 @@ from mnist_ffn.data import normalize
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import UsageError
+from mnist_ffn.points import features
 from mnist_ffn.predict import preprocess, read_image
 from mnist_ffn.shipped import resolve
 
@@ -126,10 +127,37 @@ class Network(nn.Sequential):
         exactly as `mnist-ffn predict` does (inverted if dark on light, framed as the data set was made).
 
         A file that cannot be read, or an image with nothing in it, raises ImageError naming it."""
+        if self.plane is not None:
+            raise UsageError(
+                f"{self.checkpoint}: a network of 2-D points ({self.dataset}), not of images; use predict_points"
+            )
         if isinstance(images, str | Path | Image.Image):
             images = [images]
         frames = [preprocess(_image(item), self.dataset) for item in images]
         return self.probabilities(torch.stack(frames)) if frames else torch.empty(0, len(self.classes))
+
+    plane: dict | None  # a 2-D set's network: {"features": [...], "scale": s}; None for images
+
+    def predict_points(self, xy) -> torch.Tensor:
+        """Class probabilities for points of the plane, shape (N, 2) -> (N, classes): a 2-D set's network."""
+        if self.plane is None:
+            raise UsageError(f"{self.checkpoint}: a network of images ({self.dataset}); give it images, not points")
+        with torch.inference_mode():
+            return torch.softmax(self(self.inputs_of_points(xy)).float(), dim=1).cpu()
+
+    def inputs_of_points(self, xy) -> torch.Tensor:
+        """The network's input for points (N, 2): their features, as in training."""
+        return features(xy, self.plane["features"], self.plane["scale"]).to(self.device)
+
+    def activations(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Each hidden layer's a = f(z) for a batch of inputs: one (N, width) tensor per layer."""
+        found, x = [], inputs
+        with torch.inference_mode():
+            for module in self:
+                x = module(x)
+                if not isinstance(module, nn.Linear | nn.Flatten | nn.Dropout):
+                    found.append(x.float().cpu())
+        return found
 
     def probabilities(self, frames: torch.Tensor) -> torch.Tensor:
         """Class probabilities for 28x28 frames with pixel values 0-255, shape (N, 28, 28), as predict makes them."""
@@ -152,6 +180,7 @@ def load(checkpoint: str | Path, *, device: str = "auto") -> Network:
     network.dataset = contents["dataset"]
     network.normalization = dict(contents["normalization"])
     network.checkpoint = path
+    network.plane = dict(contents["plane"]) if "plane" in contents else None
     return network.to(pick_device(device)).eval()
 
 

@@ -23,10 +23,12 @@ from torch import nn
 
 from mnist_ffn import __version__
 from mnist_ffn.atomic import write_atomically
-from mnist_ffn.config import Config, config_from_dict
+from mnist_ffn.config import DATASET_NAMES, Config, config_from_dict
+from mnist_ffn.data import IMAGE_PIXELS
 from mnist_ffn.datasets import DATASETS, DatasetInfo
 from mnist_ffn.errors import CheckpointError, ConfigError
 from mnist_ffn.model import build_model
+from mnist_ffn.points import FEATURES, MAX_CLASSES
 from mnist_ffn.reading import open_regular
 
 FORMAT = "mnist-ffn checkpoint"
@@ -52,6 +54,8 @@ def model_contents(config: Config, model: nn.Module, info: DatasetInfo) -> dict:
         "dataset": info.name,
         "normalization": {"mean": info.mean, "std": info.std},
         "classes": list(info.classes),
+        # a 2-D set's points become inputs by these: the features of the coordinates divided by the scale
+        **({"plane": {"features": list(info.features), "scale": info.scale}} if info.is_plane else {}),
         "model": {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()},
     }
 
@@ -194,7 +198,7 @@ def _check_model_fields(path: Path, checkpoint: dict) -> None:
         raise CheckpointError(f"{path}: damaged checkpoint: {problem}")
 
     dataset = checkpoint["dataset"]
-    if not isinstance(dataset, str) or dataset not in DATASETS:
+    if not isinstance(dataset, str) or dataset not in DATASET_NAMES:
         raise CheckpointError(f"{path}: trained on an unknown data set {dataset!r}")
     if not isinstance(checkpoint["config"], dict):
         fail("its config is not a table")
@@ -208,9 +212,21 @@ def _check_model_fields(path: Path, checkpoint: dict) -> None:
     if normalization["std"] <= 0:
         fail(f"normalization.std is {normalization['std']!r}, not > 0")
     classes = checkpoint["classes"]
-    expected = len(DATASETS[dataset].classes)
-    if not (isinstance(classes, list) and len(classes) == expected and all(isinstance(c, str) for c in classes)):
-        fail(f"classes is not a list of {expected} names")
+    if dataset in DATASETS:
+        expected = len(DATASETS[dataset].classes)
+        if not (isinstance(classes, list) and len(classes) == expected and all(isinstance(c, str) for c in classes)):
+            fail(f"classes is not a list of {expected} names")
+    else:
+        if not (
+            isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)
+        ):
+            fail("classes is not a list of class names")
+        plane = checkpoint.get("plane")
+        features, scale = (plane.get("features"), plane.get("scale")) if isinstance(plane, dict) else (None, None)
+        if not (isinstance(features, list) and features and all(name in FEATURES for name in features)):
+            fail("plane.features is not a list of feature names")
+        if not (isinstance(scale, int | float) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+            fail("plane.scale is not a number > 0")
     weights = checkpoint["model"]
     if not (isinstance(weights, dict) and all(isinstance(value, torch.Tensor) for value in weights.values())):
         fail("model is not a table of tensors")
@@ -226,7 +242,9 @@ def checkpoint_config(path: Path, checkpoint: dict) -> Config:
 def restore_model(path: Path, checkpoint: dict) -> nn.Sequential:
     """Rebuild the model the checkpoint declares and load its weights into it."""
     config = checkpoint_config(path, checkpoint)
-    model = build_model(config.model, num_classes=len(checkpoint["classes"]))
+    plane = checkpoint.get("plane")
+    inputs = len(plane["features"]) if isinstance(plane, dict) else IMAGE_PIXELS
+    model = build_model(config.model, num_classes=len(checkpoint["classes"]), inputs=inputs)
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:

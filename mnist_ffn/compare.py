@@ -20,7 +20,6 @@ from pathlib import Path
 from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.config import ACTIVATIONS, Config, same_but_threads
 from mnist_ffn.errors import ConfigError, TrainingInterrupted, UsageError
-from mnist_ffn.model import architecture, layer_widths
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 from mnist_ffn.train_into import train_into
 
@@ -62,7 +61,7 @@ def compare(
     }
     if base.train.val_size == 0:
         raise ConfigError(["train.val_size: compare reports each run's validation accuracy; must be > 0"])
-    results = []
+    results, summaries = [], []
     with RunFolder(out).locked("--out"):
         plans = {activation: _plan(out, activation, config, force) for activation, config in configs.items()}
         for activation, plan in plans.items():
@@ -77,6 +76,7 @@ def compare(
                 message = f"{exc.stopped}; rerun the same command to continue the comparison"
                 raise TrainingInterrupted(message, exc.signal_number) from None
             summary = trained.summary
+            summaries.append(summary)
             row = {
                 "activation": activation,
                 "test_accuracy": summary["test_accuracy"],
@@ -95,8 +95,7 @@ def compare(
         comparison = {
             "dataset": base.data.dataset,
             "hidden": base.model.hidden,
-            # the activation varies per row, so name the network by its widths alone
-            "architecture": layer_widths(base.model) if base.model.hidden else architecture(base.model),
+            "architecture": _widths(summaries[0]["architecture"], base.model.hidden),
             "epochs": base.train.epochs,
             "seed": base.train.seed,
             "results": results,
@@ -127,3 +126,9 @@ def _plan(out: Path, activation: str, config: Config, force: bool) -> str:
             f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
         )
     return "done" if run.summary.is_file() else "resume"  # train_into resumes from last.pt, or starts anew
+
+
+def _widths(architecture: str, hidden: list[int]) -> str:
+    """'2-16-16-2 relu' -> '2-16-16-2': the activation varies per row, so the network is named by its widths
+    (softmax regression has no activation to vary: its name stays whole)."""
+    return architecture.split()[0] if hidden else architecture

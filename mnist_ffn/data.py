@@ -21,6 +21,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,6 +29,9 @@ from mnist_ffn.atomic import write_atomically
 from mnist_ffn.datasets import DATASETS, DatasetInfo, tensor_cache_dir
 from mnist_ffn.errors import DataError, WriteError
 from mnist_ffn.reading import open_regular
+
+if TYPE_CHECKING:
+    from mnist_ffn.config import DataConfig
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -42,13 +46,16 @@ DOWNLOAD_TIMEOUT_S = 20  # offline machines fail name lookup at once; this bound
 
 @dataclass
 class RawDataset:
-    """The four files as read: uint8 images (N, 28, 28) and int64 labels (N,)."""
+    """The four files as read: uint8 images (N, 28, 28) and int64 labels (N,); for a 2-D set, its points'
+    float32 features (N, F), already in the network's input units."""
 
     info: DatasetInfo
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    train_points: torch.Tensor | None = None  # a 2-D set's coordinates (N, 2), for the pictures
+    test_points: torch.Tensor | None = None
 
 
 @dataclass
@@ -68,10 +75,44 @@ class Split:
         return len(self.labels)
 
     def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalize(self.pixels.index_select(0, index), self.mean, self.std), self.labels.index_select(0, index)
+        return self._inputs(self.pixels.index_select(0, index)), self.labels.index_select(0, index)
 
     def slice(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalize(self.pixels[start:stop], self.mean, self.std), self.labels[start:stop]
+        return self._inputs(self.pixels[start:stop]), self.labels[start:stop]
+
+    def _inputs(self, rows: torch.Tensor) -> torch.Tensor:
+        if rows.dtype == torch.uint8:
+            return normalize(rows, self.mean, self.std)
+        return rows.clone()  # a 2-D set's features: already the network's inputs (a copy: the engine writes in place)
+
+
+def load_data(data: DataConfig, data_dir: Path, seed: int) -> RawDataset:
+    """The data a config names: the image files in `data_dir`, or a 2-D set generated from `seed` (or read
+    from data.points), its test share held out."""
+    if data.dataset in DATASETS:
+        return load_dataset(data_dir, data.dataset, verify_checksums=data.verify_checksums, download=data.download)
+    from mnist_ffn import points
+
+    if data.dataset == points.POINTS:
+        made = points.read_csv(Path(data.points))
+    else:
+        made = points.generate(data.dataset, data.samples, data.noise, seed, data.arms)
+    xy = torch.tensor(made.xy, dtype=torch.float32).reshape(-1, 2)
+    labels = torch.tensor(made.labels, dtype=torch.int64)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))  # mix the classes
+    xy, labels = xy[order], labels[order]
+    inputs = points.features(xy, list(data.features), made.scale)
+    test_count = max(1, round(len(labels) * data.test_share))
+    train_count = len(labels) - test_count
+    title = f"{data.points}'s points" if data.dataset == points.POINTS else data.dataset
+    info = DatasetInfo(
+        name=data.dataset, title=title, folder="", sha256={}, mean=0.0, std=1.0, classes=made.classes,
+        inputs=inputs.shape[1], features=tuple(data.features), scale=made.scale,
+    )  # fmt: skip
+    train, test = slice(0, train_count), slice(train_count, None)
+    return RawDataset(
+        info, inputs[train], labels[train], inputs[test], labels[test], train_points=xy[train], test_points=xy[test]
+    )
 
 
 def load_dataset(data_dir: Path, dataset: str, *, verify_checksums: bool = True, download: bool = True) -> RawDataset:

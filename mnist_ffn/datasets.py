@@ -20,6 +20,14 @@ class DatasetInfo:
     mean: float  # pixel mean and std of the training set, in [0, 1] units
     std: float
     classes: tuple[str, ...]
+    inputs: int = 28 * 28  # the network's input width: pixels, or a 2-D set's features
+    features: tuple[str, ...] = ()  # a 2-D set's: how a point becomes the network's input (see points.py)
+    scale: float = 0.0  # a 2-D set's: coordinates are divided by it before the features are computed
+
+    @property
+    def is_plane(self) -> bool:
+        """A 2-D data set: points, not images."""
+        return bool(self.features)
 
 
 DATASETS = {

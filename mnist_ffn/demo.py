@@ -83,6 +83,8 @@ class DemoModel:
         self.config = checkpoint_config(checkpoint_path, checkpoint)
         self.dataset = checkpoint["dataset"]
         self.classes = list(checkpoint["classes"])
+        if "plane" in checkpoint:
+            raise UsageError(f"{checkpoint_path}: a network of 2-D points ({self.dataset}); the demo reads drawings")
         info = DATASETS.get(self.dataset)
         if info is None or self.dataset != self.config.data.dataset or len(self.classes) != len(info.classes):
             raise CheckpointError(

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
-from mnist_ffn.data import DATASETS, Split, load_dataset, make_splits
+from mnist_ffn.data import DATASETS, Split, load_data, make_splits
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import DataError, UsageError
 from mnist_ffn.model import architecture
@@ -71,12 +71,13 @@ def evaluate_checkpoint(
     dataset = checkpoint["dataset"]
     if expected_dataset is not None and expected_dataset != dataset:
         raise DataError(
-            f"{path} was trained on {DATASETS[dataset].title}, not {expected_dataset}; "
+            f"{path} was trained on {DATASETS[dataset].title if dataset in DATASETS else dataset}, "
+            f"not {expected_dataset}; "
             f"its scores on other images would be meaningless"
         )
     target = pick_device(device)
     model = restore_model(path, checkpoint).to(target)
-    raw = load_dataset(data_dir, dataset, verify_checksums=config.data.verify_checksums, download=config.data.download)
+    raw = load_data(config.data, data_dir, config.train.seed)  # a 2-D set: made again from the run's seed
     splits = make_splits(raw, config.train.val_size, config.train.limit, target, checkpoint["normalization"])
     if len(splits[split]) == 0:
         raise UsageError(
@@ -88,7 +89,7 @@ def evaluate_checkpoint(
         "checkpoint": str(path),
         "dataset": dataset,
         "split": split,
-        "architecture": architecture(config.model),
+        "architecture": architecture(config.model, len(checkpoint["classes"]), raw.info.inputs),
         "classes": checkpoint["classes"],
         **result.to_dict(),
     }

@@ -24,6 +24,7 @@ from mnist_ffn.errors import MnistFfnError, UsageError
 FORMATS = ("onnx",)
 INPUT, OUTPUT = "pixels", "logits"
 INPUT_DOC = "float32 pixels in [0, 1], shape (N, 1, 28, 28), light on dark (torchvision's ToTensor of the images)"
+POINTS_INPUT, POINTS_DOC = "points", "float32 points (x1, x2) of the plane, shape (N, 2), in the data's coordinates"
 
 
 class WithNormalization(nn.Module):
@@ -37,6 +38,19 @@ class WithNormalization(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.network((pixels - self.mean) / self.std)  # the network's first layer flattens (N, 1, 28, 28)
+
+
+class WithFeatures(nn.Module):
+    """A 2-D set's network with its features in front: points (N, 2) in the data's coordinates -> logits."""
+
+    def __init__(self, network: nn.Sequential, names: list[str], scale: float):
+        super().__init__()
+        self.network, self.names, self.scale = network, list(names), float(scale)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        from mnist_ffn.points import features
+
+        return self.network(features(points, self.names, self.scale))
 
 
 def default_output(checkpoint: Path) -> Path:
@@ -61,27 +75,36 @@ def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onn
         raise UsageError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'model.onnx'}")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: no such folder {out.parent}")
-    model = WithNormalization(nn.Sequential(*network), network.normalization["mean"], network.normalization["std"])
-    proto = _onnx_proto(model.eval())
+    layers = nn.Sequential(*network)
+    if network.plane is not None:  # input: the points themselves; the features are computed in the graph
+        plane = network.plane
+        model = WithFeatures(layers, plane["features"], plane["scale"])
+        input_name, input_doc = POINTS_INPUT, POINTS_DOC
+        example = torch.rand(2, 2)
+    else:
+        model = WithNormalization(layers, network.normalization["mean"], network.normalization["std"])
+        input_name, input_doc, example = INPUT, INPUT_DOC, torch.rand(2, 1, 28, 28)
+    proto = _onnx_proto(model.eval(), example, input_name)
     onnx.helper.set_model_props(
         proto,
         {
             "classes": json.dumps(network.classes),
             "dataset": network.dataset,
-            "input": INPUT_DOC,
+            "input": input_doc,
             "output": f"logits, shape (N, {len(network.classes)}): softmax gives each class's probability",
             "mnist_ffn_version": __version__,
             "checkpoint": checkpoint.name,
         },
     )
-    proto.doc_string = f"mnist-ffn {network.dataset} classifier; input {INPUT}: {INPUT_DOC}"
+    proto.doc_string = f"mnist-ffn {network.dataset} classifier; input {input_name}: {input_doc}"
     write_atomically(out, lambda file: file.write(proto.SerializeToString()))
     return out
 
 
-def _onnx_proto(model: nn.Module):
-    """torch.onnx.export's dynamo exporter, with a dynamic batch size; its progress lines stay out of our output."""
-    example = torch.rand(2, 1, 28, 28)  # 2, not 1: a batch of 1 would be specialized away
+def _onnx_proto(model: nn.Module, example: torch.Tensor | None = None, input_name: str = INPUT):
+    """torch.onnx.export's dynamo exporter, with a dynamic batch size; its progress lines stay out of our output.
+    The example batch is of 2, not 1: a batch of 1 would be specialized away."""
+    example = torch.rand(2, 1, 28, 28) if example is None else example
     chatter = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
         warnings.simplefilter("ignore")
@@ -89,9 +112,9 @@ def _onnx_proto(model: nn.Module):
             model,
             (example,),
             dynamo=True,
-            input_names=[INPUT],
+            input_names=[input_name],
             output_names=[OUTPUT],
-            dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
+            dynamic_shapes={input_name: {0: torch.export.Dim("batch")}},
             verbose=False,
         )
     return program.model_proto

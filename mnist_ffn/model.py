@@ -26,9 +26,10 @@ ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(config: ModelConfig, num_classes: int = 10) -> nn.Sequential:
+def build_model(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_PIXELS) -> nn.Sequential:
+    """`inputs` wide (784 pixels, or a 2-D set's features) to `num_classes` logits."""
     layers: list[nn.Module] = [nn.Flatten()]  # accepts (N, 28, 28) images as well as (N, 784) rows
-    width = IMAGE_PIXELS
+    width = inputs
     for hidden_width in config.hidden:
         layers.append(nn.Linear(width, hidden_width))
         layers.append(ACTIVATION_LAYERS[config.activation]())
@@ -43,12 +44,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def layer_widths(config: ModelConfig, num_classes: int = 10) -> str:
+def layer_widths(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_PIXELS) -> str:
     """e.g. '784-512-256-10': input, hidden and output widths."""
-    return "-".join(str(width) for width in [IMAGE_PIXELS, *config.hidden, num_classes])
+    return "-".join(str(width) for width in [inputs, *config.hidden, num_classes])
 
 
-def architecture(config: ModelConfig, num_classes: int = 10) -> str:
+def architecture(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_PIXELS) -> str:
     """e.g. '784-512-256-10 relu': the layer widths a person would draw."""
-    widths = layer_widths(config, num_classes)
+    widths = layer_widths(config, num_classes, inputs)
     return f"{widths} {config.activation}" if config.hidden else f"{widths} (softmax regression)"

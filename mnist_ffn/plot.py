@@ -1,4 +1,4 @@
-"""PNG plots of a run folder (loss, accuracy, confusion matrix) or of a `compare` folder.
+"""PNG plots of a run folder (loss, accuracy, confusion matrix; a 2-D set's boundary) or of a `compare` folder.
 
 matplotlib is an optional extra (`pip install 'mnist-ffn[plot]'`): nothing else needs it.
 """
@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from mnist_ffn.atomic import write_atomically
+from mnist_ffn.boundary import is_plane_run, plot_boundaries, plot_boundary
 from mnist_ffn.errors import DamagedFile, MnistFfnError, UsageError
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 from mnist_ffn.sweep_results import RESULTS_JSON
@@ -30,7 +31,11 @@ def plot_folder(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
     if (folder / COMPARISON_FILE).is_file():
-        return [plot_comparison(folder)]
+        written = [plot_comparison(folder)]
+        rows = read_comparison(folder)
+        if is_plane_run(RunFolder(folder / rows[0]["activation"])):
+            written.append(plot_boundaries(folder, rows, _pyplot()))
+        return written
     if (folder / RESULTS_JSON).is_file():
         return [plot_sweep(folder)]
     run = RunFolder(folder)
@@ -39,6 +44,8 @@ def plot_folder(folder: Path) -> list[Path]:
     written = plot_curves(run)
     if run.summary.is_file():
         written.append(plot_confusion(run))
+    if is_plane_run(run):
+        written += plot_boundary(run, _pyplot())
     return written
 
 
@@ -60,7 +67,7 @@ def plot_curves(run: RunFolder) -> list[Path]:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
         axes.legend()
-        written.append(_save(figure, run.path / ("loss.png" if name == "loss" else "accuracy.png")))
+        written.append(save(figure, run.path / ("loss.png" if name == "loss" else "accuracy.png")))
         plt.close(figure)
     return written
 
@@ -95,7 +102,7 @@ def plot_confusion(run: RunFolder) -> Path:
     )
     figure.colorbar(image, ax=axes, label="sqrt(count)")
     figure.tight_layout()
-    path = _save(figure, run.path / "confusion.png")
+    path = save(figure, run.path / "confusion.png")
     plt.close(figure)
     return path
 
@@ -139,7 +146,7 @@ def plot_comparison(folder: Path) -> Path:
     curves.grid(alpha=0.3)
     curves.legend()
     figure.tight_layout()
-    path = _save(figure, folder / "compare.png")
+    path = save(figure, folder / "compare.png")
     plt.close(figure)
     return path
 
@@ -182,11 +189,11 @@ def plot_sweep(folder: Path) -> Path:
             axes.legend(fontsize=7)
     figure.suptitle(f"Sweep {folder.name}")
     figure.tight_layout()
-    saved = _save(figure, folder / "sweep.png")
+    saved = save(figure, folder / "sweep.png")
     plt.close(figure)
     return saved
 
 
-def _save(figure, path: Path) -> Path:
+def save(figure, path: Path) -> Path:
     write_atomically(path, lambda file: figure.savefig(file, format="png"))
     return path

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.data import IMAGE_SIDE
 from mnist_ffn.datasets import DATASETS
-from mnist_ffn.errors import ImageError
+from mnist_ffn.errors import ImageError, UsageError
 from mnist_ffn.reading import NotARegularFile, open_regular
 
 INK_THRESHOLD = 0.2  # a pixel is ink if brighter than this fraction of the brightest pixel (after inversion)
@@ -159,6 +159,8 @@ def predict_images(
     from mnist_ffn.api import load  # the Python API's network: the same preprocessing and forward pass
 
     network = load(checkpoint_path, device=device)
+    if network.plane is not None:
+        raise UsageError(f"{checkpoint_path}: a network of 2-D points ({network.dataset}); predict reads images")
     classes, dataset = network.classes, network.dataset
     if save_preprocessed is not None:
         _make_folder(save_preprocessed)

@@ -32,7 +32,7 @@ from mnist_ffn.checkpoint import (
     training_contents,
 )
 from mnist_ffn.config import Config, load_config
-from mnist_ffn.data import load_dataset, make_splits, shuffled_batches
+from mnist_ffn.data import load_data, make_splits, shuffled_batches
 from mnist_ffn.devices import device_name, peak_memory, pick_device
 from mnist_ffn.engines import build_engine
 from mnist_ffn.errors import (
@@ -83,9 +83,6 @@ class Trainer:
         train = config.train
         if train.threads:
             torch.set_num_threads(train.threads)
-        torch.manual_seed(train.seed)  # the initial weights
-        self.model = build_model(config.model).to(device)
-        self.engine = build_engine(self.model, config, device)
         self.shuffle_generator = torch.Generator().manual_seed(train.seed)  # on the CPU: same order on every device
         self.augment_generator = torch.Generator(device).manual_seed(train.seed + 1)
         self.epoch_start_state = self.shuffle_generator.get_state()
@@ -94,9 +91,15 @@ class Trainer:
     # -- setup -----------------------------------------------------------------------------------------
 
     def load_data(self, data_dir: Path) -> None:
-        data = self.config.data
-        self.raw = load_dataset(data_dir, data.dataset, verify_checksums=data.verify_checksums, download=data.download)
-        self.splits = make_splits(self.raw, self.config.train.val_size, self.config.train.limit, self.device)
+        """The data, then the model its shape asks for (the input width and the classes)."""
+        config = self.config
+        self.raw = load_data(config.data, data_dir, config.train.seed)
+        self.splits = make_splits(self.raw, config.train.val_size, config.train.limit, self.device)
+        torch.manual_seed(config.train.seed)  # the initial weights
+        info = self.raw.info
+        self.model = build_model(config.model, num_classes=len(info.classes), inputs=info.inputs).to(self.device)
+        self.engine = build_engine(self.model, config, self.device)
+        self.architecture = architecture(config.model, len(info.classes), info.inputs)
         batch_size = self.config.train.batch_size
         self.steps_per_epoch = math.ceil(len(self.splits["train"]) / batch_size)
         sizes = [batch_size] * self.steps_per_epoch
@@ -193,7 +196,7 @@ class Trainer:
     def start_line(self, resumed: bool) -> str:
         return start_line(
             resumed_at_epoch=self.progress.epoch + 1 if resumed else None,
-            architecture=architecture(self.config.model),
+            architecture=self.architecture,
             parameters=count_parameters(self.model),
             device=str(self.device),
             threads=torch.get_num_threads() if self.device.type == "cpu" else None,
@@ -240,7 +243,8 @@ class Trainer:
         train_loss = float((self.step_losses * self.batch_sizes).sum() / train_count)
         train_accuracy = float(self.step_correct.sum() / train_count)
         has_val = len(self.splits["val"]) > 0
-        val = evaluate(self.model, self.splits["val"], self.config.train.eval_batch_size) if has_val else None
+        classes = len(self.raw.info.classes)
+        val = evaluate(self.model, self.splits["val"], self.config.train.eval_batch_size, classes) if has_val else None
         self._clock(started, training=False)
         row = {
             "epoch": progress.epoch + 1,
@@ -298,7 +302,7 @@ class Trainer:
     def summarize(self) -> dict:
         best_path = self.run.best_checkpoint
         best_model = restore_model(best_path, load_checkpoint(best_path)).to(self.device)
-        test = evaluate(best_model, self.splits["test"], self.config.train.eval_batch_size)
+        test = evaluate(best_model, self.splits["test"], self.config.train.eval_batch_size, len(self.raw.info.classes))
         progress, history = self.progress, self.progress.history
         return {
             "test_accuracy": test.accuracy,
@@ -320,7 +324,7 @@ class Trainer:
             "dataset": self.raw.info.name,
             "train_images": len(self.splits["train"]),
             "val_images": len(self.splits["val"]),
-            "architecture": architecture(self.config.model),
+            "architecture": self.architecture,
             "parameters": count_parameters(self.model),
             "device": str(self.device),
             "device_name": device_name(self.device),

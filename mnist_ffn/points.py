@@ -1,0 +1,164 @@
+"""2-D data sets: TensorFlow Playground's four (circle, xor, gauss, spiral) and a person's own CSV of points.
+
+The lesson's argument in pictures: a circle inside a ring, XOR quadrants and a spiral have no straight
+boundary, so a network without an activation (one linear map, however deep) cannot separate them.
+The sets are generated as the Playground makes them (its dataset.ts), in its coordinates, x1 and x2 in
+[-6, 6], from the run's seed; `spiral` takes any number of arms, one class each.
+
+A network sees features of a point, not the point: x1, x2, x1^2, x2^2, x1*x2, sin(x1), sin(x2), as the
+Playground offers them, computed on the coordinates divided by the data's scale (6 for the generated
+sets, the largest |coordinate| of a CSV's points) so that every feature lies in [-1, 1]. The scale and
+the features are saved in each checkpoint: a point is turned into the network's input the same way
+at training, at evaluation and when a boundary is drawn.
+
+No torch at import: the config checks the names here before torch is needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_ffn.errors import DataError
+from mnist_ffn.reading import NotARegularFile, open_regular
+
+PLANE_SETS = ("circle", "xor", "gauss", "spiral")
+POINTS = "points"  # data.dataset of a CSV's points (data.points = FILE selects it)
+FEATURES = ("x1", "x2", "x1^2", "x2^2", "x1*x2", "sin_x1", "sin_x2")
+PLAYGROUND_SCALE = 6.0  # the Playground draws its points in [-6, 6] x [-6, 6]
+MAX_CSV_ROWS = 1_000_000
+MAX_CLASSES = 100
+
+
+@dataclass
+class Points:
+    """Points in the plane (N, 2) as float32 lists, their int labels, the class names and the scale."""
+
+    xy: list[tuple[float, float]]
+    labels: list[int]
+    classes: tuple[str, ...]
+    scale: float
+
+
+def generate(name: str, count: int, noise: float, seed: int, arms: int = 2) -> Points:
+    """`count` points of a Playground data set; `noise` in [0, 0.5] as the Playground's 0-50%."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(low: float, high: float, size: int) -> torch.Tensor:
+        return torch.rand(size, generator=generator, dtype=torch.float64) * (high - low) + low
+
+    if name == "circle":  # a disk of radius 2.5 (class 1) inside a ring from 3.5 to 5 (class 0)
+        radius = 5.0
+        half = count // 2
+        inner = uniform(0, radius * 0.5, half)
+        outer = uniform(radius * 0.7, radius, count - half)
+        r = torch.cat([inner, outer])
+        angle = uniform(0, 2 * math.pi, count)
+        x, y = r * torch.sin(angle), r * torch.cos(angle)
+        x, y = x + uniform(-radius, radius, count) * noise, y + uniform(-radius, radius, count) * noise
+        labels = (torch.cat([torch.ones(half), torch.zeros(count - half)])).long()
+        classes = ("ring", "disk")
+    elif name == "xor":  # quadrants: the sign of x1 * x2, points kept 0.3 away from the axes
+        x, y = uniform(-5, 5, count), uniform(-5, 5, count)
+        x, y = x + torch.where(x > 0, 0.3, -0.3), y + torch.where(y > 0, 0.3, -0.3)
+        labels = (x * y > 0).long()  # before the noise: the noise moves points across the boundary
+        x, y = x + uniform(-5, 5, count) * noise, y + uniform(-5, 5, count) * noise
+        classes = ("x1*x2 < 0", "x1*x2 > 0")
+    elif name == "gauss":  # two Gaussian blobs at (2, 2) and (-2, -2); noise widens them
+        variance = 0.5 + (4.0 - 0.5) * (noise / 0.5)
+        half = count // 2
+        labels = torch.cat([torch.ones(half), torch.zeros(count - half)]).long()
+        centre = torch.where(labels == 1, 2.0, -2.0).double()
+        std = math.sqrt(variance)
+        x = centre + torch.randn(count, generator=generator, dtype=torch.float64) * std
+        y = centre + torch.randn(count, generator=generator, dtype=torch.float64) * std
+        classes = ("(-2, -2)", "(2, 2)")
+    elif name == "spiral":  # `arms` spirals, one class each, each turning 1.75 times out to radius 5
+        per_arm = [count // arms + (1 if arm < count % arms else 0) for arm in range(arms)]
+        xs, ys, label_parts = [], [], []
+        for arm, n in enumerate(per_arm):
+            t = torch.arange(n, dtype=torch.float64) / max(n, 1)
+            r = t * 5.0
+            angle = 1.75 * t * 2 * math.pi + 2 * math.pi * arm / arms
+            xs.append(r * torch.sin(angle) + uniform(-1, 1, n) * noise)
+            ys.append(r * torch.cos(angle) + uniform(-1, 1, n) * noise)
+            label_parts.append(torch.full((n,), arm, dtype=torch.long))
+        x, y, labels = torch.cat(xs), torch.cat(ys), torch.cat(label_parts)
+        classes = tuple(f"arm {arm + 1}" for arm in range(arms))
+    else:
+        raise ValueError(name)
+    return Points(list(zip(x.tolist(), y.tolist(), strict=True)), labels.tolist(), classes, PLAYGROUND_SCALE)
+
+
+def read_csv(path: Path) -> Points:
+    """A person's points: rows `x1,x2,label` (a header row is optional), labels whole numbers 0..K-1 or any
+    whole numbers (then renumbered in order); one DataError naming the file and the row for anything else."""
+    try:
+        with open_regular(path) as binary:
+            text = binary.read(200 * MAX_CSV_ROWS).decode("utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"data.points {path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"data.points {path}: is a folder, not a CSV file") from None
+    except NotARegularFile as exc:
+        raise DataError(f"data.points {path}: {exc.strerror}, not a CSV file") from None
+    except UnicodeDecodeError:
+        raise DataError(f"data.points {path}: not text (UTF-8), so not a CSV file") from None
+    except OSError as exc:
+        raise DataError(f"data.points {path}: cannot read it ({exc.strerror})") from None
+    xy, raw_labels = [], []
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 3:
+            raise DataError(f"{path}, row {number}: expected 3 values (x1,x2,label), found {len(row)}")
+        cells = [cell.strip() for cell in row]
+        try:
+            x1, x2 = float(cells[0]), float(cells[1])
+        except ValueError:
+            if number == 1 and not xy:  # a header
+                continue
+            raise DataError(
+                f"{path}, row {number}: x1 and x2 must be numbers, got {cells[0]!r}, {cells[1]!r}"
+            ) from None
+        if not (math.isfinite(x1) and math.isfinite(x2)):
+            raise DataError(f"{path}, row {number}: x1 and x2 must be finite numbers, got {cells[0]}, {cells[1]}")
+        try:
+            label = int(cells[2])
+        except ValueError:
+            raise DataError(f"{path}, row {number}: the label must be a whole number, got {cells[2]!r}") from None
+        xy.append((x1, x2))
+        raw_labels.append(label)
+        if len(xy) > MAX_CSV_ROWS:
+            raise DataError(f"{path}, row {number}: more than {MAX_CSV_ROWS:,} points; mnist-ffn reads up to that")
+    values = sorted(set(raw_labels))
+    if len(values) < 2:
+        found = f"only label {values[0]}" if values else "no points"
+        raise DataError(f"{path}: {found}; a classifier needs at least two classes")
+    if len(values) > MAX_CLASSES:
+        raise DataError(f"{path}: {len(values)} different labels; mnist-ffn takes up to {MAX_CLASSES} classes")
+    index = {value: position for position, value in enumerate(values)}
+    scale = max(max(abs(x1), abs(x2)) for x1, x2 in xy) or 1.0
+    return Points(xy, [index[label] for label in raw_labels], tuple(str(value) for value in values), scale)
+
+
+def features(xy, names: list[str], scale: float):
+    """The network's input for points (N, 2): one column per feature name, in [-1, 1]."""
+    import torch
+
+    u = torch.as_tensor(xy, dtype=torch.float32).reshape(-1, 2) / scale
+    u1, u2 = u[:, 0], u[:, 1]
+    columns = {
+        "x1": lambda: u1,
+        "x2": lambda: u2,
+        "x1^2": lambda: u1 * u1,
+        "x2^2": lambda: u2 * u2,
+        "x1*x2": lambda: u1 * u2,
+        "sin_x1": lambda: torch.sin(u1 * PLAYGROUND_SCALE),  # the Playground's sin(x1), x1 in [-6, 6]
+        "sin_x2": lambda: torch.sin(u2 * PLAYGROUND_SCALE),
+    }
+    return torch.stack([columns[name]() for name in names], dim=1)
