@@ -41,6 +41,12 @@ class DataError(MnistFfnError):
     """Data files are missing, corrupt, or not the data set asked for."""
 
 
+class PointsError(MnistFfnError):
+    """A CSV of points (data.points) that is not rows of x1,x2,label; the message names the file and the row."""
+
+    exit_code = 2  # the config names a file that cannot be used, as a bad config key would
+
+
 class CheckpointError(MnistFfnError):
     """A file is not a loadable mnist-ffn checkpoint."""
 

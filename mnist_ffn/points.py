@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_ffn.errors import DataError
+from mnist_ffn.errors import PointsError
 from mnist_ffn.reading import NotARegularFile, open_regular
 
 PLANE_SETS = ("circle", "xor", "gauss", "spiral")
@@ -96,51 +96,51 @@ def generate(name: str, count: int, noise: float, seed: int, arms: int = 2) -> P
 
 def read_csv(path: Path) -> Points:
     """A person's points: rows `x1,x2,label` (a header row is optional), labels whole numbers 0..K-1 or any
-    whole numbers (then renumbered in order); one DataError naming the file and the row for anything else."""
+    whole numbers (then renumbered in order); one PointsError (exit 2) naming the file and the row for anything else."""
     try:
         with open_regular(path) as binary:
             text = binary.read(200 * MAX_CSV_ROWS).decode("utf-8-sig")
     except FileNotFoundError:
-        raise DataError(f"data.points {path}: no such file") from None
+        raise PointsError(f"data.points {path}: no such file") from None
     except IsADirectoryError:
-        raise DataError(f"data.points {path}: is a folder, not a CSV file") from None
+        raise PointsError(f"data.points {path}: is a folder, not a CSV file") from None
     except NotARegularFile as exc:
-        raise DataError(f"data.points {path}: {exc.strerror}, not a CSV file") from None
+        raise PointsError(f"data.points {path}: {exc.strerror}, not a CSV file") from None
     except UnicodeDecodeError:
-        raise DataError(f"data.points {path}: not text (UTF-8), so not a CSV file") from None
+        raise PointsError(f"data.points {path}: not text (UTF-8), so not a CSV file") from None
     except OSError as exc:
-        raise DataError(f"data.points {path}: cannot read it ({exc.strerror})") from None
+        raise PointsError(f"data.points {path}: cannot read it ({exc.strerror})") from None
     xy, raw_labels = [], []
     for number, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != 3:
-            raise DataError(f"{path}, row {number}: expected 3 values (x1,x2,label), found {len(row)}")
+            raise PointsError(f"{path}, row {number}: expected 3 values (x1,x2,label), found {len(row)}")
         cells = [cell.strip() for cell in row]
         try:
             x1, x2 = float(cells[0]), float(cells[1])
         except ValueError:
             if number == 1 and not xy:  # a header
                 continue
-            raise DataError(
+            raise PointsError(
                 f"{path}, row {number}: x1 and x2 must be numbers, got {cells[0]!r}, {cells[1]!r}"
             ) from None
         if not (math.isfinite(x1) and math.isfinite(x2)):
-            raise DataError(f"{path}, row {number}: x1 and x2 must be finite numbers, got {cells[0]}, {cells[1]}")
+            raise PointsError(f"{path}, row {number}: x1 and x2 must be finite numbers, got {cells[0]}, {cells[1]}")
         try:
             label = int(cells[2])
         except ValueError:
-            raise DataError(f"{path}, row {number}: the label must be a whole number, got {cells[2]!r}") from None
+            raise PointsError(f"{path}, row {number}: the label must be a whole number, got {cells[2]!r}") from None
         xy.append((x1, x2))
         raw_labels.append(label)
         if len(xy) > MAX_CSV_ROWS:
-            raise DataError(f"{path}, row {number}: more than {MAX_CSV_ROWS:,} points; mnist-ffn reads up to that")
+            raise PointsError(f"{path}, row {number}: more than {MAX_CSV_ROWS:,} points; mnist-ffn reads up to that")
     values = sorted(set(raw_labels))
     if len(values) < 2:
         found = f"only label {values[0]}" if values else "no points"
-        raise DataError(f"{path}: {found}; a classifier needs at least two classes")
+        raise PointsError(f"{path}: {found}; a classifier needs at least two classes")
     if len(values) > MAX_CLASSES:
-        raise DataError(f"{path}: {len(values)} different labels; mnist-ffn takes up to {MAX_CLASSES} classes")
+        raise PointsError(f"{path}: {len(values)} different labels; mnist-ffn takes up to {MAX_CLASSES} classes")
     index = {value: position for position, value in enumerate(values)}
     scale = max(max(abs(x1), abs(x2)) for x1, x2 in xy) or 1.0
     return Points(xy, [index[label] for label in raw_labels], tuple(str(value) for value in values), scale)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mnist_ffn.datasets import DATASETS
 from mnist_ffn.shell import command_line
 
 console = Console()
@@ -48,8 +49,16 @@ def start_line(
     on = f"{device}, {threads} threads" if threads else device
     return (
         f"{where} {architecture} ({parameters:,} parameters) on {on}: {train_images:,} train / "
-        f"{val_images:,} val images of {dataset_title}, {epochs} epochs of batch {batch_size}"
+        f"{val_images:,} val {_unit(dataset_title)} of {dataset_title}, {epochs} epochs of batch {batch_size}"
     )
+
+
+TITLES = {info.title for info in DATASETS.values()}
+
+
+def _unit(dataset: str) -> str:
+    """What a data set's items are called: images, or a 2-D set's points (`dataset` is a name or a title)."""
+    return "images" if dataset in DATASETS or dataset in TITLES else "points"
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -69,7 +78,8 @@ def print_train_summary(summary: dict, run_dir: Path) -> None:
     rows = [
         (
             "test accuracy",
-            f"{summary['test_accuracy']:.2%}  ({summary['test_checkpoint']}, {summary['test_n']:,} images)",
+            f"{summary['test_accuracy']:.2%}  ({summary['test_checkpoint']}, "
+            f"{summary['test_n']:,} {_unit(summary['dataset'])})",
         ),
         ("test loss", f"{summary['test_loss']:.4f}"),
         (
@@ -77,7 +87,11 @@ def print_train_summary(summary: dict, run_dir: Path) -> None:
             f"{summary['best_epoch']} of {summary['epochs']}  (val accuracy {_percent(summary['best_val_accuracy'])})",
         ),
         ("model", f"{summary['architecture']}, {summary['parameters']:,} parameters"),
-        ("data", f"{summary['dataset']}: {summary['train_images']:,} train / {summary['val_images']:,} val images"),
+        (
+            "data",
+            f"{summary['dataset']}: {summary['train_images']:,} train / {summary['val_images']:,} val "
+            f"{_unit(summary['dataset'])}",
+        ),
         (
             "speed",
             f"{summary['train_samples_per_second']:,.0f} training samples/s "
@@ -96,12 +110,12 @@ def print_evaluation(report: dict) -> None:
     classes = report["classes"]
     console.print(
         f"[bold]{escape(report['checkpoint'])}[/bold] on the {report['split']} split of {report['dataset']} "
-        f"({report['n']:,} images, {report['architecture']})"
+        f"({report['n']:,} {_unit(report['dataset'])}, {report['architecture']})"
     )
     console.print(f"accuracy [bold]{report['accuracy']:.2%}[/bold]   loss {report['loss']:.4f}")
     per_class = Table(title="Per-class accuracy", title_justify="left")
     per_class.add_column("class")
-    per_class.add_column("images", justify="right")
+    per_class.add_column(_unit(report["dataset"]), justify="right")
     per_class.add_column("accuracy", justify="right")
     for name, row, accuracy in zip(classes, report["confusion_matrix"], report["per_class_accuracy"], strict=True):
         per_class.add_row(name, f"{sum(row):,}", f"{accuracy:.2%}")
