@@ -1,0 +1,62 @@
+"""examples/lesson.ipynb executes afresh and reaches its key numbers; the committed copy holds its outputs.
+
+Each cell asserts what it shows (the neuron recovers its line, the folded product equals the network, the
+chain rule equals autograd...), so executing it is the check; this test also reads the numbers it prints.
+"""
+
+import os
+import re
+
+import pytest
+
+from tests.helpers import PROJECT_ROOT, real_data_dir
+
+NOTEBOOK = PROJECT_ROOT / "examples" / "lesson.ipynb"
+
+
+def notebook_tools():
+    try:
+        import ipykernel  # noqa: F401
+        import nbclient
+        import nbformat
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nbclient, nbformat and ipykernel are missing; CI must have them (the test extra)")
+        pytest.skip("needs nbclient, nbformat and ipykernel: pip install -e '.[test]'")
+    pytest.importorskip("matplotlib", reason="the notebook draws: pip install -e '.[plot]'")
+    return nbclient, nbformat
+
+
+def printed(notebook) -> str:
+    return "".join(
+        "".join(output.get("text", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
+def test_the_committed_notebook_renders_with_its_outputs():
+    _, nbformat = notebook_tools()
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.get("outputs") or "import" in cell.source for cell in code), "a cell without its output"
+    assert not any(output.get("output_type") == "error" for cell in code for output in cell.outputs)
+    assert sum(1 for cell in code for output in cell.outputs if "image/png" in output.get("data", {})) >= 2
+
+
+def test_the_notebook_executes_and_reaches_its_numbers(monkeypatch):
+    nbclient, nbformat = notebook_tools()
+    monkeypatch.setenv("MNIST_FFN_DATA", str(real_data_dir()))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})  # fmt: skip
+    client.execute()  # raises CellExecutionError, with the cell, if an assertion in it fails
+    text = printed(notebook)
+    w, b = map(float, re.search(r"fitted: w = ([\d.]+), b = ([\d.]+)", text).groups())
+    assert abs(w - 3) < 0.05 and abs(b - 2) < 0.05
+    assert float(re.search(r"chain rule against autograd: largest gradient difference (\S+)", text)[1]) < 1e-6
+    identity, relu = (float(value) for value in re.search(r"identity ([\d.]+)%, relu ([\d.]+)%", text).groups())
+    assert identity <= 75 and relu >= 95
+    assert float(re.search(r"test accuracy ([\d.]+)% on 10,000 images", text)[1]) >= 90
+    assert "seven.png: the network says 7" in text
