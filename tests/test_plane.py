@@ -191,3 +191,16 @@ def test_predict_and_demo_refuse_a_network_of_points(tmp_path):
     network = mnist_ffn.load(out / "best.pt")
     probabilities = network.predict_points([[2.0, 2.0], [-2.0, -2.0]])
     assert probabilities.shape == (2, 2) and torch.allclose(probabilities.sum(1), torch.ones(2))
+
+
+def test_a_sweep_over_a_2d_set_runs_each_point_with_the_sets_defaults(tmp_path):
+    pytest.importorskip("optuna", reason="needs the sweep extra: pip install -e '.[sweep]'")
+    spec = tmp_path / "xor.toml"
+    spec.write_text('[base]\ndata.dataset = "xor"\ntrain.epochs = 10\n\n[space]\nmodel.activation = ["identity", '
+                    '"relu"]\n\n[sweep]\nseeds = [0]\npruner = "none"\n')  # fmt: skip
+    result = run_cli("sweep", spec, "--out", tmp_path / "sweep", "--json")
+    assert result.returncode == 0, result.stderr
+    points = {row["point"]: row for row in json.loads(result.stdout)["points"]}
+    assert set(points) == {"activation=identity", "activation=relu"}
+    config = load_config(next((tmp_path / "sweep" / "trials").glob("*relu*")) / "config.toml")
+    assert config.data.dataset == "xor" and config.model.hidden == [16, 16] and config.train.val_size == 50
