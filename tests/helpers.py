@@ -168,3 +168,25 @@ def wait_for(path, process, timeout: float = 60) -> None:
 def snapshot(folder) -> dict:
     """Each file of a folder by its SHA-256: to show that nothing in it changed."""
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def require(available: bool, what: str) -> None:
+    """Skip without a prerequisite, except under CI=true, where it must be there."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is missing; CI must have it")
+    pytest.skip(f"{what} is missing")
+
+
+def require_modules(*names: str, install: str) -> list:
+    """The modules, imported; without one, a skip (a failure under CI=true) saying how to install it."""
+    import importlib
+
+    found = []
+    for name in names:
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            require(False, f"{name} ({install})")
+    return found

@@ -25,7 +25,15 @@ from PIL import Image
 
 from mnist_ffn.demo import BLANK_HINT, MALFORMED_CALL, DemoModel, canvas_image, check_port, heatmap, respond
 from mnist_ffn.predict import predict_images
-from tests.helpers import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, start_forked
+from tests.helpers import (
+    TINY_FLAGS,
+    assert_one_line_error,
+    real_data_dir,
+    require,
+    require_modules,
+    run_cli,
+    start_forked,
+)
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = [
@@ -38,15 +46,6 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--window-size=1400,1300",
 ]
-
-
-def require(available: bool, what: str) -> None:
-    """Skip without a prerequisite, except under CI=true, where it must be there."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is missing; CI must have it")
-    pytest.skip(f"{what} is missing")
 
 
 def free_port() -> int:
@@ -180,11 +179,7 @@ class DemoServer:
 
 def require_browser_and_gradio() -> None:
     require(CHROMIUM.exists() and CHROMEDRIVER.exists(), f"Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER})")
-    for module in ("gradio", "selenium"):
-        try:
-            __import__(module)
-        except ImportError:
-            require(False, f"{module} (pip install -e '.[test,demo]')")
+    require_modules("gradio", "selenium", install="pip install -e '.[test,demo]'")
 
 
 @pytest.fixture(scope="module")

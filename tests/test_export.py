@@ -5,7 +5,6 @@ they fail: CI installs it.
 """
 
 import json
-import os
 import sys
 
 import pytest
@@ -13,19 +12,11 @@ import torch
 from torch import nn
 
 from mnist_ffn.model import ACTIVATION_LAYERS
-from tests.helpers import assert_one_line_error, real_data_dir, run_cli
+from tests.helpers import assert_one_line_error, real_data_dir, require_modules, run_cli
 
 
 def onnxruntime():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime as runtime
-        import onnxscript  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the export extra is missing; CI must have it: pip install -e '.[export]'")
-        pytest.skip("needs the export extra: pip install -e '.[export]'")
-    return runtime
+    return require_modules("onnx", "onnxscript", "onnxruntime", install="pip install -e '.[export]'")[2]
 
 
 def session(path):

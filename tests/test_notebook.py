@@ -4,26 +4,16 @@ Each cell asserts what it shows (the neuron recovers its line, the folded produc
 chain rule equals autograd...), so executing it is the check; this test also reads the numbers it prints.
 """
 
-import os
 import re
 
-import pytest
-
-from tests.helpers import PROJECT_ROOT, real_data_dir
+from tests.helpers import PROJECT_ROOT, real_data_dir, require_modules
 
 NOTEBOOK = PROJECT_ROOT / "examples" / "lesson.ipynb"
 
 
 def notebook_tools():
-    try:
-        import ipykernel  # noqa: F401
-        import nbclient
-        import nbformat
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nbclient, nbformat and ipykernel are missing; CI must have them (the test extra)")
-        pytest.skip("needs nbclient, nbformat and ipykernel: pip install -e '.[test]'")
-    pytest.importorskip("matplotlib", reason="the notebook draws: pip install -e '.[plot]'")
+    require_modules("matplotlib", install="the notebook draws: pip install -e '.[plot]'")
+    _, nbclient, nbformat = require_modules("ipykernel", "nbclient", "nbformat", install="pip install -e '.[test]'")
     return nbclient, nbformat
 
 
