@@ -69,6 +69,9 @@ class Progress:
     history: list[dict] = field(default_factory=list)
 
 
+MIN_SECONDS_BETWEEN_EPOCH_SAVES = 1.0
+
+
 class Trainer:
     def __init__(
         self, config: Config, run: RunFolder, device: torch.device, *, log, progress_bars: bool, resume_command: str
@@ -87,6 +90,8 @@ class Trainer:
         self.augment_generator = torch.Generator(device).manual_seed(train.seed + 1)
         self.epoch_start_state = self.shuffle_generator.get_state()
         self.progress = Progress()
+        self.last_epoch_save = -math.inf  # the first epoch's end always saves
+        self.saved_epoch = 0
 
     # -- setup -----------------------------------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class Trainer:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{self.run.last_checkpoint}: cannot resume from it ({reason})") from None
         self.progress = Progress(**state.progress)
+        self.saved_epoch = self.progress.epoch
         self.run_id = state.run_id
         self.step_losses = state.step_losses.to(self.device)
         self.step_correct = state.step_correct.to(self.device)
@@ -140,6 +146,8 @@ class Trainer:
             with stop.deferring():
                 self.train_epoch(stop)
                 self.finish_epoch()
+                if stop.received is not None and self.saved_epoch != self.progress.epoch:
+                    self.save_epoch_end()  # the stop's message says last.pt holds this epoch
             if stop.received is not None:
                 self._stop(stop.received)
 
@@ -267,12 +275,23 @@ class Trainer:
         self.epoch_start_state = self.shuffle_generator.get_state()  # the next epoch starts from here
         if is_best:
             self._save(self.run.best_checkpoint)
-        self._save(self.run.last_checkpoint)
-        self.run.write_metrics(progress.history)
+        # An epoch of a 2-D set lasts milliseconds: saving every one would spend more time writing than training.
+        # A run resumed from an older last.pt replays the same epochs to the same numbers, so skipping a save
+        # loses nothing but time; a new best.pt, the last epoch, a stop and a watcher (on_epoch) always save.
+        due = time.perf_counter() - self.last_epoch_save >= MIN_SECONDS_BETWEEN_EPOCH_SAVES
+        if due or is_best or progress.epoch == self.config.train.epochs or self.on_epoch is not None:
+            self.save_epoch_end()
         if self.log:
             self.log(epoch_line(row, self.config.train.epochs))
         if self.on_epoch:
             self.on_epoch(row)  # e.g. a sweep reports to Optuna, whose pruner may stop the run here
+
+    def save_epoch_end(self) -> None:
+        """last.pt and metrics.csv as of the end of the epoch just finished."""
+        self._save(self.run.last_checkpoint)
+        self.run.write_metrics(self.progress.history)
+        self.last_epoch_save = time.perf_counter()
+        self.saved_epoch = self.progress.epoch
 
     def _save(self, path: Path) -> None:
         state = TrainingState(
