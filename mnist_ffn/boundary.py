@@ -39,11 +39,12 @@ def _grid(extent: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _network_and_points(run: RunFolder):
     from mnist_ffn.api import load
-    from mnist_ffn.data import load_data
+    from mnist_ffn.data import check_same_points, load_data
 
     network = load(run.best_checkpoint, device="cpu")
     config = network.config
     raw = load_data(config.data, Path("."), config.train.seed)  # made again from the run's seed, or its CSV
+    check_same_points(raw, network.plane, run.best_checkpoint)
     return network, raw
 
 

@@ -55,9 +55,14 @@ def model_contents(config: Config, model: nn.Module, info: DatasetInfo) -> dict:
         "normalization": {"mean": info.mean, "std": info.std},
         "classes": list(info.classes),
         # a 2-D set's points become inputs by these: the features of the coordinates divided by the scale
-        **({"plane": {"features": list(info.features), "scale": info.scale}} if info.is_plane else {}),
+        **({"plane": _plane(info)} if info.is_plane else {}),
         "model": {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()},
     }
+
+
+def _plane(info: DatasetInfo) -> dict:
+    """How a 2-D set's points become inputs, and (for a CSV's) which points they were."""
+    return {"features": list(info.features), "scale": info.scale, "sha256": info.sha256.get("points", "")}
 
 
 @dataclass

@@ -106,13 +106,25 @@ def load_data(data: DataConfig, data_dir: Path, seed: int) -> RawDataset:
     train_count = len(labels) - test_count
     title = f"{data.points}'s points" if data.dataset == points.POINTS else data.dataset
     info = DatasetInfo(
-        name=data.dataset, title=title, folder="", sha256={}, mean=0.0, std=1.0, classes=made.classes,
+        name=data.dataset, title=title, folder="", sha256={"points": made.sha256} if made.sha256 else {},
+        mean=0.0, std=1.0, classes=made.classes,
         inputs=inputs.shape[1], features=tuple(data.features), scale=made.scale,
     )  # fmt: skip
     train, test = slice(0, train_count), slice(train_count, None)
     return RawDataset(
         info, inputs[train], labels[train], inputs[test], labels[test], train_points=xy[train], test_points=xy[test]
     )
+
+
+def check_same_points(raw: RawDataset, plane: dict | None, checkpoint: Path) -> None:
+    """A run on a CSV's points is evaluated, plotted and resumed on those points only: refuse a changed file."""
+    trained_on = (plane or {}).get("sha256")
+    if trained_on and raw.info.sha256.get("points") != trained_on:
+        source = raw.info.title.removesuffix("'s points")
+        raise DataError(
+            f"{source}: its points have changed since {checkpoint} was trained on them "
+            f"(SHA-256 {trained_on[:12]}...); use the file the run was trained on"
+        )
 
 
 def load_dataset(data_dir: Path, dataset: str, *, verify_checksums: bool = True, download: bool = True) -> RawDataset:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
-from mnist_ffn.data import DATASETS, Split, load_data, make_splits
+from mnist_ffn.data import DATASETS, Split, check_same_points, load_data, make_splits
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import DataError, UsageError
 from mnist_ffn.model import architecture
@@ -78,6 +78,7 @@ def evaluate_checkpoint(
     target = pick_device(device)
     model = restore_model(path, checkpoint).to(target)
     raw = load_data(config.data, data_dir, config.train.seed)  # a 2-D set: made again from the run's seed
+    check_same_points(raw, checkpoint.get("plane"), path)
     splits = make_splits(raw, config.train.val_size, config.train.limit, target, checkpoint["normalization"])
     if len(splits[split]) == 0:
         raise UsageError(

@@ -17,6 +17,7 @@ No torch at import: the config checks the names here before torch is needed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class Points:
     labels: list[int]
     classes: tuple[str, ...]
     scale: float
+    sha256: str = ""  # a CSV's bytes: a run names its file, and must be evaluated on the same points
 
 
 def generate(name: str, count: int, noise: float, seed: int, arms: int = 2) -> Points:
@@ -99,7 +101,8 @@ def read_csv(path: Path) -> Points:
     whole numbers (then renumbered in order); one PointsError (exit 2) naming the file and the row for anything else."""
     try:
         with open_regular(path) as binary:
-            text = binary.read(200 * MAX_CSV_ROWS).decode("utf-8-sig")
+            content = binary.read(200 * MAX_CSV_ROWS)
+        text = content.decode("utf-8-sig")
     except FileNotFoundError:
         raise PointsError(f"data.points {path}: no such file") from None
     except IsADirectoryError:
@@ -143,7 +146,8 @@ def read_csv(path: Path) -> Points:
         raise PointsError(f"{path}: {len(values)} different labels; mnist-ffn takes up to {MAX_CLASSES} classes")
     index = {value: position for position, value in enumerate(values)}
     scale = max(max(abs(x1), abs(x2)) for x1, x2 in xy) or 1.0
-    return Points(xy, [index[label] for label in raw_labels], tuple(str(value) for value in values), scale)
+    digest = hashlib.sha256(content).hexdigest()
+    return Points(xy, [index[label] for label in raw_labels], tuple(str(value) for value in values), scale, digest)
 
 
 def features(xy, names: list[str], scale: float):

@@ -32,7 +32,7 @@ from mnist_ffn.checkpoint import (
     training_contents,
 )
 from mnist_ffn.config import Config, load_config
-from mnist_ffn.data import load_data, make_splits, shuffled_batches
+from mnist_ffn.data import check_same_points, load_data, make_splits, shuffled_batches
 from mnist_ffn.devices import device_name, peak_memory, pick_device
 from mnist_ffn.engines import build_engine
 from mnist_ffn.errors import (
@@ -116,6 +116,7 @@ class Trainer:
             self.augmenter = Augmenter(self.config.augment, background, self.augment_generator)
 
     def restore(self, checkpoint: dict, state: TrainingState) -> None:
+        check_same_points(self.raw, checkpoint.get("plane"), self.run.last_checkpoint)
         if len(state.step_losses) != self.steps_per_epoch:
             raise CheckpointError(
                 f"{self.run.last_checkpoint}: written for {len(state.step_losses)} steps per epoch, but this data "

@@ -204,3 +204,15 @@ def test_a_sweep_over_a_2d_set_runs_each_point_with_the_sets_defaults(tmp_path):
     assert set(points) == {"activation=identity", "activation=relu"}
     config = load_config(next((tmp_path / "sweep" / "trials").glob("*relu*")) / "config.toml")
     assert config.data.dataset == "xor" and config.model.hidden == [16, 16] and config.train.val_size == 50
+
+
+def test_a_run_on_a_csv_is_never_evaluated_or_plotted_on_changed_points(tmp_path):
+    csv = tmp_path / "mine.csv"
+    csv.write_text("".join(f"{x},{y},{int(x > y)}\n" for x in range(-5, 6) for y in range(-5, 6)))
+    out = tmp_path / "run"
+    assert run_cli("train", "--set", f"data.points={csv}", "--set", "train.epochs=3", "--out", out,
+                   "--quiet").returncode == 0  # fmt: skip
+    assert run_cli("eval", out / "best.pt").returncode == 0
+    csv.write_text(csv.read_text().replace("5,5,0", "5,5,1"))
+    assert_one_line_error(run_cli("eval", out / "best.pt"), 1, "mine.csv", "changed", "trained on")
+    assert_one_line_error(run_cli("plot", out), 1, "mine.csv", "changed")
