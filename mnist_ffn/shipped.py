@@ -74,7 +74,9 @@ def resolve(value: str | Path, kind: str, *, option: str, relative_to: Path | No
     candidate = Path(text).expanduser()
     if relative_to is not None and not candidate.is_absolute():
         candidate = relative_to / candidate
-    if candidate.exists() or candidate.is_symlink():  # a broken link is the path's problem, not a name
+    # A file that exists wins; a folder does not shadow a name (runs/default is no preset), and a broken link
+    # is the path's problem, not a name's.
+    if (candidate.exists() and not candidate.is_dir()) or candidate.is_symlink():
         return candidate
     where = f"{option} {text}" if option else text
     if "/" in text or isinstance(value, Path):  # a path, not a name
@@ -83,6 +85,8 @@ def resolve(value: str | Path, kind: str, *, option: str, relative_to: Path | No
     name = text.removesuffix(".toml")
     if name in available:
         return available[name].path
+    if candidate.is_dir():
+        return candidate  # read as a file, it says it is a folder
     hint = difflib.get_close_matches(name, list(available), n=1, cutoff=0.5)
     did_you_mean = f"; did you mean {hint[0]}?" if hint else ""
     names = ", ".join(available)

@@ -68,6 +68,8 @@ def test_a_path_that_exists_wins_over_a_name_and_a_bare_name_finds_the_preset(tm
     monkeypatch.chdir(tmp_path)
     assert resolve("best", "preset", option="--config") == shipped("preset")["best"].path
     assert resolve("best.toml", "preset", option="--config") == shipped("preset")["best"].path
+    (tmp_path / "smoke").mkdir()  # a run folder named like a preset does not hide the preset
+    assert resolve("smoke", "preset", option="--config") == shipped("preset")["smoke"].path
     (tmp_path / "best").write_text("[train]\nepochs = 1\n")
     assert load_config(resolve("best", "preset", option="--config")).train.epochs == 1
 
