@@ -16,6 +16,7 @@ this machine and, with PostgreSQL, by Optuna's heartbeat from any machine.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -176,6 +177,7 @@ def run_sweep(
         size = spec.size_problem()
         if size:
             raise ConfigError([f"--trials {trials}: {size}"])
+    check_data(spec, data_dir)
     notes = _check_out_folder(out, spec, study_name, storage_url)
     with failures_as_one_line(storage_url, out):
         if storage_url is None:
@@ -218,6 +220,21 @@ def run_sweep(
         results = collect_results(study, spec)
         write_results(out, results)
         return results
+
+
+def check_data(spec: SweepSpec, data_dir: Path) -> None:
+    """Read the data every trial will read, once, before anything is queued: missing or damaged files are one line
+    here, not the same failure once per trial (and for MNIST, decoded into the tensor cache the trials read)."""
+    from mnist_ffn.data import load_data
+
+    points = spec.grid() if spec.sampler == "grid" else [{}]
+    seen = set()
+    for point in points:
+        data = point_config(spec.base, point, spec.seeds[0]).data
+        key = json.dumps(dataclasses.asdict(data), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            load_data(data, data_dir, spec.seeds[0])
 
 
 def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:

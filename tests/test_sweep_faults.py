@@ -271,3 +271,13 @@ def test_a_disk_that_fills_while_the_study_is_queued_is_one_line_and_the_rerun_f
     assert rerun.returncode == 0, rerun.stderr
     assert len(stderr_lines(rerun.stderr)) <= 1, rerun.stderr  # the journal's cut line, if the write stopped mid-line
     assert_finished_once(out, 18)
+
+
+def test_data_that_every_trial_would_miss_is_one_line_before_anything_is_queued(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[base]\ndata.download = false\n\n[space]\nmodel.activation = ["identity", "relu"]\n\n'
+                    "[sweep]\nseeds = [0, 1]\n")  # fmt: skip
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", spec, "--out", out, "--data-dir", tmp_path / "no-data")
+    assert_one_line_error(result, 1, "MNIST not found", "no-data")
+    assert not out.exists(), "nothing queued, nothing written"
