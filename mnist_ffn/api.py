@@ -28,6 +28,7 @@ from mnist_ffn.data import normalize
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import UsageError
+from mnist_ffn.model import is_activation
 from mnist_ffn.points import features
 from mnist_ffn.predict import preprocess, read_image
 from mnist_ffn.shipped import resolve
@@ -155,7 +156,7 @@ class Network(nn.Sequential):
         with torch.inference_mode():
             for module in self:
                 x = module(x)
-                if not isinstance(module, nn.Linear | nn.Flatten | nn.Dropout):
+                if is_activation(module):
                     found.append(x.float().cpu())
         return found
 

@@ -61,13 +61,15 @@ def compare(
     }
     if base.train.val_size == 0:
         raise ConfigError(["train.val_size: compare reports each run's validation accuracy; must be > 0"])
-    results, summaries = [], []
+    results = []
     with RunFolder(out).locked("--out"):
-        plans = {activation: _plan(out, activation, config, force) for activation, config in configs.items()}
-        for activation, plan in plans.items():
-            if plan == "replace":  # --force: start that run anew
-                for path in RunFolder(out / activation).run_files():
-                    path.unlink(missing_ok=True)
+        # every folder is judged before any is touched, so a folder of another comparison is refused whole
+        replace = [
+            activation for activation, config in configs.items() if _must_replace(out, activation, config, force)
+        ]
+        for activation in replace:  # --force: start that run anew; train_into keeps or resumes the others
+            for path in RunFolder(out / activation).run_files():
+                path.unlink(missing_ok=True)
         for activation, config in configs.items():
             folder = out / activation
             try:
@@ -76,7 +78,6 @@ def compare(
                 message = f"{exc.stopped}; rerun the same command to continue the comparison"
                 raise TrainingInterrupted(message, exc.signal_number) from None
             summary = trained.summary
-            summaries.append(summary)
             row = {
                 "activation": activation,
                 "test_accuracy": summary["test_accuracy"],
@@ -95,7 +96,7 @@ def compare(
         comparison = {
             "dataset": base.data.dataset,
             "hidden": base.model.hidden,
-            "architecture": _widths(summaries[0]["architecture"], base.model.hidden),
+            "architecture": _widths(summary["architecture"], base.model.hidden),  # the same widths in every run
             "epochs": base.train.epochs,
             "seed": base.train.seed,
             "results": results,
@@ -109,23 +110,20 @@ def compare(
     return comparison
 
 
-def _plan(out: Path, activation: str, config: Config, force: bool) -> str:
-    """What to do with one activation's run folder: new, replace, resume, or done (reuse its summary).
-
-    Decided for every activation before any training, so a folder of another comparison is refused
-    before anything in it is touched.
-    """
+def _must_replace(out: Path, activation: str, config: Config, force: bool) -> bool:
+    """Whether --force replaces the run in this activation's folder; a run of another config there, without
+    --force, is refused (UsageError)."""
     run = RunFolder(out / activation)
     if not run.holds_a_run():
-        return "new"
+        return False
     if force:
-        return "replace"
+        return True
     saved = run.saved_config()
     if saved is None or not same_but_threads(saved, config):  # the thread count alone may differ
         raise UsageError(
             f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
         )
-    return "done" if run.summary.is_file() else "resume"  # train_into resumes from last.pt, or starts anew
+    return False
 
 
 def _widths(architecture: str, hidden: list[int]) -> str:

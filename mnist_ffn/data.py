@@ -120,9 +120,8 @@ def check_same_points(raw: RawDataset, plane: dict | None, checkpoint: Path) -> 
     """A run on a CSV's points is evaluated, plotted and resumed on those points only: refuse a changed file."""
     trained_on = (plane or {}).get("sha256")
     if trained_on and raw.info.sha256.get("points") != trained_on:
-        source = raw.info.title.removesuffix("'s points")
         raise DataError(
-            f"{source}: its points have changed since {checkpoint} was trained on them "
+            f"{raw.info.title} have changed since {checkpoint} was trained on them "
             f"(SHA-256 {trained_on[:12]}...); use the file the run was trained on"
         )
 

@@ -30,7 +30,7 @@ from mnist_ffn.data import normalize
 from mnist_ffn.datasets import DATASETS
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import CheckpointError, ImageError, MnistFfnError, UsageError
-from mnist_ffn.model import architecture
+from mnist_ffn.model import architecture, is_activation
 from mnist_ffn.predict import preprocess, read_image, to_pil
 from mnist_ffn.shell import one_line
 
@@ -106,7 +106,7 @@ class DemoModel:
         with torch.inference_mode():
             for module in self.model:
                 x = module(x)
-                if not isinstance(module, (nn.Linear, nn.Flatten, nn.Dropout)):  # an activation: a = f(z)
+                if is_activation(module):  # a = f(z)
                     activations.append(x[0].float().cpu())
             probabilities = torch.softmax(x.float(), dim=1)[0].cpu()
         return Answer(

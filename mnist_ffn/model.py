@@ -40,6 +40,11 @@ def build_model(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_
     return nn.Sequential(*layers)
 
 
+def is_activation(module: nn.Module) -> bool:
+    """Whether a layer of the Sequential is a hidden layer's a = f(z) (not a Linear, the Flatten or a Dropout)."""
+    return not isinstance(module, nn.Linear | nn.Flatten | nn.Dropout)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 

@@ -99,7 +99,8 @@ def find(name: str) -> Shipped:
     text = name.removesuffix(".toml")
     folder, _, bare = text.rpartition("/")
     kinds = [kind for kind, where in FOLDERS.items() if where == folder] if folder else list(PACKAGES)
-    matches = [shipped(kind)[bare] for kind in kinds if bare in shipped(kind)]
+    found = [shipped(kind) for kind in kinds]
+    matches = [items[bare] for items in found if bare in items]
     if len(matches) == 1:
         return matches[0]
     if matches:
