@@ -40,11 +40,10 @@ from mnist_ffn.errors import (
     UsageError,
 )
 from mnist_ffn.process import ignore_ctrl_c
-from mnist_ffn.sweep_results import RESULTS_FILE, RESULTS_JSON, collect_results, latest_by_folder, write_results
+from mnist_ffn.sweep_results import collect_results, latest_by_folder, write_results
 from mnist_ffn.sweep_spec import Range, SweepSpec, load_spec, point_config, spec_toml
 from mnist_ffn.sweep_storage import (
     JOURNAL_FILE,
-    JOURNAL_LOCK,
     Heartbeat,
     failures_as_one_line,
     open_storage,
@@ -57,7 +56,6 @@ from mnist_ffn.train_into import train_into
 
 SWEEP_FILE = "sweep.json"  # which study and spec an out folder belongs to
 SPEC_COPY = "spec.toml"  # the spec as the sweep runs it, written out whole: what --report reads
-BOOKKEEPING_FILES = (SWEEP_FILE, SPEC_COPY, JOURNAL_FILE, JOURNAL_LOCK, RESULTS_FILE, RESULTS_JSON)  # not the runs'
 SWEEP_RECORD_KEYS = {"spec": str, "spec_file": str, "study": str, "storage": (str, type(None))}
 STORAGE_LOST = 3  # a worker's exit code: it could not reach or write the study (its reason is in the queue)
 WORKER_FAILED = 4  # a worker's exit code: an error that is nobody's input (its reason is in the queue)
