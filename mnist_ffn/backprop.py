@@ -10,8 +10,9 @@ For a batch X (N x 784), labels y, and layers l = 1..L of the nn.Sequential (W_l
                dL/dW_l = (dL/dZ_l)^T A_{l-1}          dL/db_l = (dL/dZ_l)^T 1   (the sum over the batch)
                dL/dA_{l-1} = dL/dZ_l W_l
                dL/dZ_{l-1} = dL/dA_{l-1} * M_{l-1} / keep * f'(Z_{l-1})
-    update     g = dL/dW + wd W          v <- mu v + g          W <- W - lr v       (or, Nesterov,
+    update     g = dL/dW + wd W + l1 sign(W)          v <- mu v + g          W <- W - lr v       (or, Nesterov,
                                                                                      W <- W - lr (g + mu v))
+                                                      (the biases take wd, not l1)
 
 which is exactly what autograd and torch.optim.SGD compute (tests/test_backprop.py checks it).
 Every buffer is allocated once, for the largest batch; a step writes into them with `out=` and
@@ -162,6 +163,7 @@ class BackpropEngine:
         self.momentum_buffers = [torch.zeros_like(p) for p in self.parameters] if optim_config.momentum else []
         plain_momentum = optim_config.momentum and not optim_config.nesterov  # needs no gradient buffer: descend()
         self.gradients = [] if plain_momentum else [torch.empty_like(p) for p in self.parameters]
+        self.signs = [torch.empty_like(w) for w in self.weights] if optim_config.l1 else []  # sign(W) for L1
         self.steps_taken = 0
         self.lr = optim_config.lr  # the last step's, as torch.optim.SGD's state dict records it
         self.weights_t = [weight.t() for weight in self.weights]  # W_l^T: (in, out), views made once
@@ -327,19 +329,24 @@ class BackpropEngine:
         """
         param = self.parameters[index]
         wd, mu = self.optim.weight_decay, self.optim.momentum
-        matrix = right.dim() == 2
+        matrix = right.dim() == 2  # a weight; a bias's gradient is a matrix-vector product
+        l1 = self.optim.l1 if matrix else 0.0
         if mu and not self.optim.nesterov:
             velocity = self.momentum_buffers[index]
             velocity.mul_(mu)
             (velocity.addmm_ if matrix else velocity.addmv_)(delta_t, right)  # v <- mu v + dL/dp
             if wd:
                 velocity.add_(param, alpha=wd)  # ... + wd p
+            if l1:
+                velocity.add_(torch.sign(param, out=self.signs[index // 2]), alpha=l1)  # ... + l1 sign(p)
             add_scaled(param, velocity, self.neg_lr)  # p <- p - lr v
             return
         grad = self.gradients[index]
         (torch.mm if matrix else torch.mv)(delta_t, right, out=grad)  # dL/dp
         if wd:
             grad.add_(param, alpha=wd)  # g = dL/dp + wd p
+        if l1:
+            grad.add_(torch.sign(param, out=self.signs[index // 2]), alpha=l1)  # g += l1 sign(p)
         if not mu:
             add_scaled(param, grad, self.neg_lr)  # p <- p - lr g
             return

@@ -203,6 +203,27 @@ def demo(
     serve(checkpoint, host=host, port=port, open_browser=not no_browser, device=device.value)
 
 
+@app.command()
+def playground(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to serve on; the default is this machine only.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 7861,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the page in a browser.")] = False,
+    runs: Annotated[
+        Path, typer.Option("--runs", help="Where the page's Save run writes run folders (and keeps uploaded CSVs).")
+    ] = Path("runs/playground"),
+) -> None:
+    """TensorFlow Playground's lesson, live: train a network on 2-D points and watch every neuron.
+
+    Each browser tab trains its own network with the backprop engine, a slice of epochs per picture. Needs
+    the demo extra: pip install 'mnist-ffn[demo]'. Stop it with Ctrl-C.
+    """
+    from mnist_ffn.playground_server import serve
+
+    serve(host=host, port=port, open_browser=not no_browser, runs=runs)
+
+
 class ExportFormat(StrEnum):
     onnx = "onnx"
 

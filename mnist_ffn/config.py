@@ -105,6 +105,8 @@ class OptimConfig:
     momentum: float = documented(0.9, "SGD momentum")
     nesterov: bool = documented(True, "Nesterov momentum")
     weight_decay: float = documented(5e-4, "L2 penalty")
+    # TensorFlow Playground's other regularization: it pushes small weights to exactly zero
+    l1: float = documented(0.0, "L1 penalty on the weights (not the biases): adds l1 * sign(w) to dL/dw")
     schedule: str = documented("cosine", "`constant`, `step` or `cosine` (to zero at the last step)")
     # helps a large lr and heavy augmentation
     warmup_epochs: float = documented(0.0, "linear warm-up from 0 to `optim.lr` over this many epochs")
@@ -383,6 +385,7 @@ def validate(config: Config) -> list[str]:
     require(0.0 <= optim.momentum < 1.0, "optim.momentum", "must be >= 0 and < 1", optim.momentum)
     require(not optim.nesterov or optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0", optim.nesterov)
     require(optim.weight_decay >= 0.0, "optim.weight_decay", "must be >= 0", optim.weight_decay)
+    require(optim.l1 >= 0.0 and math.isfinite(optim.l1), "optim.l1", "must be >= 0", optim.l1)
     choose("optim.schedule", optim.schedule, SCHEDULES)
     require(optim.warmup_epochs >= 0.0, "optim.warmup_epochs", "must be >= 0", optim.warmup_epochs)
     require(optim.step_every > 0, "optim.step_every", "must be > 0", optim.step_every)

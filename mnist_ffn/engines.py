@@ -37,6 +37,8 @@ class AutogradEngine:
         self.forward = torch.compile(model) if config.train.compile else model
         self.optimizer = build_optimizer(model, config.optim)
         self.label_smoothing = config.train.label_smoothing
+        self.l1 = config.optim.l1
+        self.weights = [layer.weight for layer in model if isinstance(layer, nn.Linear)]
         bf16 = config.train.precision == "bf16"
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
@@ -47,7 +49,10 @@ class AutogradEngine:
             logits = self.forward(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.l1:  # torch.optim.SGD has no L1: autograd differentiates the penalty l1 * sum |w| itself
+            (loss + self.l1 * sum(weight.abs().sum() for weight in self.weights)).backward()
+        else:
+            loss.backward()
         self.optimizer.step()
         return loss.detach(), logits.detach()
 

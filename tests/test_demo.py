@@ -10,10 +10,8 @@ import gzip
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,33 +23,14 @@ from PIL import Image
 
 from mnist_ffn.demo import BLANK_HINT, MALFORMED_CALL, DemoModel, canvas_image, check_port, heatmap, respond
 from mnist_ffn.predict import predict_images
+from tests.browser import DIRECT, chromium, free_port, require_browser, wait_for, wait_until_served
 from tests.helpers import (
     TINY_FLAGS,
     assert_one_line_error,
     real_data_dir,
-    require,
-    require_modules,
     run_cli,
     start_forked,
 )
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1300",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def drawing(strokes, size=280) -> Image.Image:
@@ -128,11 +107,6 @@ def test_without_gradio_the_demo_says_how_to_install_it(tiny_run, monkeypatch):
 # -- the page, in Chromium ------------------------------------------------------------------------------------------
 
 
-# No proxy for the loopback server: urllib's default opener keeps whatever proxy it first saw in the
-# environment, and other tests point it at a closed port to stand for "no network".
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 class DemoServer:
     """`mnist-ffn demo CHECKPOINT --no-browser` in a real process on a free loopback port, stopped afterwards.
 
@@ -153,17 +127,7 @@ class DemoServer:
             raise
 
     def _wait(self) -> None:
-        deadline = self.started + 60
-        while True:
-            assert self.process.poll() is None, self.output()
-            try:
-                with DIRECT.open(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"the demo page did not come up within 60 s: {self.output()}"
-            time.sleep(0.1)
+        wait_until_served(self.url, self.process, self.output, self.started)
 
     def output(self) -> str:
         return "".join(self.process.output())[-3000:]
@@ -178,8 +142,7 @@ class DemoServer:
 
 
 def require_browser_and_gradio() -> None:
-    require(CHROMIUM.exists() and CHROMEDRIVER.exists(), f"Chromium ({CHROMIUM}) and its driver ({CHROMEDRIVER})")
-    require_modules("gradio", "selenium", install="pip install -e '.[test,demo]'")
+    require_browser("gradio")
 
 
 @pytest.fixture(scope="module")
@@ -204,22 +167,10 @@ def servers(default_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(servers):
     """Headless Chromium, started while the demo servers start; it waits for them before any test uses it."""
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="mnist-ffn-chromium-")
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium() as driver:
         for server in servers.values():
             server.wait_until_ready()
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -228,17 +179,6 @@ def mnist_page(servers, browser):
     browser.get(server.url)
     wait_for(browser, lambda: browser.find_elements("css selector", "#canvas canvas"))
     return server
-
-
-def wait_for(browser, condition, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    browser.save_screenshot(str(Path(tempfile.gettempdir()) / "mnist-ffn-demo-failure.png"))
-    raise AssertionError("the page did not get there in time")
 
 
 def message(browser) -> str:

@@ -1,0 +1,273 @@
+"""`mnist-ffn playground`: the page and its JSON API, served on this machine by FastAPI and uvicorn.
+
+Gradio (the demo's library) is built of components that the server re-renders one event at a time;
+the playground redraws dozens of neuron maps, the weights and two curves 10-20 times a second while it
+trains. A hand-written canvas page fed by one JSON call per picture does that, and FastAPI and uvicorn
+are what Gradio itself runs on: the same extra, nothing more to install.
+
+Every tab has its own Session (mnist_ffn.playground), kept until the tab has been idle for
+SESSION_IDLE_SECONDS or MAX_SESSIONS newer ones push it out. Bad input of any kind is one JSON
+`{"error": ...}` with status 400 (404 for a session that has ended), shown by the page in one line;
+the server goes on serving the other tabs.
+"""
+
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import webbrowser
+from importlib import resources
+from pathlib import Path
+
+from mnist_ffn.demo import check_port, exposure_warning, quiet_server_logs
+from mnist_ffn.errors import ConfigError, MnistFfnError, UsageError
+from mnist_ffn.playground import (
+    BOUNDARY_CELLS,
+    DATA_SETS,
+    FEATURES,
+    LIMITS,
+    MAX_LAYERS,
+    MAX_UPLOAD_BYTES,
+    MAX_WIDTH,
+    NEURON_CELLS,
+    PAGE_ACTIVATIONS,
+    TRAIN_SLICE_SECONDS,
+    Session,
+    Setting,
+    Uploads,
+)
+from mnist_ffn.shell import one_line
+
+MAX_SESSIONS = 16  # tabs training at once; the oldest idle one goes first
+SESSION_IDLE_SECONDS = 30 * 60
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 2 + 4096  # a CSV sent as JSON text, escapes and all
+
+
+class Gone(MnistFfnError):
+    exit_code = 1
+
+
+class Playground:
+    """The sessions of every tab, and where saved runs and uploaded CSVs go."""
+
+    def __init__(self, runs: Path, scratch: Path):
+        self.runs = runs
+        self.uploads = Uploads(runs / "uploads")
+        self.scratch = scratch  # the sessions' own run folders: gone when the server stops
+        self.sessions: dict[str, tuple[Session, threading.Lock]] = {}
+        self.lock = threading.Lock()
+
+    def start(self, values: dict) -> tuple[str, Session]:
+        setting = Setting.parse(values)
+        points_file = self.uploads.find(setting.upload) if setting.dataset == "points" else None
+        key = uuid.uuid4().hex
+        session = Session(setting, self.scratch / key, points_file)
+        with self.lock:
+            self._forget_old()
+            self.sessions[key] = (session, threading.Lock())
+        return key, session
+
+    def _forget_old(self) -> None:
+        now = time.monotonic()
+        by_age = sorted(self.sessions.items(), key=lambda item: item[1][0].last_used)
+        for index, (key, (session, _)) in enumerate(by_age):
+            if now - session.last_used > SESSION_IDLE_SECONDS or len(self.sessions) - index >= MAX_SESSIONS:
+                del self.sessions[key]
+                shutil.rmtree(session.run.path, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def session(self, key: object):
+        with self.lock:
+            found = self.sessions.get(str(key))
+        if found is None:
+            raise Gone("this tab's network is no longer on the server (it restarted, or the tab sat idle): press reset")
+        session, lock = found
+        with lock:  # one request of a tab at a time; other tabs train meanwhile
+            session.last_used = time.monotonic()
+            yield session
+
+    def save(self, session: Session) -> Path:
+        setting = session.setting
+        name = f"{setting.dataset}-{'x'.join(map(str, setting.hidden)) or 'linear'}-{setting.activation}"
+        name = f"{name}-epoch{session.epoch}"
+        folder, number = self.runs / name, 1
+        with self.lock:  # two tabs saving at once get two folders
+            while folder.exists():
+                number += 1
+                folder = self.runs / f"{name}-{number}"
+            folder.mkdir(parents=True)
+        return session.save(folder)
+
+
+def page_html() -> str:
+    limits = {
+        "ranges": LIMITS,
+        "maxLayers": MAX_LAYERS,
+        "maxWidth": MAX_WIDTH,
+        "dataSets": list(DATA_SETS),
+        "features": list(FEATURES),
+        "activations": list(PAGE_ACTIVATIONS),
+        "defaults": Setting().__dict__ | {"features": list(Setting().features), "hidden": list(Setting().hidden)},
+        "boundaryCells": BOUNDARY_CELLS,
+        "neuronCells": NEURON_CELLS,
+        "maxUploadBytes": MAX_UPLOAD_BYTES,
+    }
+    page = resources.files("mnist_ffn").joinpath("playground.html").read_text(encoding="utf-8")
+    return page.replace("/*LIMITS*/null", json.dumps(limits))
+
+
+def build_app(playground: Playground):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    app = FastAPI(title="mnist-ffn playground", docs_url=None, redoc_url=None, openapi_url=None)
+    html = page_html()
+
+    def refused(exc: Exception, status: int = 400) -> JSONResponse:
+        message = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
+        return JSONResponse({"error": one_line(message)}, status_code=status)
+
+    async def body(request: Request) -> dict:
+        content = await request.body()
+        if len(content) > MAX_BODY_BYTES:
+            raise UsageError(f"a request larger than {MAX_BODY_BYTES // 2**20} MB; the playground reads up to that")
+        try:
+            values = json.loads(content.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UsageError("not a request this page makes (expected a JSON object)") from None
+        if not isinstance(values, dict):
+            raise UsageError("not a request this page makes (expected a JSON object)")
+        return values
+
+    def answer(work):
+        """Run a request's work; every refusal is one line of JSON for the page, never a traceback."""
+        try:
+            return JSONResponse(work())
+        except Gone as exc:
+            return refused(exc, 404)
+        except (MnistFfnError, ValueError, TypeError, KeyError) as exc:
+            return refused(exc)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/session")
+    async def start(request: Request):
+        try:
+            values = await body(request)
+        except UsageError as exc:
+            return refused(exc)
+
+        def work():
+            setting = values.get("setting")
+            if not isinstance(setting, dict):
+                raise UsageError("not a request this page makes (a setting is an object of controls)")
+            key, _ = playground.start(setting)
+            with playground.session(key) as session:
+                return {"session": key, **session.points(), "frame": session.frame().to_json()}
+
+        return await _in_thread(answer, work)
+
+    @app.post("/api/frame")
+    async def frame(request: Request):
+        try:
+            values = await body(request)
+        except UsageError as exc:
+            return refused(exc)
+
+        def work():
+            mode = values.get("train", "none")
+            if mode not in ("play", "step", "none"):
+                raise UsageError(f"train: play, step or none, not {str(mode)[:20]!r}")
+            with playground.session(values.get("session")) as session:
+                if mode == "play":
+                    session.train(epochs=1, seconds=TRAIN_SLICE_SECONDS)
+                elif mode == "step":
+                    session.train(epochs=1)
+                return {**session.frame().to_json(), "stopped": session.stopped}
+
+        return await _in_thread(answer, work)
+
+    @app.post("/api/upload")
+    async def upload(request: Request):
+        try:
+            values = await body(request)
+        except UsageError as exc:
+            return refused(exc)
+
+        def work():
+            name, text = values.get("name"), values.get("text")
+            if not isinstance(name, str) or not isinstance(text, str):
+                raise UsageError("not a request this page makes (an upload is a file's name and text)")
+            token, count, classes = playground.uploads.add(name, text.encode("utf-8"))
+            return {"upload": token, "points": count, "classes": list(classes)}
+
+        return await _in_thread(answer, work)
+
+    @app.post("/api/save")
+    async def save(request: Request):
+        try:
+            values = await body(request)
+        except UsageError as exc:
+            return refused(exc)
+
+        def work():
+            with playground.session(values.get("session")) as session:
+                folder = playground.save(session)
+                return {"folder": str(folder.resolve()), "eval": session.eval_command(folder.resolve())}
+
+        return await _in_thread(answer, work)
+
+    @app.get("/api/download/{key}")
+    async def download(key: str):
+        def work():
+            with playground.session(key) as session:
+                data = session.checkpoint_bytes(playground.scratch / f"{key}-download.pt")
+                setting = session.setting
+                return data, f"playground-{setting.dataset}-epoch{session.epoch}.pt"
+
+        try:
+            data, name = await _in_thread(lambda: work())
+        except Gone as exc:
+            return refused(exc, 404)
+        except MnistFfnError as exc:
+            return refused(exc)
+        attachment = {"Content-Disposition": f'attachment; filename="{name}"'}
+        return Response(data, media_type="application/octet-stream", headers=attachment)
+
+    return app
+
+
+async def _in_thread(function, *args):
+    """Training and drawing are torch work: off the event loop, so every tab's requests are served at once."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args)
+
+
+def serve(*, host: str, port: int, open_browser: bool, runs: Path) -> None:
+    """Check the address, then serve the playground until Ctrl-C."""
+    check_port(host, port)
+    exposed = exposure_warning(host)
+    if exposed:
+        print(f"mnist-ffn: warning: {exposed}", file=sys.stderr, flush=True)
+    if runs.exists() and not runs.is_dir():
+        raise UsageError(f"--runs {runs}: exists and is not a folder")
+    try:
+        import uvicorn
+    except ImportError:
+        raise MnistFfnError("the playground needs the demo extra: pip install 'mnist-ffn[demo]'") from None
+    quiet_server_logs()
+    with tempfile.TemporaryDirectory(prefix="mnist-ffn-playground-") as scratch:
+        app = build_app(Playground(runs, Path(scratch)))
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+        print(f"mnist-ffn playground: {url} (Ctrl-C to stop; saved runs go to {runs})", flush=True)
+        if open_browser:
+            threading.Timer(1.0, lambda: webbrowser.open(url)).start()
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        server.run()

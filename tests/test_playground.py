@@ -1,0 +1,385 @@
+"""`mnist-ffn playground`: its sessions against the CLI's own training, bad input, and the page in a real Chromium.
+
+The browser tests start `mnist-ffn playground` in a real process on a free loopback port (forked from
+the tests' warm server) and drive headless Chromium: press play, read what the page shows, upload CSVs,
+download the checkpoint and hand it to `eval`. Without Chromium, its driver or the demo extra they skip,
+except under CI=true, where they fail.
+"""
+
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_ffn.checkpoint import load_checkpoint
+from mnist_ffn.errors import ConfigError, PointsError
+from mnist_ffn.playground import MAX_WIDTH, Session, Setting, Uploads
+from tests.browser import DIRECT, chromium, free_port, require_browser, wait_for, wait_until_served
+from tests.helpers import assert_one_line_error, run_cli, start_forked
+
+# -- sessions, without a browser ---------------------------------------------------------------------------
+
+
+def test_a_setting_out_of_range_is_refused_naming_every_control():
+    with pytest.raises(ConfigError) as refused:
+        Setting.parse({"lr": "50", "hidden": f"8,{MAX_WIDTH + 1}", "features": "x1,x3", "colour": "red"})
+    assert refused.value.problems == ["colour: not a control of the playground"]
+    with pytest.raises(ConfigError) as refused:
+        Setting.parse({"lr": "50", "hidden": f"8,{MAX_WIDTH + 1}", "features": "x1,x3", "noise": "nan"})
+    assert refused.value.problems == ["noise: must be a number, got 'nan'"]
+    with pytest.raises(ConfigError) as refused:
+        Setting.parse({"lr": "50", "hidden": f"8,{MAX_WIDTH + 1}", "features": "x1,x3", "batch": "2.5"})
+    assert refused.value.problems == ["batch: must be a whole number, got '2.5'"]
+    with pytest.raises(ConfigError) as refused:
+        Setting.parse({"lr": "50", "hidden": f"8,{MAX_WIDTH + 1}", "features": "x1,x3", "dataset": "moons"})
+    text = "\n".join(refused.value.problems)
+    for expected in ("dataset: must be one of", "lr: must be between", "features: choose", f"1 to {MAX_WIDTH}"):
+        assert expected in text
+    with pytest.raises(ConfigError, match="at most 8 layers"):
+        Setting.parse({"hidden": ",".join(["2"] * 9)})
+    with pytest.raises(ConfigError, match="upload one"):
+        Setting.parse({"dataset": "points"})
+    assert Setting.parse({"hidden": "", "lr": "0.1"}).hidden == ()  # softmax regression is a network too
+
+
+def test_a_session_trains_with_the_backprop_engine_and_its_loss_falls(tmp_path):
+    session = Session(Setting.parse({"hidden": "8,8", "activation": "relu", "lr": "0.1"}), tmp_path / "s")
+    assert session.trainer.engine.name == "backprop"
+    first = session.frame()
+    assert first.epoch == 0 and 0.3 < first.test_accuracy < 0.7  # untrained: a coin
+    session.train(epochs=60)
+    last = session.frame()
+    assert last.epoch == 60 and last.train_loss < first.train_loss / 4 and last.test_accuracy > 0.95
+    assert [layer["width"] for layer in last.neurons] == [8, 8]
+    assert len(last.neurons[0]["maps"]) == 8 * 24 * 24 and len(last.boundary_class) == 64 * 64
+    assert [(layer["rows"], layer["columns"]) for layer in last.weights] == [(8, 2), (8, 8), (2, 8)]
+    assert last.boundary_class != first.boundary_class
+
+
+def test_a_learning_rate_that_diverges_stops_the_session_with_a_line(tmp_path):
+    setting = Setting.parse({"hidden": "8,8,8", "activation": "identity", "lr": "10", "momentum": "0.9"})
+    session = Session(setting, tmp_path / "s")
+    session.train(epochs=50)
+    assert session.stopped.startswith("the loss overflowed at epoch 1: the learning rate is too large")
+    session.train(epochs=5)
+    assert session.epoch == 0  # stopped for good: a new setting starts anew
+    json.dumps(session.frame().to_json(), allow_nan=False)  # what the page gets is still JSON
+
+
+def test_save_writes_an_ordinary_run_folder_that_train_reproduces_and_eval_reads(tmp_path):
+    setting = Setting.parse({"dataset": "xor", "hidden": "6,3", "activation": "tanh", "l1": "0.001", "l2": "0.001",
+                             "dropout": "0.1", "momentum": "0.5", "noise": "0.1", "seed": "7"})  # fmt: skip
+    session = Session(setting, tmp_path / "session")
+    session.train(epochs=25)
+    saved = session.save(tmp_path / "saved")
+    assert sorted(path.name for path in saved.iterdir()) == [
+        "best.pt", "config.toml", "last.pt", "metrics.csv", "summary.json"
+    ]  # fmt: skip
+    summary = json.loads((saved / "summary.json").read_text())
+    assert summary["epochs"] == 25 and summary["engine"] == "backprop"
+    again = run_cli("train", "--config", saved / "config.toml", "--out", tmp_path / "again", "--quiet")
+    assert again.returncode == 0, again.stderr
+    for name in ("last.pt", "best.pt"):
+        ours, theirs = load_checkpoint(saved / name)["model"], load_checkpoint(tmp_path / "again" / name)["model"]
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours), f"{name}: `train` made other weights"
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["test_accuracy"] == summary["test_accuracy"]
+    evaluated = run_cli("eval", saved / "best.pt")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"{100 * summary['test_accuracy']:.2f}%" in evaluated.stdout
+    resumed = run_cli("train", "--resume", saved, "--quiet")  # a finished run: nothing left to train
+    assert resumed.returncode == 0, resumed.stderr
+    session.train(epochs=1)
+    assert session.save(tmp_path / "later").name == "later"  # the session trains on after a save
+    assert json.loads((tmp_path / "later" / "summary.json").read_text())["epochs"] == 26
+
+
+def test_an_uploaded_csv_is_checked_named_by_its_own_name_and_kept(tmp_path):
+    uploads = Uploads(tmp_path / "uploads")
+    bad = b"x1,x2,label\n1,2,0\n3,4,1\nfive,6,0\n"
+    with pytest.raises(PointsError) as refused:
+        uploads.add("../../my points.csv", bad)
+    assert str(refused.value).startswith("my_points.csv, row 4: x1 and x2 must be numbers")
+    with pytest.raises(PointsError, match="at least 20"):
+        uploads.add("few.csv", b"1,2,0\n3,4,1\n")
+    with pytest.raises(PointsError, match="not text"):
+        uploads.add("photo.csv", bytes(range(256)))
+    assert not list((tmp_path / "uploads").iterdir()), "nothing refused is kept"
+    rows = "".join(f"{x},{y},{int(x > y)}\n" for x in range(-5, 5) for y in range(-5, 5))
+    token, count, classes = uploads.add("line.csv", rows.encode())
+    assert count == 100 and classes == ("0", "1")
+    assert uploads.find(token).read_text() == rows
+
+
+# -- the server and the page ----------------------------------------------------------------------------------
+
+
+class PlaygroundServer:
+    def __init__(self, runs: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.runs = runs
+        self.process = start_forked("playground", "--no-browser", "--port", str(self.port), "--runs", str(runs))
+        self.started = time.monotonic()
+
+    def output(self) -> str:
+        return "".join(self.process.output())[-3000:]
+
+    def stop(self) -> tuple[str, str]:
+        self.process.terminate()
+        return self.process.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_browser("fastapi", "uvicorn")
+    started = PlaygroundServer(tmp_path_factory.mktemp("playground") / "runs")
+    try:
+        wait_until_served(started.url, started.process, started.output, started.started)
+        yield started
+    finally:
+        _, stderr = started.stop()
+        assert "Traceback" not in stderr, stderr  # nothing any test sent made the server print one
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(server, downloads):
+    with chromium(downloads) as driver:
+        yield driver
+
+
+def open_page(browser, server, setting: str = "") -> None:
+    browser.get(f"{server.url}#{setting}")
+    wait_for(
+        browser, lambda: shown(browser)["epoch"] == 0 and browser.execute_script("return window.playground.session")
+    )
+
+
+def shown(browser) -> dict:
+    """What the page shows: the epoch, the four numbers under Output, and the message line."""
+    stats = browser.find_element("id", "stats")
+    epoch = re.fullmatch(r"epoch (\d+)", browser.find_element("id", "epoch").text)
+    values = {key: float(stats.get_attribute(f"data-{key}") or "nan")
+              for key in ("train-loss", "test-loss", "train-accuracy", "test-accuracy")}  # fmt: skip
+    return {"epoch": int(epoch.group(1)) if epoch else None, **values,
+            "message": browser.find_element("id", "message").text}  # fmt: skip
+
+
+def boundary(browser) -> str:
+    return browser.execute_script("return document.getElementById('boundary').toDataURL()")
+
+
+def play_until(browser, epochs: int) -> dict:
+    browser.find_element("id", "play").click()
+    wait_for(
+        browser, lambda: shown(browser)["epoch"] >= epochs, timeout=60, what=f"no epoch {epochs}: {shown(browser)}"
+    )
+    browser.find_element("id", "play").click()  # pause
+    time.sleep(0.2)  # a picture still on its way lands
+    return shown(browser)
+
+
+def press_step(browser, times: int) -> dict:
+    for _ in range(times):
+        before = shown(browser)["epoch"]
+        browser.find_element("id", "step").click()
+        wait_for(browser, lambda before=before: shown(browser)["epoch"] == before + 1)
+    return shown(browser)
+
+
+def set_control(browser, element_id: str, value: str) -> None:
+    element = browser.find_element("id", element_id)
+    element.clear()
+    element.send_keys(value)
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", element)
+
+
+def test_the_page_loads_with_the_playgrounds_first_network(browser, server):
+    open_page(browser, server)
+    page = shown(browser)
+    assert 0.3 < page["test-accuracy"] < 0.7 and page["message"] == ""
+    assert "dataset=circle" in browser.current_url and "hidden=4%2C2" in browser.current_url
+    assert len(browser.find_elements("css selector", ".neuron")) == 6
+
+
+def test_play_trains_the_loss_falls_and_the_boundary_changes(browser, server):
+    open_page(browser, server, "dataset=circle&hidden=8,8&activation=relu&lr=0.1&batch=10")
+    before, picture = shown(browser), boundary(browser)
+    after = play_until(browser, 40)
+    assert after["train-loss"] < before["train-loss"] / 3 and after["test-loss"] < before["test-loss"] / 3
+    assert boundary(browser) != picture
+    assert browser.execute_script("return window.playground.redraws") >= 2
+
+
+@pytest.mark.parametrize(("activation", "low", "high"), [("identity", 0.3, 0.7), ("relu", 0.95, 1.0)])
+def test_identity_on_the_circle_stays_near_chance_and_relu_separates_it(browser, server, activation, low, high):
+    open_page(browser, server, f"dataset=circle&hidden=8,8&activation={activation}&lr=0.1&batch=10")
+    page = play_until(browser, 150)
+    assert low <= page["test-accuracy"] <= high, page
+
+
+def test_the_neuron_panels_match_the_widths(browser, server):
+    open_page(browser, server, "hidden=5,3,7")
+
+    def widths():
+        panels = browser.find_elements("css selector", ".neuron")
+        layers = [int(panel.get_attribute("data-layer")) for panel in panels]
+        return [layers.count(layer) for layer in sorted(set(layers))]
+
+    assert widths() == [5, 3, 7]
+    set_control(browser, "hidden", "2, 12")
+    wait_for(browser, lambda: widths() == [2, 12])
+    assert "hidden=2%2C12" in browser.current_url
+    set_control(browser, "hidden", "")
+    wait_for(browser, lambda: widths() == [] and browser.execute_script("return window.playground.session"))
+
+
+def test_a_url_reproduces_a_setting_and_tabs_train_on_their_own(browser, server):
+    open_page(browser, server)
+    browser.find_element("css selector", "#dataset option[value='xor']").click()
+    for control, value in (("lr", "0.1"), ("hidden", "6,3"), ("noise", "0.1"), ("seed", "3"), ("l2", "0.001")):
+        set_control(browser, control, value)
+    browser.find_element("css selector", "#activation option[value='relu']").click()
+    browser.find_element("css selector", ".feature[value='x1*x2']").click()
+    wait_for(browser, lambda: "features=x1%2Cx2%2Cx1*x2" in browser.current_url.replace("%2A", "*"))
+    link = browser.current_url
+    wait_for(browser, lambda: browser.execute_script("return window.playground.session"))
+    first = press_step(browser, 5)
+    first_tab = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        open_page(browser, server, link.split("#", 1)[1])
+        for control, value in (("lr", "0.1"), ("hidden", "6,3"), ("noise", "0.1"), ("seed", "3"), ("l2", "0.001")):
+            assert browser.find_element("id", control).get_attribute("value") == value
+        assert browser.find_element("id", "dataset").get_attribute("value") == "xor"
+        assert browser.find_element("css selector", ".feature[value='x1*x2']").is_selected()
+        second = press_step(browser, 5)
+        assert second == first, "the same link, the same numbers"
+        play_until(browser, 60)
+    finally:
+        browser.close()
+        browser.switch_to.window(first_tab)
+    assert shown(browser) == first, "the other tab's training did not touch this one"
+    assert press_step(browser, 1)["epoch"] == 6
+
+
+def write_csv(path: Path, rows) -> Path:
+    path.write_text("x1,x2,label\n" + "".join(f"{x1},{x2},{label}\n" for x1, x2, label in rows))
+    return path
+
+
+def test_a_csv_upload_trains_and_a_bad_one_gets_a_message_naming_the_row(browser, server, tmp_path):
+    open_page(browser, server)
+    generator = torch.Generator().manual_seed(0)
+    points = (torch.rand(300, 2, generator=generator) * 20 - 10).tolist()
+    rows = [(round(x1, 3), round(x2, 3), "abc"[int(x1 > 0) + int(x2 > 0)]) for x1, x2 in points]  # 3 classes
+    bad = write_csv(tmp_path / "my bad points.csv", [(1, 2, 0), (3, 4, 1), ("five", 6, 0)])
+    browser.find_element("id", "csv").send_keys(str(bad))
+    wait_for(browser, lambda: "row 4" in shown(browser)["message"])
+    assert "my_bad_points.csv, row 4: x1 and x2 must be numbers" in shown(browser)["message"]
+    assert browser.find_element("id", "dataset").get_attribute("value") == "circle", "the old setting stays"
+    assert press_step(browser, 1)["epoch"] == 1, "and so does its network"
+    labelled = write_csv(tmp_path / "three.csv", [(x1, x2, ord(label) - ord("a")) for x1, x2, label in rows])
+    browser.find_element("id", "csv").send_keys(str(labelled))
+    wait_for(browser, lambda: "300 points, 3 classes" in shown(browser)["message"] and shown(browser)["epoch"] == 0)
+    assert browser.find_element("id", "dataset").get_attribute("value") == "points"
+    assert [unit.text for unit in browser.find_elements("css selector", ".layer:last-child .unit")] == ["0", "1", "2"]
+    page = play_until(browser, 80)
+    assert page["test-accuracy"] > 0.9, page
+    browser.refresh()  # a link cannot carry the file: the page asks for it again
+    wait_for(browser, lambda: "upload a CSV" in shown(browser)["message"])
+
+
+def test_out_of_range_controls_are_refused_on_the_page_and_by_the_server(browser, server):
+    open_page(browser, server)
+    set_control(browser, "lr", "50")
+    wait_for(browser, lambda: "lr: must be between 0.00001 and 10, got 50" in shown(browser)["message"])
+    assert browser.execute_script("return window.playground.session") is None
+    browser.find_element("id", "play").click()
+    time.sleep(0.3)
+    assert shown(browser)["epoch"] == 0
+    refusals = {"hidden=100": "1 to 64 neurons", "lr=abc": "lr: must be a number",
+                "batch=0": "batch: must be between 1", "activation=evil": "activation: unknown"}  # fmt: skip
+    for link, expected in refusals.items():
+        browser.get(f"{server.url}#{link}")
+        wait_for(browser, lambda expected=expected: expected in shown(browser)["message"])
+    # the page never sends these; the server refuses them itself, and goes on serving
+    status, answer = post(server, "/api/session", {"setting": {"lr": "50", "hidden": "2,100"}})
+    assert status == 400 and "lr: must be between" in answer["error"] and "1 to 64 neurons" in answer["error"]
+    for path, body in (("/api/session", b"not json"), ("/api/session", b"[1, 2]"), ("/api/frame", b"\xff\xfe"),
+                       ("/api/frame", json.dumps({"session": "nope", "train": "play"}).encode()),
+                       ("/api/save", json.dumps({"session": ["x"]}).encode()),
+                       ("/api/upload", json.dumps({"name": 3, "text": None}).encode()),
+                       ("/api/session", json.dumps({"setting": {"seed": "1e400"}}).encode())):  # fmt: skip
+        status, answer = post(server, path, body)
+        assert status in (400, 404) and isinstance(answer["error"], str) and "\n" not in answer["error"], (path, answer)
+    status, _ = post(server, "/api/session", {"setting": {}})
+    assert status == 200
+
+
+def post(server, path: str, body) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(server.url.rstrip("/") + path, data=data, method="POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with DIRECT.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_downloaded_checkpoint_is_accepted_by_eval_and_save_run_writes_a_run_folder(browser, server, downloads):
+    open_page(browser, server, "dataset=gauss&hidden=4&activation=tanh&noise=0.2")
+    browser.find_element("id", "download").click()
+    wait_for(browser, lambda: "train at least one epoch first" in shown(browser)["message"])
+    page = press_step(browser, 12)
+    browser.find_element("id", "download").click()
+    checkpoint = downloads / "playground-gauss-epoch12.pt"
+    wait_for(browser, checkpoint.exists, what=f"no download: {list(downloads.iterdir())}")
+    wait_for(browser, lambda: not list(downloads.glob("*.crdownload")))
+    evaluated = run_cli("eval", checkpoint)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"{100 * page['test-accuracy']:.2f}%" in evaluated.stdout, (evaluated.stdout, page)  # the page's number
+    browser.find_element("id", "save").click()
+    wait_for(browser, lambda: "saved the run folder" in shown(browser)["message"])
+    folder = Path(re.search(r"saved the run folder (.+)", shown(browser)["message"]).group(1))
+    assert folder.parent == server.runs.resolve() and folder.name == "gauss-4-tanh-epoch12"
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "best.pt", "config.toml", "last.pt", "metrics.csv", "summary.json"
+    ]  # fmt: skip
+    command = shown(browser)["message"].splitlines()[-1]
+    assert command.startswith("mnist-ffn eval ")
+    evaluated = run_cli("eval", folder / "best.pt")
+    assert evaluated.returncode == 0, evaluated.stderr
+    browser.find_element("id", "save").click()  # again: a folder of its own, never over the first
+    wait_for(browser, lambda: "gauss-4-tanh-epoch12-2" in shown(browser)["message"])
+
+
+def test_screenshot_of_a_spiral_mid_training(browser, server, tmp_path):
+    """The README's picture:
+    MNIST_FFN_SCREENSHOT=docs/playground.png python -m pytest tests/test_playground.py -k screenshot"""
+    open_page(browser, server, "dataset=spiral&hidden=8,8,8&activation=tanh&features=x1,x2,sin_x1,sin_x2&noise=0.05")
+    page = play_until(browser, 150)
+    assert page["test-accuracy"] > 0.6
+    browser.execute_script("window.scrollTo(0, 0)")
+    target = Path(os.environ.get("MNIST_FFN_SCREENSHOT", tmp_path / "playground.png"))
+    assert browser.save_screenshot(str(target))
+    assert Image.open(target).size[0] >= 1000
+
+
+def test_a_port_in_use_and_an_address_not_of_this_machine_are_named(server):
+    taken = run_cli("playground", "--no-browser", "--port", str(server.port))
+    assert_one_line_error(taken, 2, f"--port {server.port}", "in use")
+    not_here = run_cli("playground", "--no-browser", "--host", "203.0.113.1")
+    assert_one_line_error(not_here, 2, "--host 203.0.113.1", "not an address of this machine")
