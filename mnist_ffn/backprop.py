@@ -29,6 +29,7 @@ torch.optim.SGD: constructing one imports torch._dynamo, a second and a half of 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,6 +119,13 @@ def add_scaled(param: Tensor, direction: Tensor, scale: float | Tensor) -> None:
 
 # -- the engine ---------------------------------------------------------------------------------------
 
+GRAPH_TOLERANCE = 1e-5  # the graph and the eager step run the same kernels on the same numbers: equal, or nearly
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
 
 @dataclass
 class Buffers:
@@ -148,6 +156,7 @@ class BackpropEngine:
         optim_config: OptimConfig,
         label_smoothing: float,
         max_batch: int,
+        cuda_graph: bool | None = None,  # None: on a CUDA device (the tests simulate one on the CPU)
     ):
         linears = [layer for layer in model if isinstance(layer, nn.Linear)]
         # detach(): the same storage as the model's parameters, without autograd's bookkeeping
@@ -198,7 +207,7 @@ class BackpropEngine:
         self._views: dict[int, Buffers] = {}
         # CUDA: full batches replay one captured graph of train_step (see replay_on_cuda)
         self.max_batch = max_batch
-        self.use_cuda_graph = device.type == "cuda"
+        self.use_cuda_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
         self.graph = None
         self.eager_full_batches = 0  # on CUDA, before the capture
         self.graph_inputs: tuple[Tensor, Tensor] | None = None  # each full batch is copied in before a replay
@@ -256,18 +265,67 @@ class BackpropEngine:
         static_labels.copy_(labels)
         if self.graph is None and self.eager_full_batches >= 3:  # a few eager steps first: cuBLAS sets itself up
             try:
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):  # records, does not run: the parameters are untouched
-                    self.train_step(static_x, static_labels)
-                self.graph = graph
-            except RuntimeError:
-                self.use_cuda_graph = False  # this torch or driver cannot capture it: stay eager
+                graph = self.capture(static_x, static_labels)
+            except RuntimeError as exc:
+                return self.fall_back(f"could not be captured ({_reason(exc)})", static_x, static_labels)
+            return self.first_replay(graph, static_x, static_labels)
         if self.graph is None:
             self.train_step(static_x, static_labels)
             self.eager_full_batches += 1
-        else:
+            return
+        try:
             self.graph.replay()
+        except RuntimeError as exc:  # a launch that failed ran nothing: this batch is taken eagerly
+            self.fall_back(f"failed on replay ({_reason(exc)})", static_x, static_labels)
+
+    def capture(self, static_x: Tensor, static_labels: Tensor):
+        """train_step recorded as a CUDA graph; recording runs nothing, so the parameters are untouched."""
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.train_step(static_x, static_labels)
+        return graph
+
+    def first_replay(self, graph, static_x: Tensor, static_labels: Tensor) -> None:
+        """The graph's first step against the eager step on the same batch, from the same state (parameters,
+        momentum, random numbers for dropout). They run the same kernels: anything but agreement is a graph
+        this torch or driver replays wrongly, and the run goes on eagerly, having taken the eager step."""
+        before = self._state()
+        try:
+            graph.replay()
+        except RuntimeError as exc:
+            self._restore(before)
+            return self.fall_back(f"failed on its first replay ({_reason(exc)})", static_x, static_labels)
+        replayed = [tensor.clone() for tensor in self._state()[0]]
+        self._restore(before)
+        self.train_step(static_x, static_labels)
+        worst = max(float((a - b).abs().max()) for a, b in zip(replayed, self._state()[0], strict=True))
+        if not worst <= GRAPH_TOLERANCE:  # also NaN
+            return self.fall_back(f"disagreed with the eager step by {worst:.2g} on its first batch", None, None)
+        self.graph = graph
+
+    def _state(self) -> tuple[list[Tensor], object]:
+        tensors = [*self.parameters, *self.momentum_buffers, self.loss]
+        rng = torch.cuda.get_rng_state() if self.weights[0].is_cuda else torch.get_rng_state()
+        return [tensor.clone() for tensor in tensors], rng
+
+    def _restore(self, state: tuple[list[Tensor], object]) -> None:
+        tensors, rng = state
+        for target, saved in zip([*self.parameters, *self.momentum_buffers, self.loss], tensors, strict=True):
+            target.copy_(saved)
+        (torch.cuda.set_rng_state if self.weights[0].is_cuda else torch.set_rng_state)(rng)
+
+    def fall_back(self, why: str, static_x: Tensor | None, static_labels: Tensor | None) -> None:
+        """Eager steps from now on, said once; the batch in hand (when given) is taken eagerly."""
+        self.graph, self.use_cuda_graph = None, False
+        print(
+            f"mnist-ffn: warning: the CUDA graph of the training step {why}; training goes on with the eager "
+            "step (the same numbers, slower)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if static_x is not None:
+            self.train_step(static_x, static_labels)
 
     def forward(self, x: Tensor, buffers: Buffers) -> list[Tensor]:
         """Fills z and a layer by layer; returns each layer's input A_{l-1}."""

@@ -307,3 +307,77 @@ def test_a_run_started_with_one_engine_resumes_with_the_other(first, second, tin
     momentum = trainer.engine.optimizer_state()["state"]
     for index, state in expected["optimizer"]["state"].items():
         assert (state["momentum_buffer"] - momentum[index]["momentum_buffer"]).abs().max() <= TOLERANCE
+
+
+class FakeGraph:
+    """A CUDA graph stand-in on the CPU: `replay` runs whatever the test makes of it."""
+
+    def __init__(self, replay):
+        self.replay = replay
+
+
+def graph_faults(engine):
+    """What each simulated fault makes of capture(); the working graph replays the real step."""
+    calls = {"replays": 0}
+
+    def real_step():
+        engine.train_step(*engine.graph_inputs)
+
+    def raising(message):
+        raise RuntimeError(message)
+
+    def replay_raising_later():
+        calls["replays"] += 1
+        if calls["replays"] > 2:
+            raising("CUDA error: an illegal memory access was encountered")
+        real_step()
+
+    def wrong():
+        real_step()
+        engine.weights[0].add_(1e-3)  # a replay that updates what the eager step would not
+
+    return {
+        "works": lambda *_: FakeGraph(real_step),
+        "capture raises": lambda *_: raising("CUDA error: operation not permitted when stream is capturing"),
+        "first replay raises": lambda *_: FakeGraph(lambda: raising("CUDA error: invalid device function")),
+        "a later replay raises": lambda *_: FakeGraph(replay_raising_later),
+        "first replay disagrees": lambda *_: FakeGraph(wrong),
+    }
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ("works", None),
+        ("capture raises", "could not be captured (CUDA error: operation not permitted"),
+        ("first replay raises", "failed on its first replay (CUDA error: invalid device function)"),
+        ("a later replay raises", "failed on replay (CUDA error: an illegal memory access"),
+        ("first replay disagrees", "disagreed with the eager step by 0.001 on its first batch"),
+    ],
+)
+def test_a_cuda_graph_that_fails_falls_back_to_the_eager_step_with_one_line(fault, said, monkeypatch, capsys):
+    """No GPU needed: the graph path runs on the CPU with capture() replaced by each fault. Whatever happens, the
+    run's numbers are autograd's SGD, and a fallback is one warning line on stderr."""
+    config = config_for("tanh", "dropout+smoothing")
+    torch.manual_seed(0)
+    reference = build_model(config.model)
+    model = copy.deepcopy(reference)
+    hand = BackpropEngine(model, config.model, config.optim, 0.1, max_batch=BATCH, cuda_graph=True)
+    monkeypatch.setattr(hand, "capture", graph_faults(hand)[fault])
+    autograd = AutogradEngine(reference, config, torch.device("cpu"))
+    given = GivenMask()
+    reference[3] = given  # the dropout after the first hidden layer takes the engine's mask
+    given_second = GivenMask()
+    reference[6] = given_second
+    for step, (images, labels) in enumerate(batches(30)):
+        lr = learning_rate(config.optim, step, STEPS_PER_EPOCH, config.train.epochs)
+        hand.step(images, labels, lr)
+        given.mask, given_second.mask = (hand.buffers(len(labels)).mask[i].clone() for i in range(2))
+        autograd.step(images, labels, lr)
+    assert_same_training_state(autograd, reference, hand, model)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    if said is None:
+        assert lines == [] and hand.graph is not None and hand.use_cuda_graph
+    else:
+        assert len(lines) == 1 and said in lines[0] and "goes on with the eager step" in lines[0], lines
+        assert hand.graph is None and not hand.use_cuda_graph
