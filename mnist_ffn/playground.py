@@ -126,14 +126,15 @@ class Setting:
             found.append(f"activation: must be one of {', '.join(PAGE_ACTIVATIONS)}, got {self.activation!r}")
         return found
 
-    def config(self, points_file: Path | None = None) -> Config:
-        """The Config `mnist-ffn train` would run for this setting (data.points: the uploaded CSV's file)."""
+    def config(self, points_file: Path | None = None, points: int | None = None) -> Config:
+        """The Config `mnist-ffn train` would run for this setting (data.points: the uploaded CSV's file, which
+        holds `points` points)."""
         data = {"noise": self.noise, "test_share": self.test_share, "features": list(self.features)}
         if self.dataset == POINTS:
             data["points"] = str(points_file)
         else:
             data |= {"dataset": self.dataset, "samples": self.samples, "arms": self.arms}
-        train_points = self.samples * (1 - self.test_share)
+        train_points = (points if points is not None else self.samples) * (1 - self.test_share)
         values = {
             "model": {"hidden": list(self.hidden), "activation": self.activation, "dropout": self.dropout},
             "data": data,
@@ -258,7 +259,7 @@ class Session:
 
     def __init__(self, setting: Setting, folder: Path, points_file: Path | None = None):
         self.setting = setting
-        self.config = setting.config(points_file)
+        self.config = setting.config(points_file, len(read_csv(points_file).labels) if points_file else None)
         self.run = RunFolder(folder)
         self.trainer = Trainer(self.config, self.run, torch.device("cpu"), log=None, progress_bars=False,
                                resume_command="")  # fmt: skip

@@ -74,7 +74,9 @@ class Playground:
     def _forget_old(self) -> None:
         now = time.monotonic()
         by_age = sorted(self.sessions.items(), key=lambda item: item[1][0].last_used)
-        for index, (key, (session, _)) in enumerate(by_age):
+        for index, (key, (session, lock)) in enumerate(by_age):
+            if lock.locked():  # a request of that tab is training in its folder right now
+                continue
             if now - session.last_used > SESSION_IDLE_SECONDS or len(self.sessions) - index >= MAX_SESSIONS:
                 del self.sessions[key]
                 shutil.rmtree(session.run.path, ignore_errors=True)
@@ -100,7 +102,11 @@ class Playground:
                 number += 1
                 folder = self.runs / f"{name}-{number}"
             folder.mkdir(parents=True)
-        return session.save(folder)
+        try:
+            return session.save(folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a folder half written (a full disk) is no run: gone
+            raise
 
 
 def page_html() -> str:
@@ -151,6 +157,8 @@ def build_app(playground: Playground):
             return refused(exc, 404)
         except (MnistFfnError, ValueError, TypeError, KeyError) as exc:
             return refused(exc)
+        except OSError as exc:  # the server's disk: full, or its folders gone
+            return refused(OSError(f"the server could not write its files ({exc.strerror or exc})"), 500)
 
     @app.get("/", response_class=HTMLResponse)
     def index():

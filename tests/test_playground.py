@@ -383,3 +383,24 @@ def test_a_port_in_use_and_an_address_not_of_this_machine_are_named(server):
     assert_one_line_error(taken, 2, f"--port {server.port}", "in use")
     not_here = run_cli("playground", "--no-browser", "--host", "203.0.113.1")
     assert_one_line_error(not_here, 2, "--host 203.0.113.1", "not an address of this machine")
+
+
+def test_a_small_csv_trains_and_a_save_that_fails_leaves_no_half_folder(tmp_path, monkeypatch):
+    from mnist_ffn.errors import WriteError
+    from mnist_ffn.playground_server import Playground
+    from mnist_ffn.run_folder import RunFolder
+
+    playground = Playground(tmp_path / "runs", tmp_path / "scratch")
+    rows = "".join(f"{x},{x % 3},{x % 2}\n" for x in range(20))  # the fewest points the page takes
+    token, _, _ = playground.uploads.add("small.csv", rows.encode())
+    key, session = playground.start({"dataset": "points", "upload": token, "hidden": "4"})
+    session.train(epochs=3)
+    assert session.frame().epoch == 3
+
+    def full_disk(self, summary):
+        raise WriteError(f"{self.summary}: cannot write it (No space left on device)")
+
+    monkeypatch.setattr(RunFolder, "write_summary", full_disk)
+    with pytest.raises(WriteError):
+        playground.save(session)
+    assert not [path for path in (tmp_path / "runs").iterdir() if path.name != "uploads"]

@@ -4,6 +4,8 @@ Every file is read through the installed package (importlib.resources), as a whe
 the first test ties that to the repository's folders, so a file the build leaves out fails here.
 """
 
+import re
+
 import pytest
 
 from mnist_ffn.config import load_config
@@ -32,6 +34,17 @@ def test_configs_lists_every_preset_and_spec_with_the_first_line_of_its_header()
             assert item.summary == summary and summary
             assert any(line.split() == [name, *summary.split()] for line in lines), (name, result.stdout)
     assert "%" in shipped("preset")["best"].summary, "the first line says what the preset reached"
+
+
+@pytest.mark.parametrize("name", sorted(shipped("preset")))
+def test_every_presets_header_states_its_seeds_accuracy_time_and_machine(name):
+    """A preset is chosen by measurement: its header says what it reached, on which seeds, in how long, where."""
+    header = shipped("preset")[name].path.read_text().split("\n\n")[0]
+    measured = " ".join(line.lstrip("# ") for line in header.splitlines() if line.startswith("#"))
+    assert re.search(r"\b\d{2}\.\d{1,2}%", measured), f"{name}: no accuracy in its header"
+    assert re.search(r"\bseeds? \d", measured), f"{name}: no seed in its header"
+    assert re.search(r"\b\d+(\.\d+)? (s|min)\b", measured), f"{name}: no time in its header"
+    assert re.search(r"\b\d-core\b.*\b(CPU|GPU)\b", measured), f"{name}: no machine in its header"
 
 
 def test_configs_show_prints_the_file_and_a_shared_name_must_say_which():
