@@ -164,72 +164,56 @@ def build_app(playground: Playground):
     def index():
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
-    @app.post("/api/session")
-    async def start(request: Request):
-        try:
-            values = await body(request)
-        except UsageError as exc:
-            return refused(exc)
+    def json_call(path: str):
+        """A POST endpoint: the JSON object the page sent, handed to `work` off the event loop."""
 
-        def work():
-            setting = values.get("setting")
-            if not isinstance(setting, dict):
-                raise UsageError("not a request this page makes (a setting is an object of controls)")
-            key, _ = playground.start(setting)
-            with playground.session(key) as session:
-                return {"session": key, **session.points(), "frame": session.frame().to_json()}
+        def register(work):
+            async def endpoint(request: Request):
+                try:
+                    values = await body(request)
+                except UsageError as exc:
+                    return refused(exc)
+                return await _in_thread(answer, lambda: work(values))
 
-        return await _in_thread(answer, work)
+            app.post(path)(endpoint)
+            return work
 
-    @app.post("/api/frame")
-    async def frame(request: Request):
-        try:
-            values = await body(request)
-        except UsageError as exc:
-            return refused(exc)
+        return register
 
-        def work():
-            mode = values.get("train", "none")
-            if mode not in ("play", "step", "none"):
-                raise UsageError(f"train: play, step or none, not {str(mode)[:20]!r}")
-            with playground.session(values.get("session")) as session:
-                if mode == "play":
-                    session.train(epochs=1, seconds=TRAIN_SLICE_SECONDS)
-                elif mode == "step":
-                    session.train(epochs=1)
-                return {**session.frame().to_json(), "stopped": session.stopped}
+    @json_call("/api/session")
+    def start(values: dict) -> dict:
+        setting = values.get("setting")
+        if not isinstance(setting, dict):
+            raise UsageError("not a request this page makes (a setting is an object of controls)")
+        key, _ = playground.start(setting)
+        with playground.session(key) as session:
+            return {"session": key, **session.points(), "frame": session.frame().to_json()}
 
-        return await _in_thread(answer, work)
+    @json_call("/api/frame")
+    def frame(values: dict) -> dict:
+        mode = values.get("train", "none")
+        if mode not in ("play", "step", "none"):
+            raise UsageError(f"train: play, step or none, not {str(mode)[:20]!r}")
+        with playground.session(values.get("session")) as session:
+            if mode == "play":
+                session.train(epochs=1, seconds=TRAIN_SLICE_SECONDS)
+            elif mode == "step":
+                session.train(epochs=1)
+            return {**session.frame().to_json(), "stopped": session.stopped}
 
-    @app.post("/api/upload")
-    async def upload(request: Request):
-        try:
-            values = await body(request)
-        except UsageError as exc:
-            return refused(exc)
+    @json_call("/api/upload")
+    def upload(values: dict) -> dict:
+        name, text = values.get("name"), values.get("text")
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise UsageError("not a request this page makes (an upload is a file's name and text)")
+        token, count, classes = playground.uploads.add(name, text.encode("utf-8"))
+        return {"upload": token, "points": count, "classes": list(classes)}
 
-        def work():
-            name, text = values.get("name"), values.get("text")
-            if not isinstance(name, str) or not isinstance(text, str):
-                raise UsageError("not a request this page makes (an upload is a file's name and text)")
-            token, count, classes = playground.uploads.add(name, text.encode("utf-8"))
-            return {"upload": token, "points": count, "classes": list(classes)}
-
-        return await _in_thread(answer, work)
-
-    @app.post("/api/save")
-    async def save(request: Request):
-        try:
-            values = await body(request)
-        except UsageError as exc:
-            return refused(exc)
-
-        def work():
-            with playground.session(values.get("session")) as session:
-                folder = playground.save(session)
-                return {"folder": str(folder.resolve()), "eval": session.eval_command(folder.resolve())}
-
-        return await _in_thread(answer, work)
+    @json_call("/api/save")
+    def save(values: dict) -> dict:
+        with playground.session(values.get("session")) as session:
+            folder = playground.save(session).resolve()
+            return {"folder": str(folder), "eval": session.eval_command(folder)}
 
     @app.get("/api/download/{key}")
     async def download(key: str):

@@ -280,7 +280,7 @@ def write_csv(path: Path, rows) -> Path:
 
 
 def test_a_csv_upload_trains_and_a_bad_one_gets_a_message_naming_the_row(browser, server, tmp_path):
-    open_page(browser, server)
+    open_page(browser, server, "hidden=8,8&activation=relu&lr=0.1")
     generator = torch.Generator().manual_seed(0)
     points = (torch.rand(300, 2, generator=generator) * 20 - 10).tolist()
     rows = [(round(x1, 3), round(x2, 3), "abc"[int(x1 > 0) + int(x2 > 0)]) for x1, x2 in points]  # 3 classes
