@@ -76,8 +76,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    # 4 epochs, lr 0.2 and label smoothing 0.1: the fastest of 32 recipes to 98.5% (sweeps/default.toml)
-    epochs: int = documented(4, "passes over the training images")
+    # 5 epochs with label smoothing 0.1: the best of 16 recipes by validation accuracy (sweeps/default.toml)
+    epochs: int = documented(5, "passes over the training images")
     batch_size: int = documented(128, "images per SGD step")
     seed: int = documented(0, "seeds the weights, the shuffling, dropout and augmentation (0 to 2**63 - 1)")
     # the test set is never used to choose anything
@@ -101,8 +101,8 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    # SGD with momentum on normalized MNIST tolerates a large one; 0.2 learns most in a 4-epoch cosine schedule
-    lr: float = documented(0.2, "peak learning rate of `torch.optim.SGD`")
+    # SGD with momentum on normalized MNIST tolerates a large one (0.2 makes a network without activation diverge)
+    lr: float = documented(0.1, "peak learning rate of `torch.optim.SGD`")
     momentum: float = documented(0.9, "SGD momentum")
     nesterov: bool = documented(True, "Nesterov momentum")
     weight_decay: float = documented(5e-4, "L2 penalty")

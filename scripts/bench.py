@@ -12,9 +12,11 @@ In one run, on one machine, for the same model (784-512-512-10 ReLU) and the sam
   (e) the hand-written backprop engine's step (mnist_ffn.backprop, what `train.engine = "auto"` picks) on
       the same random data as (c) and (d): the like-for-like rival of (d),
   (f) mnist-ffn's own training loop with that engine: (b) with `train.engine = "backprop"`,
+  (g) the products of (c) in bfloat16: the ceiling of a machine with fast bf16 (AMX, AVX512-BF16),
 
 and prints b/a, b/c, b/d, d/c, then e/c and e/d (how close the engine's step comes to the ceiling, and
-how much it beats the best eager step) and f/b (what it gives the whole loop). Each figure is the best
+how much it beats the best eager step), f/b (what it gives the whole loop) and g/c (how far above the fp32
+ceiling the machine's own bf16 one lies). Each figure is the best
 of --rounds rounds, the rounds interleaved so that a noisy neighbour hurts all alike. With --profile
 it then shows where a step of the engine spends its time (matrix products against everything else).
 It then times whole default `mnist-ffn train` runs with each engine, back to back (process start to
@@ -125,12 +127,13 @@ def samples_per_second(step, batch_size: int, device: torch.device, samples: int
     return steps * batch_size / (time.perf_counter() - started)
 
 
-def ceiling(batch_size: int, device: torch.device, samples: int) -> float:
-    """(c) Only the matrix products of one SGD step: addmm forward as nn.Linear does, mm backward."""
+def ceiling(batch_size: int, device: torch.device, samples: int, dtype: torch.dtype = torch.float32) -> float:
+    """(c) Only the matrix products of one SGD step: addmm forward as nn.Linear does, mm backward; (g) the same
+    products in bfloat16, as autocast computes them (the machine's ceiling where it has fast bf16: AMX, AVX512-BF16)."""
     generator = torch.Generator(device).manual_seed(0)
 
     def random(*shape):
-        return torch.randn(*shape, generator=generator, device=device)
+        return torch.randn(*shape, generator=generator, device=device).to(dtype)
 
     weights = [random(out, inp) * 0.03 for inp, out in itertools.pairwise(WIDTHS)]
     biases = [random(out) for out in WIDTHS[1:]]
@@ -302,10 +305,11 @@ def main() -> None:
             ]
         torchvision_root = prepare_torchvision_root(data_dir, workdir)
         for batch_size in batch_sizes:
-            figures = ["canonical", "mnist_ffn", "ceiling", "bare_torch_step", "backprop", "loop_backprop"]
+            figures = ["canonical", "mnist_ffn", "ceiling", "bare_torch_step", "backprop", "loop_backprop", "bf16"]
             best = dict.fromkeys(figures, 0.0)
             for _ in range(args.rounds):
                 best["ceiling"] = max(best["ceiling"], ceiling(batch_size, device, samples=50_000))
+                best["bf16"] = max(best["bf16"], ceiling(batch_size, device, 50_000, torch.bfloat16))
                 best["bare_torch_step"] = max(best["bare_torch_step"], bare_torch_step(batch_size, device, 50_000))
                 best["canonical"] = max(
                     best["canonical"], canonical_loop(torchvision_root, batch_size, device, args.canonical_samples)
@@ -324,6 +328,7 @@ def main() -> None:
             best["e_over_c"] = best["backprop"] / best["ceiling"]
             best["e_over_d"] = best["backprop"] / best["bare_torch_step"]
             best["f_over_b"] = best["loop_backprop"] / best["mnist_ffn"]
+            best["g_over_c"] = best["bf16"] / best["ceiling"]
             results["batch_sizes"][str(batch_size)] = best
             print(
                 f"batch {batch_size:>4}: (a) canonical {best['canonical']:>8,.0f}  "
@@ -337,6 +342,11 @@ def main() -> None:
                 f"            (e) backprop engine's step {best['backprop']:>8,.0f}  e/c {best['e_over_c']:.2f}  "
                 f"e/d {best['e_over_d']:.2f}   (f) mnist-ffn loop with it {best['loop_backprop']:>8,.0f}  "
                 f"f/b {best['f_over_b']:.2f}",
+                flush=True,
+            )
+            print(
+                f"            (g) the products in bf16 {best['bf16']:>8,.0f}  g/c {best['g_over_c']:.2f} (the fp32 "
+                f"ceiling is not the machine's where g/c > 1)",
                 flush=True,
             )
         if args.profile:

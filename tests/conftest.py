@@ -44,7 +44,7 @@ def tiny_run(tiny_data, tiny_template, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
-    """`mnist-ffn train` with no flags on the real MNIST, once per session (about 15 s on 2 CPU cores)."""
+    """`mnist-ffn train` with no flags on the real MNIST, once per session (about 9 s on 2 CPU cores)."""
     data_dir = real_data_dir()
     out = tmp_path_factory.mktemp("default-run") / "run"
     result = run_cli("train", "--data-dir", data_dir, "--out", out, "--quiet")

@@ -44,9 +44,9 @@ VARIANTS = {  # the rest of a config, and the schedule that drives the learning 
     "warm-up, no hidden layer": (["model.hidden=[]", "optim.warmup_epochs=0.5"], "cosine"),
     # L1's gradient jumps where a weight crosses zero, and there the last bit of float32 picks the side: a
     # rate small enough that 50 steps pin no weight at zero, where the two engines would part by l1 at once
-    "l1+momentum": (["optim.l1=5e-4"], "constant"),
-    "l1+nesterov+decay": (["optim.l1=5e-4", "optim.nesterov=true", "optim.weight_decay=5e-3"], "cosine"),
-    "l1, no momentum": (["optim.l1=5e-4", "optim.momentum=0"], "constant"),
+    "l1+momentum": (["optim.l1=1e-4"], "constant"),
+    "l1+nesterov+decay": (["optim.l1=1e-4", "optim.nesterov=true", "optim.weight_decay=5e-3"], "cosine"),
+    "l1, no momentum": (["optim.l1=1e-4", "optim.momentum=0"], "constant"),
 }
 BATCH, STEPS_PER_EPOCH = 12, 5
 

@@ -393,7 +393,7 @@ def test_a_small_csv_trains_and_a_save_that_fails_leaves_no_half_folder(tmp_path
     playground = Playground(tmp_path / "runs", tmp_path / "scratch")
     rows = "".join(f"{x},{x % 3},{x % 2}\n" for x in range(20))  # the fewest points the page takes
     token, _, _ = playground.uploads.add("small.csv", rows.encode())
-    key, session = playground.start({"dataset": "points", "upload": token, "hidden": "4"})
+    _, session = playground.start({"dataset": "points", "upload": token, "hidden": "4"})
     session.train(epochs=3)
     assert session.frame().epoch == 3
 

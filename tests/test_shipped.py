@@ -94,7 +94,7 @@ def test_a_path_that_exists_wins_over_a_name_and_a_bare_name_finds_the_preset(tm
         (["train", "--config", "configs/nothing.toml"], ["--config configs/nothing.toml: config file not found"]),
         (["sweep", "./lesson"], ["./lesson: sweep spec not found"]),
         (["compare", "--config", "smok"], ["did you mean smoke?"]),
-        (["sweep", "lesso"], ["lesso", "sweep specs: fashion, lesson", "did you mean lesson?"]),
+        (["sweep", "lesso"], ["lesso", "sweep specs: default, fashion, fast, lesson", "did you mean lesson?"]),
     ],
 )
 def test_an_unknown_name_is_one_line_with_the_names(args, expected, tmp_path, monkeypatch):
