@@ -380,6 +380,7 @@ def train(
     run = RunFolder(out)
     command = resume_command(out, data_dir, device)
     trainer = None
+    threads = torch.get_num_threads()  # train.threads holds for this run only, not for the caller's next one
     try:
         with StopSignals() as stop, run.locked("--resume" if resume else "--out"):
             checkpoint = state = None
@@ -417,6 +418,9 @@ def train(
             f"out of memory on {where} training {architecture(config.model)} with batch "
             f"{config.train.batch_size}; use smaller model.hidden or train.batch_size"
         ) from None
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _interrupted(run: RunFolder, trainer: Trainer | None, signal_number: int, command: str) -> str:

@@ -57,13 +57,13 @@ def test_configs_show_prints_the_file_and_a_shared_name_must_say_which():
 
 
 def test_configs_copy_writes_a_file_to_edit_and_never_overwrites_without_force(tmp_path):
-    copied = run_cli("configs", "copy", "best", tmp_path)  # a folder: the file keeps its name
+    copied = run_cli("configs", "copy", "configs/best", tmp_path)  # a folder: the file keeps its name
     assert copied.returncode == 0, copied.stderr
     target = tmp_path / "best.toml"
     assert target.read_bytes() == shipped("preset")["best"].path.read_bytes()
     assert f"mnist-ffn train --config {target}" in copied.stdout
     target.write_text("# mine\n")
-    assert_one_line_error(run_cli("configs", "copy", "best", tmp_path), 2, "exists", "--force")
+    assert_one_line_error(run_cli("configs", "copy", "configs/best", tmp_path), 2, "exists", "--force")
     assert_one_line_error(run_cli("configs", "copy", "smoke", target), 2, "exists", "--force")
     assert target.read_text() == "# mine\n", "an existing file is left alone"
     assert run_cli("configs", "copy", "smoke", target, "--force").returncode == 0
@@ -94,7 +94,7 @@ def test_a_path_that_exists_wins_over_a_name_and_a_bare_name_finds_the_preset(tm
         (["train", "--config", "configs/nothing.toml"], ["--config configs/nothing.toml: config file not found"]),
         (["sweep", "./lesson"], ["./lesson: sweep spec not found"]),
         (["compare", "--config", "smok"], ["did you mean smoke?"]),
-        (["sweep", "lesso"], ["lesso", "sweep specs: default, fashion, fast, lesson", "did you mean lesson?"]),
+        (["sweep", "lesso"], ["lesso", "sweep specs: best, default, fashion, fast, lesson", "did you mean lesson?"]),
     ],
 )
 def test_an_unknown_name_is_one_line_with_the_names(args, expected, tmp_path, monkeypatch):
