@@ -27,6 +27,14 @@ from tests.helpers import assert_one_line_error, run_cli, start_forked
 # -- sessions, without a browser ---------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _threads_back():
+    """A session trains on one thread, for the whole server process: the tests' process gets its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_a_setting_out_of_range_is_refused_naming_every_control():
     with pytest.raises(ConfigError) as refused:
         Setting.parse({"lr": "50", "hidden": f"8,{MAX_WIDTH + 1}", "features": "x1,x3", "colour": "red"})
@@ -225,7 +233,7 @@ def test_play_trains_the_loss_falls_and_the_boundary_changes(browser, server):
 @pytest.mark.parametrize(("activation", "low", "high"), [("identity", 0.3, 0.7), ("relu", 0.95, 1.0)])
 def test_identity_on_the_circle_stays_near_chance_and_relu_separates_it(browser, server, activation, low, high):
     open_page(browser, server, f"dataset=circle&hidden=8,8&activation={activation}&lr=0.1&batch=10")
-    page = play_until(browser, 150)
+    page = play_until(browser, 100)
     assert low <= page["test-accuracy"] <= high, page
 
 
@@ -266,7 +274,7 @@ def test_a_url_reproduces_a_setting_and_tabs_train_on_their_own(browser, server)
         assert browser.find_element("css selector", ".feature[value='x1*x2']").is_selected()
         second = press_step(browser, 5)
         assert second == first, "the same link, the same numbers"
-        play_until(browser, 60)
+        assert press_step(browser, 3)["epoch"] == 8
     finally:
         browser.close()
         browser.switch_to.window(first_tab)
