@@ -251,6 +251,7 @@ def serve(*, host: str, port: int, open_browser: bool, runs: Path) -> None:
     if runs.exists() and not runs.is_dir():
         raise UsageError(f"--runs {runs}: exists and is not a folder")
     try:
+        import fastapi  # noqa: F401  (build_app's)
         import uvicorn
     except ImportError:
         raise MnistFfnError("the playground needs the demo extra: pip install 'mnist-ffn[demo]'") from None

@@ -412,3 +412,11 @@ def test_a_small_csv_trains_and_a_save_that_fails_leaves_no_half_folder(tmp_path
     with pytest.raises(WriteError):
         playground.save(session)
     assert not [path for path in (tmp_path / "runs").iterdir() if path.name != "uploads"]
+
+
+@pytest.mark.parametrize("missing", ["fastapi", "uvicorn"])
+def test_without_the_demo_extra_the_playground_says_how_to_install_it(missing, monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, missing, None)
+    result = run_cli("playground", "--no-browser", "--port", str(free_port()), "--runs", tmp_path / "runs")
+    assert_one_line_error(result, 1, "pip install 'mnist-ffn[demo]'")
+    assert not (tmp_path / "runs").exists(), "nothing written"
