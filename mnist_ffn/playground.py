@@ -16,7 +16,9 @@ import dataclasses
 import hashlib
 import math
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -59,6 +61,12 @@ TRAIN_SLICE_SECONDS = 0.04  # training between two pictures while playing: what 
 BOUNDARY_CELLS = 64  # the boundary's grid along each axis (the page smooths it when it draws)
 NEURON_CELLS = 24  # each neuron's map
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_POINTS = 5_000  # a CSV's too: every point is drawn on every picture
+MAX_STEPS_PER_EPOCH = 1_000  # a picture waits for an epoch: more steps than this and play stops being live
+# The dropout masks and the initial weights come from torch's process-wide generator, which every tab would
+# otherwise share: each session keeps its own state and trains holding this lock, so a tab's numbers never
+# depend on what another tab did meanwhile.
+_TORCH_RANDOM = threading.Lock()
 VALIDATION_SHARE = 0.1  # of the training points, held out to pick best.pt, as for `train` on a 2-D set
 
 
@@ -122,6 +130,12 @@ class Setting:
             found.append(f"hidden: at most {MAX_LAYERS} layers, got {len(self.hidden)}")
         if any(not (1 <= width <= MAX_WIDTH) for width in self.hidden):
             found.append(f"hidden: every layer needs 1 to {MAX_WIDTH} neurons, got {', '.join(map(str, self.hidden))}")
+        steps = math.ceil(self.samples * (1 - self.test_share) * (1 - VALIDATION_SHARE) / max(self.batch, 1))
+        if self.dataset != POINTS and steps > MAX_STEPS_PER_EPOCH:
+            found.append(
+                f"batch: {steps:,} steps an epoch is too many to watch live (at most {MAX_STEPS_PER_EPOCH:,}): "
+                "raise the batch size or lower the points"
+            )
         if self.activation not in PAGE_ACTIVATIONS:
             found.append(f"activation: must be one of {', '.join(PAGE_ACTIVATIONS)}, got {self.activation!r}")
         return found
@@ -165,10 +179,10 @@ def _parse_value(key: str, text: str) -> object:
     if key == "hidden":
         if not text:
             return ()
-        try:
-            return tuple(int(width) for width in text.split(","))
-        except ValueError:
-            raise ValueError(f"widths separated by commas, e.g. 4,2; got {text!r}") from None
+        widths = [width.strip() for width in text.split(",")]
+        if not all(re.fullmatch(r"[0-9]{1,4}", width) for width in widths):
+            raise ValueError(f"widths separated by commas, e.g. 4,2; got {text[:40]!r}")
+        return tuple(int(width) for width in widths)
     try:
         value = float(text)
     except ValueError:
@@ -205,25 +219,28 @@ class Uploads:
             raise PointsError(str(exc).replace(str(staged), shown)) from None
         finally:
             staged.unlink(missing_ok=True)
-        if len(points.labels) < 20:
-            raise PointsError(f"{shown}: {len(points.labels)} points; the playground needs at least 20")
-        for old in self.folder.glob(f"{token}-*.csv"):
-            old.unlink()
-        (self.folder / f"{token}-{shown}").write_bytes(content)
+        if not 20 <= len(points.labels) <= MAX_POINTS:
+            raise PointsError(
+                f"{shown}: {len(points.labels):,} points; the playground trains on 20 to {MAX_POINTS:,} (every one is "
+                "drawn on every picture); `mnist-ffn train --set data.points=FILE` takes more"
+            )
+        kept = self.folder / f"{token}.csv"  # by its digest alone: the same bytes under another name are this file
+        if not kept.exists():
+            kept.write_bytes(content)
         return token, len(points.labels), points.classes
 
     def find(self, token: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{16}", token):
             raise UsageError("upload: not a CSV this server was given")
-        found = sorted(self.folder.glob(f"{token}-*.csv"))
-        if not found:
+        kept = self.folder / f"{token}.csv"
+        if not kept.is_file():
             raise UsageError("upload: the CSV is no longer on the server; upload it again")
-        return found[0]
+        return kept
 
 
 def _safe_name(name: str) -> str:
     """An uploaded file's own name as a file name here: its last part, plain characters only, ending in .csv."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).name).strip("._") or "points"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).name).strip("._")[:100] or "points"
     return stem if stem.lower().endswith(".csv") else f"{stem}.csv"
 
 
@@ -261,10 +278,18 @@ class Session:
         self.setting = setting
         self.config = setting.config(points_file, len(read_csv(points_file).labels) if points_file else None)
         self.run = RunFolder(folder)
-        self.trainer = Trainer(self.config, self.run, torch.device("cpu"), log=None, progress_bars=False,
-                               resume_command="")  # fmt: skip
-        self.trainer.load_data(folder)  # a 2-D set reads no files: generated from the seed, or the CSV
-        self.trainer.run_id = self.run.create(self.config, force=False)
+        self.random_state = torch.get_rng_state()
+        with self._own_random():
+            self.trainer = Trainer(self.config, self.run, torch.device("cpu"), log=None, progress_bars=False,
+                                   resume_command="")  # fmt: skip
+            self.trainer.load_data(folder)  # a 2-D set reads no files: generated from the seed, or the CSV
+            steps = self.trainer.steps_per_epoch
+            if steps > MAX_STEPS_PER_EPOCH:
+                raise UsageError(
+                    f"batch: {steps:,} steps an epoch is too many to watch live (at most {MAX_STEPS_PER_EPOCH:,}): "
+                    "raise the batch size"
+                )
+            self.trainer.run_id = self.run.create(self.config, force=False)
         self.raw = self.trainer.raw
         self.stopped = ""  # why training stopped for good: diverged, or reached MAX_EPOCHS
         self.last_used = time.monotonic()
@@ -276,6 +301,25 @@ class Session:
     @property
     def epoch(self) -> int:
         return self.trainer.progress.epoch
+
+    @contextmanager
+    def _own_random(self):
+        """torch's generator holds this session's state while it trains (see _TORCH_RANDOM)."""
+        with _TORCH_RANDOM:
+            others = torch.get_rng_state()
+            torch.set_rng_state(self.random_state)
+            try:
+                yield
+            finally:
+                self.random_state = torch.get_rng_state()
+                torch.set_rng_state(others)
+
+    def _check_finite(self) -> None:
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in self.trainer.model.parameters()):
+            raise UsageError(
+                "this network diverged and its weights are no longer numbers: nothing to download or save; "
+                "lower the learning rate"
+            )
 
     def _grid_inputs(self, cells: int, extent: float) -> torch.Tensor:
         axis = torch.linspace(-extent, extent, cells)
@@ -299,8 +343,12 @@ class Session:
         if self.stopped:
             return
         started = time.perf_counter()
-        done = 0
         never_stops = SimpleNamespace(received=None)  # the page pauses between epochs; no signal stops one
+        with self._own_random():
+            self._train(epochs, seconds, started, never_stops)
+
+    def _train(self, epochs: int, seconds: float, started: float, never_stops) -> None:
+        done = 0
         while done < epochs or (seconds and time.perf_counter() - started < seconds):
             if self.epoch >= MAX_EPOCHS:
                 self.stopped = f"stopped at the playground's last epoch, {MAX_EPOCHS:,}"
@@ -343,7 +391,9 @@ class Session:
         """The network as it is now, as a checkpoint `eval`, `export` and `train --resume` read (a last.pt)."""
         if self.epoch == 0:
             raise UsageError("train at least one epoch first (step or play)")
-        self.trainer._save(path)
+        self._check_finite()
+        with self._own_random():  # the checkpoint holds this session's generator, for --resume
+            self.trainer._save(path)
         return path.read_bytes()
 
     def save(self, folder: Path) -> Path:
@@ -352,11 +402,12 @@ class Session:
         With the constant learning rate, `mnist-ffn train --config` on its config.toml trains the same numbers."""
         if self.epoch == 0:
             raise UsageError("train at least one epoch first (step or play)")
+        self._check_finite()
         trainer = self.trainer
         final = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, epochs=self.epoch))
         target = RunFolder(folder)
         kept = trainer.config, trainer.run, trainer.run_id
-        with target.locked("save"):
+        with target.locked("save"), self._own_random():
             run_id = target.create(final, force=False)
             try:
                 trainer.config, trainer.run, trainer.run_id = final, target, run_id

@@ -67,23 +67,26 @@ class Playground:
         key = uuid.uuid4().hex
         session = Session(setting, self.scratch / key, points_file)
         with self.lock:
-            self._forget_old()
+            self._forget_old(room=1)
             self.sessions[key] = (session, threading.Lock())
         return key, session
 
-    def _forget_old(self) -> None:
+    def _forget_old(self, room: int = 0) -> None:
+        """Forget the tabs idle too long, then the least recently used ones until `room` more fit; never one
+        whose request is training right now (its lock is held). Called with self.lock held."""
         now = time.monotonic()
-        by_age = sorted(self.sessions.items(), key=lambda item: item[1][0].last_used)
-        for index, (key, (session, lock)) in enumerate(by_age):
-            if lock.locked():  # a request of that tab is training in its folder right now
-                continue
-            if now - session.last_used > SESSION_IDLE_SECONDS or len(self.sessions) - index >= MAX_SESSIONS:
-                del self.sessions[key]
-                shutil.rmtree(session.run.path, ignore_errors=True)
+        free = [(session.last_used, key) for key, (session, lock) in self.sessions.items() if not lock.locked()]
+        idle = [key for used, key in free if now - used > SESSION_IDLE_SECONDS]
+        excess = len(self.sessions) - len(idle) + room - MAX_SESSIONS
+        oldest = [key for _, key in sorted(free) if key not in idle][: max(0, excess)]
+        for key in [*idle, *oldest]:
+            session, _ = self.sessions.pop(key)
+            shutil.rmtree(session.run.path, ignore_errors=True)
 
     @contextlib.contextmanager
     def session(self, key: object):
         with self.lock:
+            self._forget_old()
             found = self.sessions.get(str(key))
         if found is None:
             raise Gone("this tab's network is no longer on the server (it restarted, or the tab sat idle): press reset")
@@ -126,24 +129,57 @@ def page_html() -> str:
     return page.replace("/*LIMITS*/null", json.dumps(limits))
 
 
-def build_app(playground: Playground):
+def loopback_hosts(host: str, port: int) -> set[str] | None:
+    """The Host headers a page served on loopback is reached by; None (any) for a page open to the network."""
+    if exposure_warning(host):
+        return None
+    names = {host, "localhost", "127.0.0.1", "[::1]"} if host != "::1" else {"[::1]", "localhost"}
+    return {f"{name}:{port}" for name in names}
+
+
+def build_app(playground: Playground, host: str = "127.0.0.1", port: int = 7861):
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     app = FastAPI(title="mnist-ffn playground", docs_url=None, redoc_url=None, openapi_url=None)
     html = page_html()
+    allowed = loopback_hosts(host, port)
+
+    @app.middleware("http")
+    async def only_this_page(request: Request, call_next):
+        """Another web site open in the same browser must not drive the playground: no Host but this machine's
+        for a loopback page (a DNS rebinding), and only JSON from the page's own origin for every call (a
+        form or a cross-site fetch cannot send it without the browser asking, and the server never agrees)."""
+        seen = request.headers.get("host", "")
+        if allowed is not None and seen not in allowed:
+            return JSONResponse({"error": one_line(f"not a host this server answers to: {seen[:80]}")}, 403)
+        if request.method == "POST":
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                return JSONResponse({"error": "not a request this page makes (expected application/json)"}, 415)
+            origin = request.headers.get("origin")
+            if origin is not None and origin != f"http://{seen}":
+                return JSONResponse({"error": one_line(f"not a request from this page (origin {origin[:80]})")}, 403)
+        return await call_next(request)
 
     def refused(exc: Exception, status: int = 400) -> JSONResponse:
         message = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
         return JSONResponse({"error": one_line(message)}, status_code=status)
 
     async def body(request: Request) -> dict:
-        content = await request.body()
-        if len(content) > MAX_BODY_BYTES:
-            raise UsageError(f"a request larger than {MAX_BODY_BYTES // 2**20} MB; the playground reads up to that")
+        too_large = UsageError(f"a request larger than {MAX_BODY_BYTES // 2**20} MB; the playground reads up to that")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise too_large  # refused before a byte of it is read
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_large
+            chunks.append(chunk)
         try:
-            values = json.loads(content.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            values = json.loads(b"".join(chunks).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise UsageError("not a request this page makes (expected a JSON object)") from None
         if not isinstance(values, dict):
             raise UsageError("not a request this page makes (expected a JSON object)")
@@ -159,6 +195,9 @@ def build_app(playground: Playground):
             return refused(exc)
         except OSError as exc:  # the server's disk: full, or its folders gone
             return refused(OSError(f"the server could not write its files ({exc.strerror or exc})"), 500)
+        except RuntimeError as exc:  # torch refusing numbers no check foresaw: the tab hears it, the server goes on
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            return refused(RuntimeError(f"this setting cannot be trained ({reason})"), 500)
 
     @app.get("/", response_class=HTMLResponse)
     def index():
@@ -219,7 +258,7 @@ def build_app(playground: Playground):
     async def download(key: str):
         def work():
             with playground.session(key) as session:
-                data = session.checkpoint_bytes(playground.scratch / f"{key}-download.pt")
+                data = session.checkpoint_bytes(session.run.path / "download.pt")  # goes with the session
                 setting = session.setting
                 return data, f"playground-{setting.dataset}-epoch{session.epoch}.pt"
 
@@ -257,7 +296,7 @@ def serve(*, host: str, port: int, open_browser: bool, runs: Path) -> None:
         raise MnistFfnError("the playground needs the demo extra: pip install 'mnist-ffn[demo]'") from None
     quiet_server_logs()
     with tempfile.TemporaryDirectory(prefix="mnist-ffn-playground-") as scratch:
-        app = build_app(Playground(runs, Path(scratch)))
+        app = build_app(Playground(runs, Path(scratch)), host, port)
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
         print(f"mnist-ffn playground: {url} (Ctrl-C to stop; saved runs go to {runs})", flush=True)
         if open_browser:

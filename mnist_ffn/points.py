@@ -31,6 +31,7 @@ FEATURES = ("x1", "x2", "x1^2", "x2^2", "x1*x2", "sin_x1", "sin_x2")
 PLAYGROUND_SCALE = 6.0  # the Playground draws its points in [-6, 6] x [-6, 6]
 MAX_CSV_ROWS = 1_000_000
 MAX_CLASSES = 100
+MAX_COORDINATE = 1e15  # and the largest |coordinate| at least 1 / MAX_COORDINATE: the scale divides every point
 
 
 @dataclass
@@ -130,6 +131,10 @@ def read_csv(path: Path) -> Points:
             ) from None
         if not (math.isfinite(x1) and math.isfinite(x2)):
             raise PointsError(f"{path}, row {number}: x1 and x2 must be finite numbers, got {cells[0]}, {cells[1]}")
+        if max(abs(x1), abs(x2)) > MAX_COORDINATE:  # beyond it, float32 features overflow
+            raise PointsError(
+                f"{path}, row {number}: x1 and x2 must be within +-{MAX_COORDINATE:g}, got {cells[0]}, {cells[1]}"
+            )
         try:
             label = int(cells[2])
         except ValueError:
@@ -145,7 +150,9 @@ def read_csv(path: Path) -> Points:
     if len(values) > MAX_CLASSES:
         raise PointsError(f"{path}: {len(values)} different labels; mnist-ffn takes up to {MAX_CLASSES} classes")
     index = {value: position for position, value in enumerate(values)}
-    scale = max(max(abs(x1), abs(x2)) for x1, x2 in xy) or 1.0
+    scale = max(max(abs(x1), abs(x2)) for x1, x2 in xy)
+    if scale < 1 / MAX_COORDINATE:
+        raise PointsError(f"{path}: every point lies within {scale:g} of (0, 0); scale the coordinates up")
     digest = hashlib.sha256(content).hexdigest()
     return Points(xy, [index[label] for label in raw_labels], tuple(str(value) for value in values), scale, digest)
 

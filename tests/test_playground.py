@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from mnist_ffn.checkpoint import load_checkpoint
-from mnist_ffn.errors import ConfigError, PointsError
+from mnist_ffn.errors import ConfigError, PointsError, UsageError
 from mnist_ffn.playground import MAX_WIDTH, Session, Setting, Uploads
 from tests.browser import DIRECT, chromium, free_port, require_browser, wait_for, wait_until_served
 from tests.helpers import assert_one_line_error, run_cli, start_forked
@@ -114,7 +114,7 @@ def test_an_uploaded_csv_is_checked_named_by_its_own_name_and_kept(tmp_path):
     with pytest.raises(PointsError) as refused:
         uploads.add("../../my points.csv", bad)
     assert str(refused.value).startswith("my_points.csv, row 4: x1 and x2 must be numbers")
-    with pytest.raises(PointsError, match="at least 20"):
+    with pytest.raises(PointsError, match="2 points; the playground trains on 20 to"):
         uploads.add("few.csv", b"1,2,0\n3,4,1\n")
     with pytest.raises(PointsError, match="not text"):
         uploads.add("photo.csv", bytes(range(256)))
@@ -332,19 +332,49 @@ def test_out_of_range_controls_are_refused_on_the_page_and_by_the_server(browser
                        ("/api/session", json.dumps({"setting": {"seed": "1e400"}}).encode())):  # fmt: skip
         status, answer = post(server, path, body)
         assert status in (400, 404) and isinstance(answer["error"], str) and "\n" not in answer["error"], (path, answer)
+    nested = b'{"setting": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, answer = post(server, "/api/session", nested)
+    assert status == 400 and "JSON object" in answer["error"]
+    # another web site in the same browser must not drive the page's server: a rebound name, a form post, a
+    # cross-site fetch; and a body declared too large is refused before it is read
+    kept = sorted((server.runs / "uploads").glob("*"))
+    for headers, expected in (({"Host": "evil.example"}, 403), ({"Content-Type": "text/plain"}, 415),
+                              ({"Origin": "http://evil.example"}, 403)):  # fmt: skip
+        status, answer = post(server, "/api/upload", {"name": "x.csv", "text": "1,2,0\n"}, headers)
+        assert status == expected and "error" in answer, (headers, status, answer)
+    assert sorted((server.runs / "uploads").glob("*")) == kept, "nothing written"
+    status, answer = declared_too_large(server)
+    assert status == 400 and "larger than" in answer["error"]
     status, _ = post(server, "/api/session", {"setting": {}})
     assert status == 200
 
 
-def post(server, path: str, body) -> tuple[int, dict]:
+def post(server, path: str, body, headers: dict | None = None) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(server.url.rstrip("/") + path, data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
+    for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+        request.add_header(name, value)
     try:
         with DIRECT.open(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def declared_too_large(server) -> tuple[int, dict]:
+    """A request whose Content-Length says a gigabyte follows, and then sends nothing."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/api/upload")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(2**30))
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def test_the_downloaded_checkpoint_is_accepted_by_eval_and_save_run_writes_a_run_folder(browser, server, downloads):
@@ -420,3 +450,52 @@ def test_without_the_demo_extra_the_playground_says_how_to_install_it(missing, m
     result = run_cli("playground", "--no-browser", "--port", str(free_port()), "--runs", tmp_path / "runs")
     assert_one_line_error(result, 1, "pip install 'mnist-ffn[demo]'")
     assert not (tmp_path / "runs").exists(), "nothing written"
+
+
+def test_the_same_csv_under_another_name_keeps_the_file_a_saved_run_reads(tmp_path):
+    from mnist_ffn.playground_server import Playground
+
+    playground = Playground(tmp_path / "runs", tmp_path / "scratch")
+    rows = "".join(f"{x},{(x * 7) % 11},{x % 2}\n" for x in range(40)).encode()
+    token, _, _ = playground.uploads.add("first.csv", rows)
+    _, session = playground.start({"dataset": "points", "upload": token, "hidden": "4"})
+    session.train(epochs=2)
+    saved = playground.save(session)
+    assert playground.uploads.add("second name.csv", rows)[0] == token
+    evaluated = run_cli("eval", saved / "best.pt")
+    assert evaluated.returncode == 0, evaluated.stderr
+    with pytest.raises(PointsError, match="20 to 5,000"):
+        playground.uploads.add("many.csv", "".join(f"{x},{x},{x % 2}\n" for x in range(5_001)).encode())
+    for content, expected in ((b"1e300,1,0\n" * 10 + b"2,2,1\n" * 10, "row 1: x1 and x2 must be within"),
+                              (b"1e-300,0,0\n" * 10 + b"0,1e-300,1\n" * 10, "scale the coordinates up")):  # fmt: skip
+        with pytest.raises(PointsError, match=expected):
+            playground.uploads.add("odd.csv", content)
+
+
+def test_a_sessions_numbers_do_not_depend_on_other_tabs(tmp_path):
+    """Dropout draws from torch's generator: each session keeps its own, so a tab made meanwhile changes nothing."""
+    setting = Setting.parse({"hidden": "8,8", "activation": "relu", "dropout": "0.3", "lr": "0.1"})
+    alone = Session(setting, tmp_path / "alone")
+    alone.train(epochs=2)
+    disturbed = Session(setting, tmp_path / "disturbed")
+    disturbed.train(epochs=1)
+    Session(Setting.parse({"dropout": "0.5", "seed": "9"}), tmp_path / "other").train(epochs=1)
+    torch.rand(1000)  # and anything else this process draws
+    disturbed.train(epochs=1)
+    for ours, theirs in zip(alone.trainer.model.parameters(), disturbed.trainer.model.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_a_diverged_network_cannot_be_downloaded_or_saved_and_long_epochs_are_refused(tmp_path):
+    setting = Setting.parse({"hidden": "8,8,8", "activation": "identity", "lr": "10", "momentum": "0.9"})
+    session = Session(setting, tmp_path / "s")
+    session.train(epochs=1)
+    session.trainer.progress.epoch = 1  # as if the epoch had ended before the overflow showed
+    with pytest.raises(UsageError, match="diverged"):
+        session.checkpoint_bytes(tmp_path / "x.pt")
+    with pytest.raises(UsageError, match="diverged"):
+        session.save(tmp_path / "saved")
+    with pytest.raises(ConfigError, match="steps an epoch"):
+        Setting.parse({"samples": "5000", "batch": "1"})
+    with pytest.raises(ConfigError, match="widths separated by commas"):
+        Setting.parse({"hidden": "6_4"})
