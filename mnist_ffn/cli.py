@@ -19,7 +19,7 @@ from typer.exceptions import TyperException
 from mnist_ffn import __version__
 from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, reference_text
 from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
-from mnist_ffn.process import command_process, fast_exit, ignore_signals
+from mnist_ffn.process import command_process, fast_exit, ignore_signals, signal_received
 from mnist_ffn.shell import one_line
 
 app = typer.Typer(
@@ -517,6 +517,11 @@ def _run(argv: list[str] | None) -> int:
         return _error(f"{where}{exc.strerror or exc}", 1)
     except Interrupted as exc:  # in eval, predict, or before training began; every file is written atomically
         return _error(f"interrupted by {signal.Signals(exc.signal_number).name}", 128 + exc.signal_number)
+    except Exception:
+        number = signal_received()
+        if number is None:
+            raise
+        return _error(f"interrupted by {signal.Signals(number).name}", 128 + number)
 
 
 def _error(message: str, code: int) -> int:

@@ -68,6 +68,7 @@ def command_process() -> Iterator[Callable[[int], int]]:
     stdout = GuardedStdout(sys.stdout)
     sys.stdout = stdout
     previous = {number: signal.getsignal(number) for number in SIGNALS}
+    _received.clear()
     for number in previous:  # not KeyboardInterrupt for SIGINT: Typer turns that into a silent exit 130
         signal.signal(number, _raise_interrupted)
 
@@ -91,8 +92,19 @@ def command_process() -> Iterator[Callable[[int], int]]:
             signal.signal(number, handler)
 
 
+_received: list[int] = []  # the signals this command received, even where their exception was swallowed
+
+
 def _raise_interrupted(number: int, frame) -> None:
+    _received.append(number)
     raise Interrupted(number)
+
+
+def signal_received() -> int | None:
+    """The last signal this command received. An Interrupted raised inside an extension module's import can be
+    swallowed there and come back as another error (numpy: "cannot load module more than once per process"):
+    that error is still the signal's doing."""
+    return _received[-1] if _received else None
 
 
 def ignore_signals() -> None:

@@ -1,6 +1,7 @@
 """Never lose a run: exact resume after kill -9, SIGINT and SIGTERM at every moment, atomic checkpoints (a kill
 or a full disk mid-save), divergence, safe loading."""
 
+import contextlib
 import csv
 import functools
 import json
@@ -321,3 +322,22 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_
     assert_one_line_error(full, 1, "cannot write", "File too large", "is unchanged")
     assert snapshot(out) == before, "a failed save changed the run folder"
     load_checkpoint(out / "last.pt")
+
+
+def test_a_signal_whose_exception_an_import_swallowed_is_still_one_line(monkeypatch):
+    """Ctrl-C inside numpy's import (under torch's) can come back as "cannot load module more than once per
+    process": the command still ends in the signal's one line and exit code, not in that traceback."""
+    from mnist_ffn import cli
+    from mnist_ffn.errors import Interrupted
+
+    def import_that_swallows_the_signal(*args, **kwargs):
+        # the command's own handler raises Interrupted here, and the "import" drops it, as an extension module's
+        # init does with whatever its Python code raised
+        with contextlib.suppress(Interrupted):
+            signal.raise_signal(signal.SIGINT)
+        raise ImportError("cannot load module more than once per process")
+
+    monkeypatch.setattr(cli, "app", import_that_swallows_the_signal)
+    assert_one_line_error(run_cli("eval", "x.pt"), 130, "interrupted by SIGINT")
+    monkeypatch.setattr(cli, "app", lambda *args, **kwargs: 0)
+    assert run_cli("eval", "x.pt").returncode == 0, "the next command in this process starts with no signal"
