@@ -28,7 +28,7 @@ from mnist_ffn.data import normalize
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import UsageError
-from mnist_ffn.model import is_activation
+from mnist_ffn.model import forward_with_activations
 from mnist_ffn.points import features
 from mnist_ffn.predict import preprocess, read_image
 from mnist_ffn.shipped import resolve
@@ -152,13 +152,9 @@ class Network(nn.Sequential):
 
     def activations(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's a = f(z) for a batch of inputs: one (N, width) tensor per layer."""
-        found, x = [], inputs
         with torch.inference_mode():
-            for module in self:
-                x = module(x)
-                if is_activation(module):
-                    found.append(x.float().cpu())
-        return found
+            _, found = forward_with_activations(self, inputs)
+            return [a.float().cpu() for a in found]
 
     def probabilities(self, frames: torch.Tensor) -> torch.Tensor:
         """Class probabilities for 28x28 frames with pixel values 0-255, shape (N, 28, 28), as predict makes them."""

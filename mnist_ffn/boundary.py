@@ -30,9 +30,9 @@ def _is_plane(dataset: str) -> bool:
     return dataset in (*PLANE_SETS, POINTS)
 
 
-def _grid(extent: float) -> torch.Tensor:
-    """The plane [-extent, extent]^2 as (RESOLUTION^2, 2) points, rows from the bottom up."""
-    axis = torch.linspace(-extent, extent, RESOLUTION)
+def plane_grid(extent: float, cells: int = RESOLUTION) -> torch.Tensor:
+    """The plane [-extent, extent]^2 as (cells^2, 2) points, rows from the bottom up."""
+    axis = torch.linspace(-extent, extent, cells)
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([x.flatten(), y.flatten()], dim=1)
 
@@ -52,7 +52,7 @@ def _draw_boundary(axes, network, raw, title: str) -> None:
     from matplotlib.colors import ListedColormap
 
     extent = network.plane["scale"] * 1.05
-    grid = _grid(extent)
+    grid = plane_grid(extent)
     probabilities = network.predict_points(grid)
     classes = probabilities.argmax(dim=1).view(RESOLUTION, RESOLUTION)
     colours = [f"C{index % 10}" for index in range(len(network.classes))]
@@ -97,7 +97,7 @@ def plot_neurons(run: RunFolder, network, plt) -> Path:
     from mnist_ffn.plot import save
 
     extent = network.plane["scale"] * 1.05
-    grid = _grid(extent)
+    grid = plane_grid(extent)
     layers = network.activations(network.inputs_of_points(grid))
     if not layers:  # softmax regression: no hidden neuron, only the output's straight boundary
         figure, axes = plt.subplots(figsize=(4, 1.5), dpi=120)

@@ -516,12 +516,16 @@ def _run(argv: list[str] | None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         return _error(f"{where}{exc.strerror or exc}", 1)
     except Interrupted as exc:  # in eval, predict, or before training began; every file is written atomically
-        return _error(f"interrupted by {signal.Signals(exc.signal_number).name}", 128 + exc.signal_number)
+        return _interrupted(exc.signal_number)
     except Exception:
         number = signal_received()
         if number is None:
             raise
-        return _error(f"interrupted by {signal.Signals(number).name}", 128 + number)
+        return _interrupted(number)
+
+
+def _interrupted(number: int) -> int:
+    return _error(f"interrupted by {signal.Signals(number).name}", 128 + number)
 
 
 def _error(message: str, code: int) -> int:

@@ -30,7 +30,7 @@ from mnist_ffn.data import normalize
 from mnist_ffn.datasets import DATASETS
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import CheckpointError, ImageError, MnistFfnError, UsageError
-from mnist_ffn.model import architecture, is_activation
+from mnist_ffn.model import architecture, forward_with_activations
 from mnist_ffn.predict import preprocess, read_image, to_pil
 from mnist_ffn.shell import one_line
 
@@ -102,17 +102,13 @@ class DemoModel:
         """The forward pass, layer by layer, for one image (raises ImageError for a blank or unreadable one)."""
         frame = preprocess(image, self.dataset)  # (28, 28), 0-255: exactly what `predict` feeds the model
         x = normalize(frame[None], self.normalization["mean"], self.normalization["std"]).to(self.device)
-        activations = []
         with torch.inference_mode():
-            for module in self.model:
-                x = module(x)
-                if is_activation(module):  # a = f(z)
-                    activations.append(x[0].float().cpu())
-            probabilities = torch.softmax(x.float(), dim=1)[0].cpu()
+            logits, activations = forward_with_activations(self.model, x)
+            probabilities = torch.softmax(logits.float(), dim=1)[0].cpu()
         return Answer(
             probabilities={name: float(p) for name, p in zip(self.classes, probabilities, strict=True)},
             seen=to_pil(frame),
-            activations=activations,
+            activations=[a[0].float().cpu() for a in activations],
         )
 
 

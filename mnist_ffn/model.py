@@ -7,7 +7,7 @@ is here: to measure what non-linearity buys.
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from mnist_ffn.config import ModelConfig
 from mnist_ffn.data import IMAGE_PIXELS
@@ -43,6 +43,16 @@ def build_model(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_
 def is_activation(module: nn.Module) -> bool:
     """Whether a layer of the Sequential is a hidden layer's a = f(z) (not a Linear, the Flatten or a Dropout)."""
     return not isinstance(module, nn.Linear | nn.Flatten | nn.Dropout)
+
+
+def forward_with_activations(model: nn.Sequential, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The model's output for x, and each hidden layer's a = f(z) on the way: the lesson's forward pass, shown."""
+    activations = []
+    for module in model:
+        x = module(x)
+        if is_activation(module):
+            activations.append(x)
+    return x, activations
 
 
 def count_parameters(model: nn.Module) -> int:

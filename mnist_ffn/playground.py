@@ -26,11 +26,12 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from mnist_ffn.boundary import plane_grid
 from mnist_ffn.checkpoint import load_checkpoint, save_checkpoint
 from mnist_ffn.config import ACTIVATIONS, Config, config_from_dict
 from mnist_ffn.errors import ConfigError, PointsError, TrainingDiverged, UsageError
 from mnist_ffn.evaluation import evaluate
-from mnist_ffn.model import is_activation
+from mnist_ffn.model import forward_with_activations
 from mnist_ffn.points import FEATURES, PLANE_SETS, POINTS, features, read_csv
 from mnist_ffn.run_folder import RunFolder
 from mnist_ffn.shell import command_line
@@ -106,8 +107,10 @@ class Setting:
                 parsed[key] = _parse_value(key, text)
             except ValueError as exc:
                 problems.append(f"{key}: {exc}")
-        setting = cls(**parsed) if not problems else cls()
-        problems += setting.problems() if not problems else []
+        if problems:
+            raise ConfigError(problems)
+        setting = cls(**parsed)
+        problems = setting.problems()
         if problems:
             raise ConfigError(problems)
         return setting
@@ -131,11 +134,8 @@ class Setting:
         if any(not (1 <= width <= MAX_WIDTH) for width in self.hidden):
             found.append(f"hidden: every layer needs 1 to {MAX_WIDTH} neurons, got {', '.join(map(str, self.hidden))}")
         steps = math.ceil(self.samples * (1 - self.test_share) * (1 - VALIDATION_SHARE) / max(self.batch, 1))
-        if self.dataset != POINTS and steps > MAX_STEPS_PER_EPOCH:
-            found.append(
-                f"batch: {steps:,} steps an epoch is too many to watch live (at most {MAX_STEPS_PER_EPOCH:,}): "
-                "raise the batch size or lower the points"
-            )
+        if self.dataset != POINTS and steps > MAX_STEPS_PER_EPOCH:  # a CSV's count is known once it is read
+            found.append(_too_many_steps(steps))
         if self.activation not in PAGE_ACTIVATIONS:
             found.append(f"activation: must be one of {', '.join(PAGE_ACTIVATIONS)}, got {self.activation!r}")
         return found
@@ -169,6 +169,13 @@ class Setting:
             },
         }
         return config_from_dict(values, "the playground's setting")
+
+
+def _too_many_steps(steps: int) -> str:
+    return (
+        f"batch: {steps:,} steps an epoch is too many to watch live (at most {MAX_STEPS_PER_EPOCH:,}): "
+        "raise the batch size or lower the points"
+    )
 
 
 def _parse_value(key: str, text: str) -> object:
@@ -283,12 +290,8 @@ class Session:
             self.trainer = Trainer(self.config, self.run, torch.device("cpu"), log=None, progress_bars=False,
                                    resume_command="")  # fmt: skip
             self.trainer.load_data(folder)  # a 2-D set reads no files: generated from the seed, or the CSV
-            steps = self.trainer.steps_per_epoch
-            if steps > MAX_STEPS_PER_EPOCH:
-                raise UsageError(
-                    f"batch: {steps:,} steps an epoch is too many to watch live (at most {MAX_STEPS_PER_EPOCH:,}): "
-                    "raise the batch size"
-                )
+            if self.trainer.steps_per_epoch > MAX_STEPS_PER_EPOCH:
+                raise UsageError(_too_many_steps(self.trainer.steps_per_epoch))
             self.trainer.run_id = self.run.create(self.config, force=False)
         self.raw = self.trainer.raw
         self.stopped = ""  # why training stopped for good: diverged, or reached MAX_EPOCHS
@@ -322,10 +325,8 @@ class Session:
             )
 
     def _grid_inputs(self, cells: int, extent: float) -> torch.Tensor:
-        axis = torch.linspace(-extent, extent, cells)
-        y, x = torch.meshgrid(axis, axis, indexing="ij")  # rows from the bottom up, as the page's y axis
-        xy = torch.stack([x.flatten(), y.flatten()], dim=1)
-        return features(xy, list(self.raw.info.features), self.raw.info.scale)
+        """The network's inputs over the plane, rows from the bottom up as the page's y axis."""
+        return features(plane_grid(extent, cells), list(self.raw.info.features), self.raw.info.scale)
 
     def points(self) -> dict:
         """The train and test points and the plane's extent, sent once when the session starts."""
@@ -374,7 +375,7 @@ class Session:
         with torch.inference_mode():
             probabilities = torch.softmax(model.eval()(self.boundary_inputs), dim=1)
             confidence, winner = probabilities.max(dim=1)
-            neurons = [_neuron_maps(a) for a in _activations(model, self.neuron_inputs)]
+            neurons = [_neuron_maps(a) for a in forward_with_activations(model, self.neuron_inputs)[1]]
         return Frame(
             epoch=self.epoch,
             train_loss=_number(train.loss),
@@ -434,15 +435,6 @@ def _points(xy: torch.Tensor, labels: torch.Tensor) -> dict:
 def _weights(layer: nn.Linear) -> dict:
     rows, columns = layer.weight.shape
     return {"rows": rows, "columns": columns, "values": layer.weight.detach().float().contiguous().numpy().tobytes()}
-
-
-def _activations(model: nn.Sequential, inputs: torch.Tensor) -> list[torch.Tensor]:
-    found, x = [], inputs
-    for module in model:
-        x = module(x)
-        if is_activation(module):
-            found.append(x)
-    return found
 
 
 def _neuron_maps(a: torch.Tensor) -> dict:

@@ -40,7 +40,7 @@ from mnist_ffn.playground import (
     Setting,
     Uploads,
 )
-from mnist_ffn.shell import one_line
+from mnist_ffn.shell import first_line, one_line
 
 MAX_SESSIONS = 16  # tabs training at once; the oldest idle one goes first
 SESSION_IDLE_SECONDS = 30 * 60
@@ -196,8 +196,7 @@ def build_app(playground: Playground, host: str = "127.0.0.1", port: int = 7861)
         except OSError as exc:  # the server's disk: full, or its folders gone
             return refused(OSError(f"the server could not write its files ({exc.strerror or exc})"), 500)
         except RuntimeError as exc:  # torch refusing numbers no check foresaw: the tab hears it, the server goes on
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            return refused(RuntimeError(f"this setting cannot be trained ({reason})"), 500)
+            return refused(RuntimeError(f"this setting cannot be trained ({first_line(exc)})"), 500)
 
     @app.get("/", response_class=HTMLResponse)
     def index():

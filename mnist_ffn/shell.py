@@ -35,6 +35,12 @@ def command_line(*arguments: object) -> str:
     return " ".join(quote(argument) for argument in arguments)
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as a reason in parentheses: the first line of its message (cut at `limit`), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def one_line(message: str) -> str:
     """The message with every character that would break or hide its line (newlines, terminal controls)
     written as an escape, so that one error is one line whatever the names in it hold."""
