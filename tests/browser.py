@@ -5,13 +5,14 @@ Without Chromium or its driver the page tests skip, except under CI=true, where 
 
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import require, require_modules
+from tests.helpers import require, require_modules, start_forked
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = [
@@ -73,6 +74,38 @@ def wait_for(browser, condition, timeout: float = 30, what: str = "the page did 
         time.sleep(0.05)
     browser.save_screenshot(str(Path(tempfile.gettempdir()) / "mnist-ffn-page-failure.png"))
     raise AssertionError(what)
+
+
+class PageServer:
+    """`mnist-ffn COMMAND ... --no-browser` in a real process on a free loopback port, stopped afterwards.
+
+    The process is forked from the tests' warm server (tests/forked.py), so it pays Gradio's or FastAPI's
+    import but not torch's; scripts/bench_demo.py times the page of a fresh `mnist-ffn demo` as a user starts it."""
+
+    def __init__(self, *args: object):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.process = start_forked(*map(str, args), "--no-browser", "--port", str(self.port))
+        self.started = time.monotonic()
+
+    def wait_until_ready(self) -> None:
+        try:
+            wait_until_served(self.url, self.process, self.output, self.started)
+        except BaseException:
+            self.stop()  # a server that never came up must not outlive the test
+            raise
+
+    def output(self) -> str:
+        return "".join(self.process.output())[-3000:]
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM, as Ctrl-C's sibling; what the server wrote to stdout and stderr."""
+        self.process.terminate()
+        try:
+            return self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.communicate()
 
 
 def wait_until_served(url: str, process, output, started: float, timeout: float = 60) -> None:

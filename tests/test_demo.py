@@ -11,7 +11,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -23,13 +22,12 @@ from PIL import Image
 
 from mnist_ffn.demo import BLANK_HINT, MALFORMED_CALL, DemoModel, canvas_image, check_port, heatmap, respond
 from mnist_ffn.predict import predict_images
-from tests.browser import DIRECT, chromium, free_port, require_browser, wait_for, wait_until_served
+from tests.browser import DIRECT, PageServer, chromium, require_browser, wait_for
 from tests.helpers import (
     TINY_FLAGS,
     assert_one_line_error,
     real_data_dir,
     run_cli,
-    start_forked,
 )
 
 
@@ -107,40 +105,6 @@ def test_without_gradio_the_demo_says_how_to_install_it(tiny_run, monkeypatch):
 # -- the page, in Chromium ------------------------------------------------------------------------------------------
 
 
-class DemoServer:
-    """`mnist-ffn demo CHECKPOINT --no-browser` in a real process on a free loopback port, stopped afterwards.
-
-    The process is forked from the tests' warm server (tests/forked.py), so it pays Gradio's import but not
-    torch's; scripts/bench_demo.py times the page of a fresh `mnist-ffn demo` as a user starts it."""
-
-    def __init__(self, checkpoint: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.process = start_forked("demo", checkpoint, "--no-browser", "--port", str(self.port))
-        self.started = time.monotonic()
-
-    def wait_until_ready(self) -> None:
-        try:
-            self._wait()
-        except BaseException:
-            self.stop()  # a server that never came up must not outlive the test
-            raise
-
-    def _wait(self) -> None:
-        wait_until_served(self.url, self.process, self.output, self.started)
-
-    def output(self) -> str:
-        return "".join(self.process.output())[-3000:]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 def require_browser_and_gradio() -> None:
     require_browser("gradio")
 
@@ -150,14 +114,14 @@ def servers(default_run, tmp_path_factory):
     """Two demo servers, each spending seconds importing Gradio while the next thing starts: the default MNIST
     network, and a Fashion-MNIST softmax regression (no hidden layer) trained here in a few seconds."""
     require_browser_and_gradio()
-    started = {"mnist": DemoServer(default_run / "best.pt")}  # starts up while the Fashion checkpoint trains
+    started = {"mnist": PageServer("demo", default_run / "best.pt")}  # starts up while the Fashion checkpoint trains
     try:
         fashion = tmp_path_factory.mktemp("fashion") / "run"
         trained = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", real_data_dir("FashionMNIST"),
                           "--out", fashion, "--quiet", "--set", "model.hidden=[]", "--set", "train.epochs=1",
                           "--set", "train.limit=5000", *TINY_FLAGS)  # fmt: skip
         assert trained.returncode == 0, trained.stderr
-        started["fashion"] = DemoServer(fashion / "best.pt")  # starts up while Chromium does
+        started["fashion"] = PageServer("demo", fashion / "best.pt")  # starts up while Chromium does
         yield started
     finally:
         for server in started.values():
@@ -307,7 +271,7 @@ def real_test_digits(count: int):
     return [pixels[index].copy() for index in range(count)], [labels[index] for index in range(count)]
 
 
-def api(server: DemoServer, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
+def api(server: PageServer, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
     """One raw HTTP POST to the server, as any program on this machine could send: (status, body)."""
     request = urllib.request.Request(server.url + path.lstrip("/"), data=body, headers={"Content-Type": content_type})
     try:
@@ -317,7 +281,7 @@ def api(server: DemoServer, path: str, body: bytes, content_type: str = "applica
         return error.code, error.read().decode()
 
 
-def api_call(server: DemoServer, endpoint: str, data) -> str:
+def api_call(server: PageServer, endpoint: str, data) -> str:
     """A call to one of the page's endpoints through Gradio's HTTP API: the event stream of its answer."""
     status, body = api(server, f"gradio_api/call/{endpoint}", json.dumps({"data": data}).encode())
     assert status == 200, body

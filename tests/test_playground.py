@@ -21,8 +21,8 @@ from PIL import Image
 from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.errors import ConfigError, PointsError, UsageError
 from mnist_ffn.playground import MAX_WIDTH, Session, Setting, Uploads
-from tests.browser import DIRECT, chromium, free_port, require_browser, wait_for, wait_until_served
-from tests.helpers import assert_one_line_error, run_cli, start_forked
+from tests.browser import DIRECT, PageServer, chromium, free_port, require_browser, wait_for
+from tests.helpers import assert_one_line_error, run_cli
 
 # -- sessions, without a browser ---------------------------------------------------------------------------
 
@@ -128,28 +128,14 @@ def test_an_uploaded_csv_is_checked_named_by_its_own_name_and_kept(tmp_path):
 # -- the server and the page ----------------------------------------------------------------------------------
 
 
-class PlaygroundServer:
-    def __init__(self, runs: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.runs = runs
-        self.process = start_forked("playground", "--no-browser", "--port", str(self.port), "--runs", str(runs))
-        self.started = time.monotonic()
-
-    def output(self) -> str:
-        return "".join(self.process.output())[-3000:]
-
-    def stop(self) -> tuple[str, str]:
-        self.process.terminate()
-        return self.process.communicate(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     require_browser("fastapi", "uvicorn")
-    started = PlaygroundServer(tmp_path_factory.mktemp("playground") / "runs")
+    runs = tmp_path_factory.mktemp("playground") / "runs"
+    started = PageServer("playground", "--runs", runs)
+    started.runs = runs
     try:
-        wait_until_served(started.url, started.process, started.output, started.started)
+        started.wait_until_ready()
         yield started
     finally:
         _, stderr = started.stop()
