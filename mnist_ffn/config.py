@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import itertools
 import json
 import math
@@ -143,6 +144,7 @@ class Config:
 SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__ for f in dataclasses.fields(Config)}
 
 
+@functools.cache  # a config is read key by key; evaluating a class's annotations each time costs more than that
 def _field_types(section_class: type) -> dict[str, object]:
     return typing.get_type_hints(section_class)
 

@@ -137,6 +137,12 @@ def test_every_help_text_prints_what_it_says():
         assert f"pip install 'mnist-ffn[{command}]'" in " ".join(run_cli(command, "--help").stdout.split())
 
 
+def test_mnist_ffn_alone_prints_its_help_not_an_error():
+    alone = run_cli()
+    assert alone.returncode == 0 and alone.stderr == "", alone.stderr
+    assert alone.stdout == run_cli("--help").stdout and "Commands" in alone.stdout
+
+
 def test_the_demo_says_who_can_reach_it_and_blames_a_bad_host_on_host(tiny_run, tmp_path):
     from mnist_ffn.demo import check_port, exposure_warning, uploaded_image
     from mnist_ffn.errors import ImageError, UsageError

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
 import torch
@@ -337,7 +338,7 @@ def test_a_signal_whose_exception_an_import_swallowed_is_still_one_line(monkeypa
             signal.raise_signal(signal.SIGINT)
         raise ImportError("cannot load module more than once per process")
 
-    monkeypatch.setattr(cli, "app", import_that_swallows_the_signal)
+    monkeypatch.setattr(cli, "_command", lambda: types.SimpleNamespace(main=import_that_swallows_the_signal))
     assert_one_line_error(run_cli("eval", "x.pt"), 130, "interrupted by SIGINT")
-    monkeypatch.setattr(cli, "app", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(cli, "_command", lambda: types.SimpleNamespace(main=lambda *args, **kwargs: 0))
     assert run_cli("eval", "x.pt").returncode == 0, "the next command in this process starts with no signal"
