@@ -1,21 +1,51 @@
 """The fixtures: tiny data and a tiny run per test (copied from one made per session), the default run on the
 real MNIST once per session, and a tensor cache kept out of the user's home. The helpers they use are in
-tests/helpers.py."""
+tests/helpers.py.
+
+The suite runs in pytest-xdist workers (pyproject.toml: `-n auto --dist loadfile`): a test file stays in one
+worker, so its module fixtures (a browser, demo servers) start once. Most of a test's time is spent waiting
+on another process (Chromium, a server, a forked run), which a second worker fills. Each worker gets an equal
+share of the cores for torch: two workers of two threads each on two cores spin in each other's barriers and
+ran slower than one worker alone.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.helpers import TINY_FLAGS, real_data_dir, run_cli, write_dataset
 
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:  # before torch's first import here, and for every process a test starts (they inherit it)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // WORKERS))
+    if "torch" in sys.modules:  # a plugin imported it first: it read the variable already
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core, at most 4 (the largest test file takes a quarter of the suite), at least 2
+    (even on one core a second worker runs while the first waits on a browser or a server)."""
+    return max(2, min(4, len(os.sched_getaffinity(0))))
+
+
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory) -> Path:
+    """A folder for what all workers of this session share (made once, under a lock): this session's own base
+    folder, which the workers' folders are in when xdist runs them."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep the decoded-tensor cache out of the user's home, shared by all tests of a session."""
-    monkeypatch.setenv("MNIST_FFN_CACHE", str(tmp_path_factory.getbasetemp() / "tensor-cache"))
+def _isolated_cache(shared_root, monkeypatch):
+    """Keep the decoded-tensor cache out of the user's home, shared by all tests (and workers) of a session."""
+    monkeypatch.setenv("MNIST_FFN_CACHE", str(shared_root / "tensor-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +73,14 @@ def tiny_run(tiny_data, tiny_template, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def default_run(tmp_path_factory) -> Path:
-    """`mnist-ffn train` with no flags on the real MNIST, once per session (about 9 s on 2 CPU cores)."""
+def default_run(shared_root) -> Path:
+    """`mnist-ffn train` with no flags on the real MNIST, once per session: the first worker to need it trains
+    it (about 9 s on 2 CPU cores), a worker that needs it meanwhile waits for it. Tests only read it."""
     data_dir = real_data_dir()
-    out = tmp_path_factory.mktemp("default-run") / "run"
-    result = run_cli("train", "--data-dir", data_dir, "--out", out, "--quiet")
-    assert result.returncode == 0, result.stderr
+    out = shared_root / "default-run" / "run"
+    with FileLock(shared_root / "default-run.lock"):
+        if not (out / "summary.json").exists():  # written last: a run without it is one that failed
+            shutil.rmtree(out, ignore_errors=True)
+            result = run_cli("train", "--data-dir", data_dir, "--out", out, "--quiet")
+            assert result.returncode == 0, result.stderr
     return out

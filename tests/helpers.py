@@ -9,6 +9,7 @@ pipes, the exit). The fixtures built on these are in conftest.py.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -32,9 +33,15 @@ def write_idx(path: Path, array: list | bytes, dims: tuple[int, ...], *, magic_t
     """Write an IDX file (gzipped if the name ends in .gz): the format of the four MNIST files."""
     header = struct.pack(">BBBB", 0, 0, magic_type, len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
     payload = header + bytes(array)
-    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+    path.write_bytes(_gzipped(payload) if path.suffix == ".gz" else payload)
 
 
+@functools.lru_cache(maxsize=16)
+def _gzipped(payload: bytes) -> bytes:  # the same few data sets are written by dozens of tests
+    return gzip.compress(payload)
+
+
+@functools.cache  # drawn pixel by pixel in Python: a data set takes a tenth of a second
 def make_digits(count: int, seed: int) -> tuple[bytes, bytes]:
     """Learnable fake digits: class k is a bright 7x7 block near one of ten places, jittered, plus noise."""
     import random
