@@ -160,14 +160,19 @@ def open_page(browser, server, setting: str = "") -> None:
     )
 
 
+NUMBERS = ("train-loss", "test-loss", "train-accuracy", "test-accuracy")
+SHOWN = f"""const text = id => document.getElementById(id).innerText.trim();
+const stats = document.getElementById("stats");
+return [text("epoch"), text("message"), ...{list(NUMBERS)}.map(key => stats.getAttribute("data-" + key))];"""
+
+
 def shown(browser) -> dict:
-    """What the page shows: the epoch, the four numbers under Output, and the message line."""
-    stats = browser.find_element("id", "stats")
-    epoch = re.fullmatch(r"epoch (\d+)", browser.find_element("id", "epoch").text)
-    values = {key: float(stats.get_attribute(f"data-{key}") or "nan")
-              for key in ("train-loss", "test-loss", "train-accuracy", "test-accuracy")}  # fmt: skip
-    return {"epoch": int(epoch.group(1)) if epoch else None, **values,
-            "message": browser.find_element("id", "message").text}  # fmt: skip
+    """What the page shows: the epoch, the four numbers under Output, and the message line (read in one call:
+    tests poll this, and each WebDriver call is a round trip through the driver and the browser)."""
+    epoch_text, message_text, *numbers = browser.execute_script(SHOWN)
+    epoch = re.fullmatch(r"epoch (\d+)", epoch_text)
+    values = {key: float(number or "nan") for key, number in zip(NUMBERS, numbers, strict=True)}
+    return {"epoch": int(epoch.group(1)) if epoch else None, **values, "message": message_text}
 
 
 def boundary(browser) -> str:
