@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,7 @@ def shared_root(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(shared_root, monkeypatch):
     """Keep the decoded-tensor cache out of the user's home, shared by all tests (and workers) of a session."""
-    monkeypatch.setenv("MNIST_FFN_CACHE", str(shared_root / "tensor-cache"))
+    monkeypatch.setenv("MNIST_FFN_CACHE", str(DefaultRun(shared_root).cache))
 
 
 @pytest.fixture(scope="session")
@@ -72,15 +74,58 @@ def tiny_run(tiny_data, tiny_template, tmp_path) -> Path:
     return shutil.copytree(tiny_template[1], tmp_path / "run")
 
 
+class DefaultRun:
+    """`mnist-ffn train` with no flags on the real MNIST, as a user runs it, once per session for every worker.
+
+    It trains in a process of its own from the session's start (about 9 s on 2 CPU cores, more beside the tests),
+    so that no worker stands waiting for it; the first worker to need it starts it, under a lock. It is in the
+    tests' process group: Ctrl-C stops it with them."""
+
+    def __init__(self, root: Path):
+        self.cache = root / "tensor-cache"  # the tests' own (_isolated_cache), not the user's
+        self.folder = root / "default-run"
+        self.run = self.folder / "run"
+        self.exit_code = self.folder / "exit-code"  # written when the command ends
+        self.log = self.folder / "output.log"
+
+    def start(self, data_dir: Path) -> None:
+        self.folder.mkdir(exist_ok=True)
+        with FileLock(self.folder / "lock"):
+            if self.log.exists():  # started by another worker
+                return
+            command = [sys.executable, "-m", "mnist_ffn", "train", "--data-dir", data_dir, "--out", self.run, "--quiet"]
+            with self.log.open("w") as log:
+                subprocess.Popen(
+                    ["sh", "-c", '"$@"; echo $? > "$0"', self.exit_code, *map(str, command)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env={**os.environ, "MNIST_FFN_CACHE": str(self.cache)},
+                )  # fmt: skip
+
+    def wait(self, timeout: float = 900) -> Path:
+        deadline = time.monotonic() + timeout
+        while not (self.exit_code.exists() and self.exit_code.read_text().strip()):
+            assert time.monotonic() < deadline, f"the default run did not finish in {timeout:g} s"
+            time.sleep(0.2)
+        code = self.exit_code.read_text().strip()
+        assert code == "0", f"the default run failed (exit {code}): {self.log.read_text()[-2000:]}"
+        return self.run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_run_in_the_background(request, shared_root):
+    """Starts the default run as the session starts, when a test of this session needs it and the data is here."""
+    if any("default_run" in item.fixturenames for item in request.session.items):
+        try:
+            data_dir = real_data_dir()
+        except (pytest.skip.Exception, pytest.fail.Exception):
+            return  # the tests that need it skip or fail themselves
+        DefaultRun(shared_root).start(data_dir)
+
+
 @pytest.fixture(scope="session")
 def default_run(shared_root) -> Path:
-    """`mnist-ffn train` with no flags on the real MNIST, once per session: the first worker to need it trains
-    it (about 9 s on 2 CPU cores), a worker that needs it meanwhile waits for it. Tests only read it."""
+    """The default run's folder (tests only read it)."""
     data_dir = real_data_dir()
-    out = shared_root / "default-run" / "run"
-    with FileLock(shared_root / "default-run.lock"):
-        if not (out / "summary.json").exists():  # written last: a run without it is one that failed
-            shutil.rmtree(out, ignore_errors=True)
-            result = run_cli("train", "--data-dir", data_dir, "--out", out, "--quiet")
-            assert result.returncode == 0, result.stderr
-    return out
+    run = DefaultRun(shared_root)
+    run.start(data_dir)
+    return run.wait()
