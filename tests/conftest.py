@@ -30,6 +30,23 @@ if WORKERS > 1:  # before torch's first import here, and for every process a tes
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+# The files that take longest, in that order, then the rest in theirs (pyproject.toml's --no-loadscope-reorder keeps
+# this order; xdist's own puts files with the most tests first). A worker is given the next file as it finishes
+# one, so the long ones start first and the short ones fill in at the end, and the workers end together. The
+# demo needs the default run, which trains from the session's start: it comes after two long files.
+LONGEST_FIRST = [
+    *("test_sweep.py", "test_playground.py", "test_demo.py", "test_plane.py", "test_resilience.py"),
+    *("test_integrity.py", "test_sweep_faults.py", "test_plot_compare.py", "test_backprop.py", "test_notebook.py"),
+    *("test_export.py", "test_output_safety.py", "test_bad_input.py", "test_exit.py"),
+]
+assert all((Path(__file__).parent / name).is_file() for name in LONGEST_FIRST), "a file named here was renamed"
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker per core, at most 4 (the largest test file takes a quarter of the suite), at least 2
     (even on one core a second worker runs while the first waits on a browser or a server)."""
