@@ -3,8 +3,8 @@
 Without Chromium or its driver the page tests skip, except under CI=true, where they fail.
 """
 
+import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,7 +12,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import require, require_modules, start_forked
+from tests.helpers import free_port, require, require_modules, start_forked
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = [
@@ -28,12 +28,6 @@ CHROMIUM_FLAGS = [
 # No proxy for the loopback server: urllib's default opener keeps whatever proxy it first saw in the
 # environment, and other tests point it at a closed port to stand for "no network".
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def require_browser(*modules: str) -> None:
@@ -64,16 +58,18 @@ def chromium(downloads: Path | None = None):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(browser, condition, timeout: float = 30, what: str = "the page did not get there in time"):
-    """Poll `condition` until it returns something true; on time out, a screenshot for the person debugging."""
+def wait_for(browser, condition, timeout: float = 30, what="the page did not get there in time"):
+    """Poll `condition` until it returns something true; on time out, the page's state (`what`, or what it returns
+    then when it is a function) and a screenshot for the person debugging."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.05)
-    browser.save_screenshot(str(Path(tempfile.gettempdir()) / "mnist-ffn-page-failure.png"))
-    raise AssertionError(what)
+    screenshot = Path(tempfile.gettempdir()) / f"mnist-ffn-page-failure-{os.getpid()}.png"  # one per worker
+    browser.save_screenshot(str(screenshot))
+    raise AssertionError(f"{what() if callable(what) else what} (the page: {screenshot})")
 
 
 class PageServer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,10 +62,16 @@ def shared_root(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(shared_root, monkeypatch):
-    """Keep the decoded-tensor cache out of the user's home, shared by all tests (and workers) of a session."""
-    monkeypatch.setenv("MNIST_FFN_CACHE", str(DefaultRun(shared_root).cache))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(shared_root):
+    """Keep the decoded-tensor cache, and the default data folder under ~/.cache, out of the user's home: one
+    cache shared by all tests (and workers) of a session, and an empty default data folder, as on a new machine.
+    Set for the session before any other fixture of it runs (autouse fixtures come first), so that the session's
+    and modules' fixtures that train or start servers use them too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_FFN_CACHE", str(shared_root / "tensor-cache"))
+        patch.setenv("XDG_CACHE_HOME", str(shared_root / "home-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -92,17 +99,20 @@ def tiny_run(tiny_data, tiny_template, tmp_path) -> Path:
 
 
 class DefaultRun:
-    """`mnist-ffn train` with no flags on the real MNIST, as a user runs it, once per session for every worker.
+    """`mnist-ffn train` with no flags on the real MNIST, in a process of its own (on the tests' share of the cores),
+    once per session for every worker.
 
-    It trains in a process of its own from the session's start (about 9 s on 2 CPU cores, more beside the tests),
-    so that no worker stands waiting for it; the first worker to need it starts it, under a lock. It is in the
-    tests' process group: Ctrl-C stops it with them."""
+    The first worker to need it starts it at its first test, under a lock, so that it trains beside the tests
+    (about 9 s alone on 2 CPU cores) and no worker stands waiting for it. The worker that started it waits for it
+    at its own end (another worker may still need it), or stops it when the session is interrupted or stopped."""
+
+    started: subprocess.Popen | None = None  # in the worker that started it
 
     def __init__(self, root: Path):
-        self.cache = root / "tensor-cache"  # the tests' own (_isolated_cache), not the user's
         self.folder = root / "default-run"
         self.run = self.folder / "run"
         self.exit_code = self.folder / "exit-code"  # written when the command ends
+        self.pid = self.folder / "pid"
         self.log = self.folder / "output.log"
 
     def start(self, data_dir: Path) -> None:
@@ -112,25 +122,47 @@ class DefaultRun:
                 return
             command = [sys.executable, "-m", "mnist_ffn", "train", "--data-dir", data_dir, "--out", self.run, "--quiet"]
             with self.log.open("w") as log:
-                subprocess.Popen(
+                DefaultRun.started = subprocess.Popen(
                     ["sh", "-c", '"$@"; echo $? > "$0"', self.exit_code, *map(str, command)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env={**os.environ, "MNIST_FFN_CACHE": str(self.cache)},
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, process_group=0,
                 )  # fmt: skip
+            self.pid.write_text(str(DefaultRun.started.pid))
 
     def wait(self, timeout: float = 900) -> Path:
         deadline = time.monotonic() + timeout
         while not (self.exit_code.exists() and self.exit_code.read_text().strip()):
-            assert time.monotonic() < deadline, f"the default run did not finish in {timeout:g} s"
+            assert _running(int(self.pid.read_text())), f"the default run ended with no exit code: {self._output()}"
+            assert time.monotonic() < deadline, f"the default run did not finish in {timeout:g} s: {self._output()}"
             time.sleep(0.2)
         code = self.exit_code.read_text().strip()
-        assert code == "0", f"the default run failed (exit {code}): {self.log.read_text()[-2000:]}"
+        assert code == "0", f"the default run failed (exit {code}): {self._output()}"
         return self.run
+
+    def _output(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:]
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    process = DefaultRun.started
+    if process is None or process.poll() is not None:
+        return
+    if exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail:
+        os.killpg(process.pid, signal.SIGTERM)  # the session ends here: nothing will read the run
+    process.wait()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _default_run_in_the_background(request, shared_root):
-    """Starts the default run as the session starts, when a test of this session needs it and the data is here."""
+def _default_run_in_the_background(request, shared_root, _isolated_cache):  # it trains with the tests' cache
+    """Starts the default run at this worker's first test, when a test of the session needs it and the data is here."""
     if any("default_run" in item.fixturenames for item in request.session.items):
         try:
             data_dir = real_data_dir()

@@ -9,10 +9,12 @@ pipes, the exit). The fixtures built on these are in conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -161,6 +163,22 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
 
 # A tiny run long enough to be stopped at any moment a test chooses.
 LONG_RUN = [*TINY_FLAGS, "--set", "train.epochs=400", "--set", "model.hidden=[32]", "--quiet"]
+
+
+def free_port() -> int:
+    """A loopback port that no one listens on now, for a server that a test starts and that binds it at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that stays closed while the block runs, for "a server that is not there": bound but never
+    listening, so that a connection to it is refused and no other test's server (another worker's) can take it."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
 
 
 def wait_for(path, process, timeout: float = 60) -> None:

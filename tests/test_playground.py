@@ -21,8 +21,8 @@ from PIL import Image
 from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.errors import ConfigError, PointsError, UsageError
 from mnist_ffn.playground import MAX_WIDTH, Session, Setting, Uploads
-from tests.browser import DIRECT, PageServer, chromium, free_port, require_browser, wait_for
-from tests.helpers import assert_one_line_error, run_cli
+from tests.browser import DIRECT, PageServer, chromium, require_browser, wait_for
+from tests.helpers import assert_one_line_error, free_port, run_cli
 
 # -- sessions, without a browser ---------------------------------------------------------------------------
 
@@ -182,7 +182,10 @@ def boundary(browser) -> str:
 def play_until(browser, epochs: int) -> dict:
     browser.find_element("id", "play").click()
     wait_for(
-        browser, lambda: shown(browser)["epoch"] >= epochs, timeout=60, what=f"no epoch {epochs}: {shown(browser)}"
+        browser,
+        lambda: shown(browser)["epoch"] >= epochs,
+        timeout=60,
+        what=lambda: f"no epoch {epochs}: {shown(browser)}",
     )
     browser.find_element("id", "play").click()  # pause
     time.sleep(0.2)  # a picture still on its way lands
@@ -296,7 +299,9 @@ def test_a_csv_upload_trains_and_a_bad_one_gets_a_message_naming_the_row(browser
     assert [unit.text for unit in browser.find_elements("css selector", ".layer:last-child .unit")] == ["0", "1", "2"]
     # SGD at lr 0.1 on batches of 10 has single epochs that dip (here 87: 87%): wait for 90% while it plays
     browser.find_element("id", "play").click()
-    wait_for(browser, lambda: shown(browser)["test-accuracy"] > 0.9, timeout=60, what=f"under 90%: {shown(browser)}")
+    wait_for(
+        browser, lambda: shown(browser)["test-accuracy"] > 0.9, timeout=60, what=lambda: f"under 90%: {shown(browser)}"
+    )
     browser.find_element("id", "play").click()  # pause
     assert shown(browser)["epoch"] <= 150, "the 3 classes are learnt within 150 epochs (90% at epoch 57 here)"
     browser.refresh()  # a link cannot carry the file: the page asks for it again
@@ -378,7 +383,7 @@ def test_the_downloaded_checkpoint_is_accepted_by_eval_and_save_run_writes_a_run
     page = press_step(browser, 12)
     browser.find_element("id", "download").click()
     checkpoint = downloads / "playground-gauss-epoch12.pt"
-    wait_for(browser, checkpoint.exists, what=f"no download: {list(downloads.iterdir())}")
+    wait_for(browser, checkpoint.exists, what=lambda: f"no download: {list(downloads.iterdir())}")
     wait_for(browser, lambda: not list(downloads.glob("*.crdownload")))
     evaluated = run_cli("eval", checkpoint)
     assert evaluated.returncode == 0, evaluated.stderr

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,9 @@ from mnist_ffn.sweep_spec import load_spec
 from tests.helpers import (
     PROJECT_ROOT,
     assert_one_line_error,
+    closed_port,
     finish_process,
+    free_port,
     run_cli,
     start_forked,
 )
@@ -329,9 +330,9 @@ def test_bad_sweep_commands_are_one_line_and_create_nothing(tmp_path):
     assert_one_line_error(
         run_cli("sweep", spec, "--out", tmp_path / "a", "--storage", "mysql://me@localhost/db"), 2, "postgresql://"
     )
-    closed_port = _free_port()
-    unreachable = f"postgresql://nobody@127.0.0.1:{closed_port}/none"
-    assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "b", "--storage", unreachable), 1, "--storage")
+    with closed_port() as port:
+        unreachable = f"postgresql://nobody@127.0.0.1:{port}/none"
+        assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "b", "--storage", unreachable), 1, "--storage")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
     other = tmp_path / "not-a-sweep"
@@ -349,12 +350,6 @@ def test_without_optuna_the_sweep_says_how_to_install_it(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, GRID)
     monkeypatch.setitem(sys.modules, "optuna", None)
     assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "out"), 1, "pip install 'mnist-ffn[sweep]'")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- PostgreSQL: two machines on one study ----------------------------------------------------------------------
@@ -376,7 +371,7 @@ class PostgresServer:
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             shutil.chown(self.root, "postgres")
             self.as_postgres = ["runuser", "-u", "postgres", "--"]
-        self.data, self.port = self.root / "data", _free_port()
+        self.data, self.port = self.root / "data", free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/sweeps"
         self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust")
         self.start()
@@ -610,7 +605,9 @@ def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no
     for path in out.rglob("*"):
         if path.is_file():
             assert password.encode() not in path.read_bytes(), path
-    closed = f"postgresql://me:{password}@127.0.0.1:{_free_port()}/none"
-    refused = run_cli("sweep", spec, "--out", tmp_path / "b", "--storage", closed)
+    with closed_port() as port:
+        refused = run_cli(
+            "sweep", spec, "--out", tmp_path / "b", "--storage", f"postgresql://me:{password}@127.0.0.1:{port}/none"
+        )
     assert_one_line_error(refused, 1, "--storage postgresql://me@127.0.0.1:")
     assert password not in refused.stderr
