@@ -180,13 +180,13 @@ def boundary(browser) -> str:
 
 
 def play_until(browser, epochs: int) -> dict:
+    return play(browser, until=lambda page: page["epoch"] >= epochs, what=f"no epoch {epochs}")
+
+
+def play(browser, until, what: str) -> dict:
+    """Play until what the page shows satisfies `until`, then pause; what it shows once the last picture landed."""
     browser.find_element("id", "play").click()
-    wait_for(
-        browser,
-        lambda: shown(browser)["epoch"] >= epochs,
-        timeout=60,
-        what=lambda: f"no epoch {epochs}: {shown(browser)}",
-    )
+    wait_for(browser, lambda: until(shown(browser)), timeout=60, what=lambda: f"{what}: {shown(browser)}")
     browser.find_element("id", "play").click()  # pause
     time.sleep(0.2)  # a picture still on its way lands
     return shown(browser)
@@ -298,12 +298,8 @@ def test_a_csv_upload_trains_and_a_bad_one_gets_a_message_naming_the_row(browser
     assert browser.find_element("id", "dataset").get_attribute("value") == "points"
     assert [unit.text for unit in browser.find_elements("css selector", ".layer:last-child .unit")] == ["0", "1", "2"]
     # SGD at lr 0.1 on batches of 10 has single epochs that dip (here 87: 87%): wait for 90% while it plays
-    browser.find_element("id", "play").click()
-    wait_for(
-        browser, lambda: shown(browser)["test-accuracy"] > 0.9, timeout=60, what=lambda: f"under 90%: {shown(browser)}"
-    )
-    browser.find_element("id", "play").click()  # pause
-    assert shown(browser)["epoch"] <= 150, "the 3 classes are learnt within 150 epochs (90% at epoch 57 here)"
+    page = play(browser, until=lambda page: page["test-accuracy"] > 0.9, what="under 90%")
+    assert page["epoch"] <= 150, "the 3 classes are learnt within 150 epochs (90% at epoch 57 here)"
     browser.refresh()  # a link cannot carry the file: the page asks for it again
     wait_for(browser, lambda: "upload a CSV" in shown(browser)["message"])
 
