@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,6 +80,44 @@ def wait_for_new_checkpoint(path, process, after_ns: int, timeout: float = 120) 
     raise AssertionError(f"no new {path.name} within {timeout} s")
 
 
+def stop_itself_at(moment: str, count: int) -> None:
+    """In a forked run, before its command starts: the process stops itself (SIGSTOP) at its `count`-th training
+    step or its `count`-th fsync (inside an atomic save: after the temporary file is written and before its rename,
+    or after the rename and before the folder's fsync). A test then kills it there with SIGKILL: a moment chosen by
+    what the run has done, not by a clock, so it is the same moment on a fast machine and a slow one."""
+    from mnist_ffn.backprop import BackpropEngine
+
+    done = 0
+
+    def counted(original):
+        def call(*args, **kwargs):
+            nonlocal done
+            done += 1
+            if done == count:
+                os.kill(os.getpid(), signal.SIGSTOP)
+            return original(*args, **kwargs)
+
+        return call
+
+    if moment == "step":
+        BackpropEngine.step = counted(BackpropEngine.step)
+    else:
+        os.fsync = counted(os.fsync)
+
+
+def wait_until_stopped(process, timeout: float = 120) -> bool:
+    """Until the process has stopped itself (its state in /proc is T); False if it ended instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        with contextlib.suppress(OSError, IndexError):
+            if Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return True
+        time.sleep(0.002)
+    raise AssertionError(f"the run did not reach its moment within {timeout} s")
+
+
 def mtime_ns(path) -> int:
     return path.stat().st_mtime_ns if path.exists() else 0
 
@@ -100,27 +139,27 @@ def metrics_without_time(run):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(resume_data, uninterrupted, tmp_path):
-    """SIGKILL at 5 random moments of one run, resuming each time: the result is bit-for-bit the same."""
+    """SIGKILL at 5 moments of one run, resuming each time: the result is bit-for-bit the same.
+
+    The moments are drawn (seeded, so a failure can be replayed) as counts of what the process has done: its Nth
+    training step, somewhere between checkpoints, or its Nth fsync, inside a save. Each process stops itself there
+    and is killed stopped; at most 40 steps or 12 fsyncs (6 saves, 42 steps) each, so 5 kills leave the run's 282
+    steps unfinished on any machine."""
     out = tmp_path / "killed"
-    last = out / "last.pt"
-    moments = random.Random(20261125)  # seeded, so a failure can be replayed
+    moments = random.Random(20261125)
     command = ["train", "--data-dir", resume_data, "--out", out, "--quiet", *RUN_FLAGS]
-    kills = 0
-    while True:
-        process = start_forked(*command)
-        if kills < 5 and wait_for_new_checkpoint(last, process, after_ns=mtime_ns(last)):
-            time.sleep(moments.uniform(0.0, 0.3))  # somewhere between checkpoints, or inside a save
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-                kills += 1
-                load_checkpoint(last)  # whatever moment it died at, last.pt is whole
-                command = ["train", "--resume", out, "--data-dir", resume_data, "--quiet"]
-                continue
-        _, stderr = process.communicate()
-        assert process.returncode == 0, stderr
-        break
-    assert kills == 5, "the run finished before it could be killed five times"
+    for kill in range(5):
+        moment = ("step", "fsync")[kill % 2]
+        first = 8 if kill == 0 else 1  # the first process is killed after its first checkpoint (step 7): a run
+        count = moments.randint(first, 40) if moment == "step" else moments.randint(1, 12)  # to resume
+        process = start_forked(*command, preexec_fn=functools.partial(stop_itself_at, moment, count))
+        assert wait_until_stopped(process), f"kill {kill + 1}: the run ended before its {count}th {moment}"
+        process.kill()
+        process.communicate()
+        load_checkpoint(out / "last.pt")  # whatever moment it died at, last.pt is whole
+        command = ["train", "--resume", out, "--data-dir", resume_data, "--quiet"]
+    finished = finish_process(start_forked(*command))
+    assert finished.returncode == 0, finished.stderr
     assert json.loads((out / "summary.json").read_text())["engine"] == "backprop"  # what auto picks
     assert not list(out.glob(".*.mnist-ffn-partial")), "leftover temp files are cleaned on resume"
     assert_same_final_state(uninterrupted, out)
@@ -284,15 +323,30 @@ def test_two_quick_ctrl_c_give_one_line_and_exit_130_before_and_after_the_first_
 
 
 def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):
+    """Each signal is sent the moment the command has taken over SIGTERM (its handlers are in place, and torch's
+    import and the evaluation are still ahead of it), however fast or slow the machine."""
     signals = {signal.SIGINT: 130, signal.SIGTERM: 143}
     processes = {number: start_process("eval", tiny_run / "best.pt", "--data-dir", tiny_data) for number in signals}
-    time.sleep(1.0)  # inside the import of torch or the evaluation
     for number, process in processes.items():
+        assert wait_until_handled(process, signal.SIGTERM), process.communicate()
         process.send_signal(number)
     for number, process in processes.items():
-        result = finish_process(process)
-        if result.returncode != 0:  # 0: it finished before the signal came, nothing to check
-            assert_one_line_error(result, signals[number], signal.Signals(number).name)
+        assert_one_line_error(finish_process(process), signals[number], signal.Signals(number).name)
+
+
+def wait_until_handled(process, number: int, timeout: float = 60) -> bool:
+    """Until the process catches signal `number` (its bit in /proc's SigCgt mask); False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        with contextlib.suppress(OSError, StopIteration):
+            status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+            caught = int(next(line for line in status if line.startswith("SigCgt:")).split()[1], 16)
+            if caught >> (number - 1) & 1:
+                return True
+        time.sleep(0.001)
+    raise AssertionError(f"signal {number} was not handled within {timeout} s")
 
 
 # -- a full disk -----------------------------------------------------------------------------------------------
