@@ -116,37 +116,50 @@ def test_predict_on_a_file_that_is_not_an_image(tiny_run, tmp_path):
     assert_one_line_error(run_cli("predict", tiny_run / "best.pt", notes), 1, "notes.txt: not an image")
 
 
+HESITATION = 0.2  # the network's two best classes for the original within this of each other: it hesitates
+
+
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_mnist_digits_redrawn_at_200px_are_classified_correctly(default_run, tmp_path):
-    """A test digit drawn at 200x200 dark on white, light on dark, and off-center: all three are read right."""
+def test_redrawing_a_digit_does_not_change_what_the_network_reads(default_run, tmp_path):
+    """A test digit drawn at 200x200 dark on white, light on dark, and off-center: `predict` reads each of the
+    three as the network reads the original 28x28 image, right or wrong (which digits a network gets wrong
+    depends on the machine that trained it). Where the network hesitates over the original, its two best classes
+    within HESITATION of each other, a redrawing may tip the balance: there the original's class stays among the
+    redrawing's two best."""
+    import mnist_ffn
     from mnist_ffn.data import load_dataset
 
     raw = load_dataset(real_data_dir(), "mnist")
-    images, labels = [], []
-    for index in range(30):
-        original = raw.test_images[index].numpy()
-        dark_on_white = Image.fromarray(255 - original).resize((200, 200), Image.Resampling.BICUBIC)
-        light_on_dark = Image.fromarray(original).resize((200, 200), Image.Resampling.BICUBIC)
+    count = 30
+    network = mnist_ffn.load(default_run / "best.pt", device="cpu")
+    original = network.probabilities(raw.test_images[:count].float()).topk(2, dim=1)
+    images = []
+    for index in range(count):
+        pixels = raw.test_images[index].numpy()
+        dark_on_white = Image.fromarray(255 - pixels).resize((200, 200), Image.Resampling.BICUBIC)
+        light_on_dark = Image.fromarray(pixels).resize((200, 200), Image.Resampling.BICUBIC)
         off_center = Image.new("L", (480, 360), 255)
         off_center.paste(dark_on_white, (260, 20))
         for name, image in (("dark", dark_on_white), ("light", light_on_dark), ("offcenter", off_center)):
             path = tmp_path / f"{index}-{name}.png"
             image.save(path)
-            images.append(path)
-            labels.append(str(int(raw.test_labels[index])))
+            images.append((index, path))
         # The preprocessing recovers the original 28x28 digit closely.
         recovered = preprocess(dark_on_white)
         assert (recovered - raw.test_images[index].float()).abs().mean() < 20
-    result = run_cli("predict", default_run / "best.pt", *images, "--json")
+    result = run_cli("predict", default_run / "best.pt", *(path for _, path in images), "--json")
     assert result.returncode == 0, result.stderr
-    predicted = [prediction["top"][0]["class"] for prediction in json.loads(result.stdout)["predictions"]]
-    wrong = [
-        (str(path.name), guess, label)
-        for path, guess, label in zip(images, predicted, labels, strict=True)
-        if guess != label
-    ]
-    assert not wrong
+    changed = []
+    for (index, path), row in zip(images, json.loads(result.stdout)["predictions"], strict=True):
+        read = network.classes[int(original.indices[index, 0])]
+        gap = float(original.values[index, 0] - original.values[index, 1])
+        best_two = [guess["class"] for guess in row["top"][:2]]
+        if best_two[0] != read and (gap >= HESITATION or read not in best_two):
+            changed.append((path.name, f"original read as {read} (ahead by {gap:.2f})", f"redrawn: {best_two}"))
+    assert not changed
+    sure = int((original.values[:, 0] - original.values[:, 1] >= HESITATION).sum())
+    assert sure >= count * 5 // 6, "a trained network is sure of most of these digits: the test checks something"
 
 
 def test_a_16_bit_greyscale_digit_is_read_at_full_depth(tmp_path):
