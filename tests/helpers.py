@@ -161,8 +161,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
         assert fragment in lines[0], (fragment, lines[0])
 
 
-# A tiny run long enough to be stopped at any moment a test chooses.
-LONG_RUN = [*TINY_FLAGS, "--set", "train.epochs=400", "--set", "model.hidden=[32]", "--quiet"]
+# A tiny run that trains until a test stops it: at any moment the test chooses, however fast the machine.
+LONG_RUN = [*TINY_FLAGS, "--set", "train.epochs=1000000", "--set", "model.hidden=[32]", "--quiet"]
 
 
 def free_port() -> int:
@@ -193,6 +193,36 @@ def wait_for(path, process, timeout: float = 60) -> None:
 def snapshot(folder) -> dict:
     """Each file of a folder by its SHA-256: to show that nothing in it changed."""
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def best_line_accuracy(xy, labels) -> float:
+    """The highest accuracy any straight line reaches on 2-class points (N, 2): an upper bound on what a network
+    without an activation (one affine map, so one straight boundary) can score on them, on any machine.
+
+    A best line can be moved until it passes through two of the points without getting any other point wrong, so
+    the line through each pair is tried, with those two counted right. Through a pivot point, the points left of the
+    line to another point are those whose angle seen from the pivot lies within half a turn after that point's: one
+    sort of the angles and a running sum of the labels count every pair's sides at once. (The points are taken in
+    general position, no three on one line, as generated and measured points are.)"""
+    import math
+
+    import torch
+
+    sign = labels.double() * 2 - 1  # (n,) of -1 and +1
+    n = len(sign)
+    others = ~torch.eye(n, dtype=torch.bool)
+    offsets = xy.double()[None, :, :] - xy.double()[:, None, :]  # (pivot, point, 2)
+    angle = torch.atan2(offsets[..., 1], offsets[..., 0])[others].view(n, n - 1)  # each other point, in (-pi, pi]
+    angle, order = angle.sort(dim=1)
+    signs = sign.expand(n, n)[others].view(n, n - 1).gather(1, order)
+    around = torch.cat([angle, angle + 2 * math.pi], dim=1)  # (n, 2(n - 1)): once round, then again
+    running = torch.cat([torch.zeros(n, 1, dtype=torch.float64), torch.cat([signs, signs], 1).cumsum(1)], dim=1)
+    start = torch.arange(1, n).expand(n, n - 1)  # just after the point the line goes through
+    end = torch.searchsorted(around, angle + math.pi)  # the first point half a turn on, or further
+    left_count, left_sum = (end - start).double(), running.gather(1, end) - running.gather(1, start)
+    right_count, right_sum = (n - 2) - left_count, signs.sum(dim=1, keepdim=True) - signs - left_sum
+    one_way = (left_count + left_sum) / 2 + (right_count - right_sum) / 2  # the +1 class left of the line
+    return float((torch.maximum(one_way, (n - 2) - one_way) + 2).max()) / n
 
 
 def require(available: bool, what: str) -> None:

@@ -1,18 +1,22 @@
 """2-D data sets: the lesson's slide in numbers, their pictures, a person's CSV, and the same pipeline as MNIST.
 
-On circle and XOR a network without an activation is one linear map, however deep: it stays near chance,
-while ReLU and tanh separate the classes. Held here over seeds 0-2 with each data set's defaults.
+On circle and XOR a network without an activation is one linear map, however deep: it does no better than the
+best straight line can (about 70% of the test points), while ReLU and tanh separate the classes. Held here over
+seeds 0-2 with each data set's defaults.
 """
 
+import functools
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import mnist_ffn
 from mnist_ffn.config import load_config
+from mnist_ffn.data import load_data
 from mnist_ffn.points import generate
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, best_line_accuracy, run_cli
 
 
 def compare_on(dataset: str, seed: int, out, *extra: str) -> dict[str, float]:
@@ -24,16 +28,29 @@ def compare_on(dataset: str, seed: int, out, *extra: str) -> dict[str, float]:
     }
 
 
+@functools.cache
+def best_line_on(dataset: str, seed: int) -> float:
+    """best_line_accuracy on the test points of `dataset` as `train --dataset` makes them from `seed`."""
+    raw = load_data(load_config(None, [f'data.dataset="{dataset}"']).data, Path(), seed)
+    return best_line_accuracy(raw.test_points, raw.test_labels)
+
+
 @pytest.mark.parametrize("dataset", ["circle", "xor"])
 def test_without_an_activation_no_depth_helps_and_relu_and_tanh_separate_the_classes(dataset, tmp_path):
+    """Identity is held to the best straight line exactly (no margin: it is one); relu's and tanh's 95% is 2 points
+    under the lowest of 20 runs measured (seeds 0-4 on both sets, the same numbers on the AVX-512 and the AVX2
+    kernel paths: 97.0%, tanh on circle, seed 2), where the best line reaches 68-72%."""
     for seed in (0, 1, 2):
         accuracy = compare_on(dataset, seed, tmp_path / f"seed{seed}")
-        assert accuracy["identity"] <= 0.70, (seed, accuracy)  # a straight line through a disk or 4 quadrants
+        line = best_line_on(dataset, seed)
+        assert line <= 0.75, (seed, line)  # a straight line through a disk or 4 quadrants: about 3 in 4
+        assert accuracy["identity"] <= line, (seed, line, accuracy)
         assert accuracy["relu"] >= 0.95 and accuracy["tanh"] >= 0.95, (seed, accuracy)
     deep = run_cli("train", "--dataset", dataset, "--set", "model.activation=identity", "--set",
                    "model.hidden=[16,16,16,16]", "--out", tmp_path / "deep", "--quiet")  # fmt: skip
     assert deep.returncode == 0, deep.stderr
-    assert json.loads((tmp_path / "deep" / "summary.json").read_text())["test_accuracy"] <= 0.70
+    summary = json.loads((tmp_path / "deep" / "summary.json").read_text())
+    assert summary["test_accuracy"] <= best_line_on(dataset, 0)
 
 
 def test_an_identity_network_is_one_affine_map_and_relu_is_not(tmp_path):
