@@ -195,7 +195,7 @@ def run_sweep(
             _write_sweep_files(out, spec, study_name, storage_url)
         _recover_dead_trials(study)
         _retry_failed_trials(study)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, usable_cores() // workers)
         job = {
             "spec": spec,
             "out": out,
@@ -564,3 +564,12 @@ def report_folder(out: Path, warn=None) -> dict:
     if repaired and warn:
         warn(repaired)
     return results
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's or `taskset`'s share), not every core
+    the machine has, which os.cpu_count() counts."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity
+        return os.cpu_count() or 1

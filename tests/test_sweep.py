@@ -160,7 +160,8 @@ def test_a_grid_with_two_workers_runs_every_point_and_seed_exactly_once(finished
     assert complete_points(trials) == sorted(set(complete_points(trials)))  # no point x seed twice
     assert len(complete_points(trials)) == 4 * 2
     assert len(list((out / "trials").iterdir())) == 8
-    assert len({trial.user_attrs["worker"] for trial in trials}) == 2, "both workers drew trials"
+    # which worker draws which trial (and whether one draws them all) is the machine's timing, not a promise
+    assert 1 <= len({trial.user_attrs["worker"] for trial in trials}) <= 2
 
     # results.csv and the table agree with the run folders' own summary.json files
     summaries: dict[str, list] = {}
@@ -248,6 +249,7 @@ def test_a_process_killed_while_writing_the_journal_leaves_no_lock_to_wait_out(t
     assert not waiting.is_alive(), "the lock died with its holder"
 
 
+@pytest.mark.machine
 def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(tiny_data, tmp_path):
     spec = write_spec(
         tmp_path,
@@ -263,8 +265,7 @@ def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(
         assert process.poll() is None, finish_process(process)
         assert time.monotonic() < deadline, "no trial finished and another running within 120 s"
         time.sleep(0.05)
-    _kill_9_with_every_running_trial_named(process.pid, out)  # the whole machine's share dies at once
-    interrupted = _running_with_checkpoint(out)
+    interrupted = _kill_9_with_every_running_trial_named(process.pid, out)  # the machine's share dies at once
     process.wait()
     while _group_alive(process.pid):  # workers inside an fsync die when it returns
         time.sleep(0.05)
@@ -288,18 +289,21 @@ def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(
         assert torch.equal(resumed["model"][name], tensor), name
 
 
-def _kill_9_with_every_running_trial_named(group: int, out: Path) -> None:
-    """SIGKILL the process group at an instant when no worker is between drawing a trial and naming itself in it.
+def _kill_9_with_every_running_trial_named(group: int, out: Path) -> list[Path]:
+    """SIGKILL the process group at an instant when no worker is between drawing a trial and naming itself in it,
+    and a trial is running with a checkpoint to resume from; returns those trials' folders.
 
     A trial killed in that instant (milliseconds, right after a worker finishes a trial) is recovered only
     after sweep_storage.GRACE_SECONDS, as its worker could be on another machine: a 30 s wait this test is not about.
-    SIGSTOP holds every process still while the study is read, so what is read is what the kill leaves."""
+    SIGSTOP holds every process still while the study and the folders are read, so what is read is what the kill
+    leaves, however fast the trials run."""
     while True:
         os.killpg(group, signal.SIGSTOP)
         running = [trial for trial in trials_of(out) if trial.state == optuna.trial.TrialState.RUNNING]
-        if all("worker" in trial.user_attrs for trial in running):
+        interrupted = _running_with_checkpoint(out)
+        if interrupted and all("worker" in trial.user_attrs for trial in running):
             os.killpg(group, signal.SIGKILL)
-            return
+            return interrupted
         os.killpg(group, signal.SIGCONT)
         time.sleep(0.005)
 
@@ -422,21 +426,23 @@ def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(t
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     done = complete_points(trials)
     assert len(done) == 8 and len(set(done)) == 8, "every point x seed once, none twice"
-    for name in ("machine-a", "machine-b"):
-        assert any((tmp_path / name / "trials").iterdir()), f"{name} ran no trial"
+    # (how the trials fall between the two machines is their timing: one may find the study done before it starts)
     spec_changed = write_spec(tmp_path, GRID.replace("[0, 1]", "[5]"), name="other.toml")
     refused = run_cli("sweep", spec_changed, "--out", tmp_path / "c", "--storage", postgres, "--study", "shared")
     assert_one_line_error(refused, 2, "--study shared: exists with another spec")
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.machine
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # Optuna's, for ask() with a heartbeat: see worker_main
 def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgres, tmp_path, monkeypatch):
     """A worker on another machine cannot be asked by pid: when its heartbeat stops for longer than the grace
     period, its trial is failed and queued again with its run folder, so that any machine resumes it."""
     from mnist_ffn import sweep, sweep_storage
 
-    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 1)  # 30 s in use; the storage reads it when it is opened
+    # 30 s in use; the storage reads it when it is opened. 3 s: the check right after the last beat comes within
+    # it even on a loaded machine
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 3)
     study = optuna.create_study(
         study_name="lost", storage=sweep_storage.open_storage(postgres, tmp_path), direction="maximize"
     )
@@ -449,7 +455,7 @@ def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgr
 
     sweep._recover_dead_trials(study)  # its last beat is within the grace period: it may still be running
     assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
-    time.sleep(1.5)
+    time.sleep(3.5)
     sweep._recover_dead_trials(study)
     trials = study.get_trials()
     states = optuna.trial.TrialState
@@ -515,6 +521,7 @@ def interrupted_sweep(tiny_data, tmp_path) -> tuple[list, Path, subprocess.Compl
     return args, out, stopped
 
 
+@pytest.mark.machine
 def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny_data, tmp_path):
     args, out, stopped = interrupted_sweep(tiny_data, tmp_path)
     assert_one_line_error(stopped, 130, "stopped by SIGINT", "rerun the same command to continue")
@@ -567,6 +574,7 @@ def test_a_spec_written_out_reads_back_the_same(tmp_path):
     assert load_spec(copy).fingerprint() == spec.fingerprint()
 
 
+@pytest.mark.machine
 def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no_password_anywhere(
     tiny_data, tmp_path, postgres_server
 ):
@@ -575,17 +583,26 @@ def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no
     password = "s3cret-Pa55"
     url = postgres_server.url.replace("postgres@", f"postgres:{password}@")
     spec = write_spec(
-        tmp_path, '[space]\nmodel.hidden = [[16], [24], [32]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=8
+        tmp_path, '[space]\nmodel.hidden = [[16], [24], [32]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=16
     )
     out = tmp_path / "sweep"
     args = ["sweep", spec, "--out", out, "--storage", url, "--data-dir", tiny_data, "--quiet"]
-    process = start_forked(*args)
+    process = start_forked(*args, new_session=True)  # its own process group, held still while the server stops
     deadline = time.monotonic() + 120
-    while not any(out.glob("trials/*/summary.json")) or not _running_with_checkpoint(out):
+    while not any(out.glob("trials/*/summary.json")):
         assert process.poll() is None, finish_process(process)
-        assert time.monotonic() < deadline, "no trial finished and another running within 120 s"
-        time.sleep(0.05)
+        assert time.monotonic() < deadline, "no trial finished within 120 s"
+        time.sleep(0.01)
+    while True:  # each trial trains 16 epochs, each ending in a checkpoint: many looks while the second runs
+        assert process.poll() is None, finish_process(process)
+        assert time.monotonic() < deadline, "no second trial running within 120 s"
+        os.killpg(process.pid, signal.SIGSTOP)  # still while it looks: what it sees is what the stop finds
+        if _running_with_checkpoint(out):
+            break
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.005)
     postgres_server.stop()
+    os.killpg(process.pid, signal.SIGCONT)
     lost = finish_process(process, timeout=120)
     assert_one_line_error(lost, 1, f"lost the connection to the study's database at 127.0.0.1:{postgres_server.port}")
     finished = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("trials/*/summary.json")}
