@@ -44,10 +44,17 @@ def test_the_exported_file_reproduces_eval_on_all_10000_test_images(default_run,
 
     with torch.inference_mode():
         expected = network(normalize(raw.test_images, network.normalization["mean"], network.normalization["std"]))
-    assert float((torch.from_numpy(logits) - expected).abs().max()) <= 1e-4
-    onnx_correct = int((torch.from_numpy(logits).argmax(1) == raw.test_labels).sum())
+    # The same float32 products summed in another order, by other kernels on other CPUs: equal to about a
+    # millionth of the largest logit. Only where two classes are that close may the two read an image differently.
+    onnx_logits = torch.from_numpy(logits)
+    tolerance = 1e-5 * float(expected.abs().max())
+    assert float((onnx_logits - expected).abs().max()) <= tolerance
+    best_two = expected.topk(2, dim=1).values
+    close = best_two[:, 0] - best_two[:, 1] <= 2 * tolerance
+    assert torch.equal(onnx_logits.argmax(1)[~close], expected.argmax(1)[~close])
+    onnx_correct = int((onnx_logits.argmax(1) == raw.test_labels).sum())
     report = mnist_ffn.evaluate(default_run / "best.pt", data_dir=real_data_dir(), device="cpu")
-    assert abs(onnx_correct - round(report["accuracy"] * 10_000)) <= 1, (onnx_correct, report["accuracy"])
+    assert abs(onnx_correct - round(report["accuracy"] * 10_000)) <= int(close.sum()), (onnx_correct, report)
 
     meta = model.get_modelmeta().custom_metadata_map
     assert json.loads(meta["classes"]) == [str(digit) for digit in range(10)] and meta["dataset"] == "mnist"
