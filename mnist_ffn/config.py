@@ -77,7 +77,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    # 5 epochs with label smoothing 0.1: the best of 16 recipes by validation accuracy (sweeps/default.toml)
+    # 5 epochs with label smoothing 0.1: the best of 16 recipes by validation accuracy (sweeps/tune-default.toml)
     epochs: int = documented(5, "passes over the training images")
     batch_size: int = documented(128, "images per SGD step")
     seed: int = documented(0, "seeds the weights, the shuffling, dropout and augmentation (0 to 2**63 - 1)")

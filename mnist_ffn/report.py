@@ -212,11 +212,6 @@ def print_shipped(presets: dict, specs: dict) -> None:
         print(title)
         for name, item in items.items():
             print(f"  {name:<{width}}  {item.summary}")
-    both = sorted(set(presets) & set(specs))
-    if both:
-        print(
-            f"A preset and a sweep spec share a name ({', '.join(both)}): say configs/NAME or sweeps/NAME to show it."
-        )
     print("Show one: mnist-ffn configs show NAME    Copy one to edit: mnist-ffn configs copy NAME FILE")
 
 

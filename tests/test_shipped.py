@@ -47,13 +47,28 @@ def test_every_presets_header_states_its_seeds_accuracy_time_and_machine(name):
     assert re.search(r"\b\d-core\b.*\b(CPU|GPU)\b", measured), f"{name}: no machine in its header"
 
 
-def test_configs_show_prints_the_file_and_a_shared_name_must_say_which():
+def test_configs_show_prints_the_file():
     shown = run_cli("configs", "show", "smoke")
     assert shown.returncode == 0 and shown.stdout == shipped("preset")["smoke"].path.read_text()
     assert run_cli("configs", "show", "sweeps/lesson").stdout == shipped("sweep spec")["lesson"].path.read_text()
     assert run_cli("configs", "show", "configs/fashion.toml").stdout == shipped("preset")["fashion"].path.read_text()
-    assert_one_line_error(run_cli("configs", "show", "fashion"), 2, "configs/fashion or sweeps/fashion")
     assert_one_line_error(run_cli("configs", "show", "bets"), 2, "bets", "did you mean best?")
+
+
+def test_every_name_that_configs_lists_works_wherever_the_readme_shows_a_name(tmp_path):
+    """No preset shares a name with a sweep spec, so each name `mnist-ffn configs` lists is one file: `configs show
+    NAME`, `configs copy NAME FILE` and `train --config NAME` or `sweep NAME` all take it as it is."""
+    presets, specs = shipped("preset"), shipped("sweep spec")
+    assert not set(presets) & set(specs), "a preset and a sweep spec share a name"
+    listed = run_cli("configs").stdout
+    for name, item in {**presets, **specs}.items():
+        assert f"  {name} " in listed, name
+        shown = run_cli("configs", "show", name)
+        assert shown.returncode == 0 and shown.stdout == item.path.read_text(), (name, shown.stderr)
+        copied = run_cli("configs", "copy", name, tmp_path / f"{name}-copy.toml")
+        assert copied.returncode == 0 and (tmp_path / f"{name}-copy.toml").read_bytes() == item.path.read_bytes()
+        command = "train --config" if item.kind == "preset" else "sweep"
+        assert f"mnist-ffn {command} {tmp_path / f'{name}-copy.toml'}" in copied.stdout, copied.stdout
 
 
 def test_configs_copy_writes_a_file_to_edit_and_never_overwrites_without_force(tmp_path):
@@ -94,7 +109,10 @@ def test_a_path_that_exists_wins_over_a_name_and_a_bare_name_finds_the_preset(tm
         (["train", "--config", "configs/nothing.toml"], ["--config configs/nothing.toml: config file not found"]),
         (["sweep", "./lesson"], ["./lesson: sweep spec not found"]),
         (["compare", "--config", "smok"], ["did you mean smoke?"]),
-        (["sweep", "lesso"], ["lesso", "sweep specs: best, default, fashion, fast, lesson", "did you mean lesson?"]),
+        (
+            ["sweep", "lesso"],
+            ["lesso", "sweep specs: lesson, tune-best, tune-default, tune-fashion, tune-fast", "did you mean lesson?"],
+        ),
     ],
 )
 def test_an_unknown_name_is_one_line_with_the_names(args, expected, tmp_path, monkeypatch):
