@@ -22,6 +22,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MNIST_FFN_DATA="$data"
+export MNIST_FFN_TEST_CUDA=1  # the tests hide the GPU otherwise (tests/conftest.py)
 MNIST_FFN_CACHE=$(mktemp -d)
 export MNIST_FFN_CACHE
 

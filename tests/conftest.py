@@ -24,6 +24,12 @@ from filelock import FileLock
 
 from tests.helpers import TINY_FLAGS, real_data_dir, run_cli, write_dataset
 
+# The suite checks the promises made for the CPU (bit-exact resume, determinism, the engines' numbers), so `--device
+# auto` must mean the CPU on a machine with a GPU too; the CUDA tests run with MNIST_FFN_TEST_CUDA=1, as
+# scripts/gpu_check.sh does. (CUDA reads the variable when torch first asks for a device, after this.)
+if os.environ.get("MNIST_FFN_TEST_CUDA") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:  # before torch's first import here, and for every process a test starts (they inherit it)
     os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // WORKERS))
@@ -43,9 +49,24 @@ LONGEST_FIRST = [
 assert all((Path(__file__).parent / name).is_file() for name in LONGEST_FIRST), "a file named here was renamed"
 
 
+# What .ci/run runs a second time as another machine would (one core, one torch thread, another CPU kernel path:
+# docs/development.md), with `-m machine`: every test whose promise could quietly depend on the machine it runs on.
+# These files whole (kills and resume, signals, two processes, float rounding, accuracy margins, live pages), and
+# anywhere else a test on real data (a trained network's numbers) or marked `machine` itself (timing, parallel work).
+MACHINE_FILES = {
+    *("test_resilience.py", "test_integrity.py", "test_backprop.py", "test_plane.py", "test_playground.py"),
+    *("test_demo.py", "test_predict.py", "test_real_mnist.py", "test_notebook.py"),
+}
+assert all((Path(__file__).parent / name).is_file() for name in MACHINE_FILES), "a file named here was renamed"
+
+
 def pytest_collection_modifyitems(items) -> None:
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+    for item in items:
+        real_data = item.get_closest_marker("real_data") or "default_run" in item.fixturenames
+        if item.path.name in MACHINE_FILES or real_data:
+            item.add_marker(pytest.mark.machine)
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

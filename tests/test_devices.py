@@ -9,7 +9,9 @@ from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import MnistFfnError
 from tests.helpers import TINY_FLAGS, run_cli
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device, and MNIST_FFN_TEST_CUDA=1 (scripts/gpu_check.sh)"
+)
 
 
 def train_summary(tiny_data, out, *extra):
