@@ -20,8 +20,9 @@ from pathlib import Path
 from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.config import ACTIVATIONS, Config, same_but_threads
 from mnist_ffn.errors import ConfigError, TrainingInterrupted, UsageError
+from mnist_ffn.points import POINTS, file_digest
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
-from mnist_ffn.train_into import train_into
+from mnist_ffn.train_into import check_trained_on, train_into
 
 SAME_ACTIVATION = {"none": "identity"}  # two names for one function
 COLUMNS = ("activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds")
@@ -61,11 +62,15 @@ def compare(
     }
     if base.train.val_size == 0:
         raise ConfigError(["train.val_size: compare reports each run's validation accuracy; must be > 0"])
+    # every activation on the same points: the file as it is now, held to its fingerprint run by run
+    digest = file_digest(Path(base.data.points)) if base.data.dataset == POINTS else ""
     results = []
     with RunFolder(out).locked("--out"):
         # every folder is judged before any is touched, so a folder of another comparison is refused whole
         replace = [
-            activation for activation, config in configs.items() if _must_replace(out, activation, config, force)
+            activation
+            for activation, config in configs.items()
+            if _must_replace(out, activation, config, force, digest)
         ]
         for activation in replace:  # --force: start that run anew; train_into keeps or resumes the others
             for path in RunFolder(out / activation).run_files():
@@ -73,7 +78,10 @@ def compare(
         for activation, config in configs.items():
             folder = out / activation
             try:
-                trained = train_into(folder, config, data_dir=data_dir, device=device, progress_bars=progress_bars)
+                trained = train_into(
+                    folder, config, data_dir=data_dir, device=device, progress_bars=progress_bars,
+                    points_digest=digest, another_file="restore it, or replace the comparison with --force",
+                )  # fmt: skip
             except TrainingInterrupted as exc:  # the comparison goes on where it stopped, not this one run
                 message = f"{exc.stopped}; rerun the same command to continue the comparison"
                 raise TrainingInterrupted(message, exc.signal_number) from None
@@ -110,9 +118,9 @@ def compare(
     return comparison
 
 
-def _must_replace(out: Path, activation: str, config: Config, force: bool) -> bool:
-    """Whether --force replaces the run in this activation's folder; a run of another config there, without
-    --force, is refused (UsageError)."""
+def _must_replace(out: Path, activation: str, config: Config, force: bool, points_digest: str) -> bool:
+    """Whether --force replaces the run in this activation's folder; a run of another config there, or one that
+    finished on other points than the CSV holds now, without --force, is refused (UsageError, DataError)."""
     run = RunFolder(out / activation)
     if not run.holds_a_run():
         return False
@@ -123,6 +131,8 @@ def _must_replace(out: Path, activation: str, config: Config, force: bool) -> bo
         raise UsageError(
             f"--out {out}: {activation}/ holds a run with another config; replace the comparison with --force"
         )
+    if run.best_checkpoint.is_file():
+        check_trained_on(run, config, points_digest, "restore it, or replace the comparison with --force")
     return False
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_ffn.datasets import DATASETS
-from mnist_ffn.errors import ConfigError
-from mnist_ffn.points import FEATURES, MAX_CLASSES, PLANE_SETS, POINTS
+from mnist_ffn.errors import ConfigError, PointsError
+from mnist_ffn.points import FEATURES, MAX_CLASSES, PLANE_SETS, POINTS, read_csv
 from mnist_ffn.reading import NotARegularFile, open_regular
+from mnist_ffn.shell import cut, shown
 
 ACTIVATIONS = ("identity", "none", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
 # What `compare` trains by default: no non-linearity, the two classic squashing functions, and ReLU.
@@ -157,6 +158,8 @@ ALL_KEYS = [f"{section}.{name}" for section, cls in SECTIONS.items() for name in
 # tenth of the training points. The spiral needs more width and time. Chosen by runs over seeds 0-4 on circle and
 # xor (relu and tanh: 97-100% test accuracy) and 0-2 on spiral (relu: 92-99%). One thread: a step of a few hundred
 # numbers is over before a second thread has started (3x faster, and the same weights to the bit).
+VALIDATION_SHARE = 0.1  # of a 2-D set's training points, held out to pick best.pt
+
 PLANE_DEFAULTS = {
     "model.hidden": [16, 16],
     "train.epochs": 100,
@@ -179,14 +182,35 @@ def load_config(config_file: Path | None = None, overrides: list[str] | tuple[st
     given: set[str] = set()
     if config_file is not None:
         values = read_toml(config_file)
+        points_relative_to(values, config_file.parent)  # a path in a file is read from that file's folder
         _merge(merged, values, str(config_file), problems)
         given |= _keys_of(values)
     for override in overrides:
         parsed = parse_override(override, problems)
         if parsed is not None:
+            points_relative_to(parsed, Path.cwd())  # a path typed on the command line, from where it was typed
             _merge(merged, parsed, "--set", problems)
             given |= _keys_of(parsed)
     return _build(_with_data_set_defaults(merged, given), problems)
+
+
+def points_relative_to(values: dict, folder: Path) -> None:
+    """A relative `data.points` in `values` (a config file's, a spec's or --set's) made absolute from `folder`:
+    a run records where its data is, so that it finds it again from any folder it is evaluated, resumed or
+    retrained from (the fingerprint in its checkpoints says whether the file is still the one it trained on)."""
+    data = values.get("data")
+    if isinstance(data, dict) and "points" in data:
+        data["points"] = absolute(data["points"], folder)
+
+
+def absolute(path: object, folder: Path) -> object:
+    """A path (or a list of them, as a sweep's space has) made absolute from `folder`; `~` is the home folder.
+    Anything else, and the empty path ("no file"), is left for the type checks to judge."""
+    if isinstance(path, list):
+        return [absolute(item, folder) for item in path]
+    if not isinstance(path, str) or not path:
+        return path
+    return os.path.abspath(os.path.join(folder, os.path.expanduser(path)))
 
 
 def config_from_dict(values: dict, origin: str = "config") -> Config:
@@ -211,7 +235,25 @@ def _with_data_set_defaults(merged: dict, given: set[str]) -> dict:
             section, _, name = key.partition(".")
             if key not in given:
                 merged[section][name] = value
+    if data.get("dataset") == POINTS and "train.val_size" not in given:
+        held_out = validation_of_csv(data.get("points"), data.get("test_share"))
+        if held_out is not None:
+            merged["train"]["val_size"] = held_out
     return merged
+
+
+def validation_of_csv(points: object, test_share: object) -> int | None:
+    """A CSV's validation split where none was asked for: a tenth of its training points (as the generated sets'
+    50 of 500), so that a file of any size trains; None where the file cannot be read yet (reading it for
+    training then says why, naming the file and the row)."""
+    if not isinstance(points, str) or not points or not isinstance(test_share, float) or not 0 < test_share < 1:
+        return None
+    try:
+        count = len(read_csv(Path(points)).labels)
+    except PointsError:
+        return None
+    training = count - max(1, round(count * test_share))  # as data.load_data holds out the test share
+    return max(1, round(training * VALIDATION_SHARE)) if training > 1 else 0
 
 
 def _build(merged: dict, problems: list[str]) -> Config:
@@ -243,7 +285,7 @@ def parse_override(override: str, problems: list[str]) -> dict | None:
     key = key.strip()
     if not sep or "." not in key:
         hint = _did_you_mean(key, ALL_KEYS) if key else ""
-        problems.append(f"--set {override!r}: expected section.key=value, e.g. optim.lr=0.05{hint}")
+        problems.append(f"--set {shown(override)}: expected section.key=value, e.g. optim.lr=0.05{hint}")
         return None
     try:
         value = tomllib.loads(f"value = {raw_value.strip()}")["value"]
@@ -256,16 +298,16 @@ def parse_override(override: str, problems: list[str]) -> dict | None:
 def _merge(target: dict, source: dict, origin: str, problems: list[str]) -> None:
     for section, values in source.items():
         if section not in SECTIONS:
-            problems.append(f"{section}: unknown section{_did_you_mean(section, list(SECTIONS))} (in {origin})")
+            problems.append(f"{cut(section)}: unknown section{_did_you_mean(section, list(SECTIONS))} (in {origin})")
             continue
         if not isinstance(values, dict):
-            problems.append(f"{section}: must be a table of keys, got {values!r} (in {origin})")
+            problems.append(f"{cut(section)}: must be a table of keys, got {shown(values)} (in {origin})")
             continue
         types = _field_types(SECTIONS[section])
         for name, value in values.items():
             key = f"{section}.{name}"
             if name not in types:
-                problems.append(f"{key}: unknown key{_did_you_mean(key, ALL_KEYS)} (in {origin})")
+                problems.append(f"{cut(key)}: unknown key{_did_you_mean(key, ALL_KEYS)} (in {origin})")
                 continue
             checked = _check_type(key, value, types[name], problems)
             if checked is not None:
@@ -315,7 +357,7 @@ def _check_type(key: str, value: object, expected: object, problems: list[str]) 
 
 
 def _show(value: object) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value)
+    return shown(value)
 
 
 def validate(config: Config) -> list[str]:

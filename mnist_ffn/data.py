@@ -322,8 +322,14 @@ def make_splits(
     mean, std = (normalization["mean"], normalization["std"]) if normalization else (raw.info.mean, raw.info.std)
     available = len(raw.train_labels) - val_size
     if available <= 0:
+        held = len(raw.train_labels)
+        where = f"{raw.info.title}: {held:,} for training and validation" if raw.info.is_plane else (
+            f"the training file holds {held:,}"
+        )  # fmt: skip
+        unit = "points" if raw.info.is_plane else "images"
         raise DataError(
-            f"train.val_size = {val_size} leaves no training images: the training file holds {len(raw.train_labels)}"
+            f"train.val_size = {val_size:,} leaves no training {unit}: {where}; set it below {held:,}, e.g. "
+            f"--set train.val_size={held // 10}"
         )
     train_count = min(limit, available) if limit else available
     parts = {

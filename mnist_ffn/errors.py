@@ -13,10 +13,12 @@ class ConfigError(MnistFfnError):
     """One or more config keys are unknown, mistyped or out of range."""
 
     exit_code = 2  # the code Typer uses for bad command-line usage
+    SHOWN = 10  # problems the message lists; a file of thousands of unknown keys is still one readable line
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("; ".join(problems))
+        more = len(problems) - self.SHOWN
+        super().__init__("; ".join(problems[: self.SHOWN]) + (f"; and {more:,} more problems" if more > 0 else ""))
 
 
 class DamagedFile(MnistFfnError):

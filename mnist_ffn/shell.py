@@ -35,6 +35,23 @@ def command_line(*arguments: object) -> str:
     return " ".join(quote(argument) for argument in arguments)
 
 
+QUOTED_LIMIT = 60  # characters of a person's input a message repeats: enough to recognise it, never a flood
+
+
+def cut(text: str, limit: int = QUOTED_LIMIT) -> str:
+    """`text`, or its first `limit` characters and how long it was: a message quotes what it was given, bounded."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shown(value: object, limit: int = QUOTED_LIMIT) -> str:
+    """A value as a message quotes it: a string in double quotes (as TOML and JSON write it), anything else as
+    Python writes it; cut at `limit` characters."""
+    import json
+
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return cut(text, limit)
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as a reason in parentheses: the first line of its message (cut at `limit`), or its type."""
     text = str(exc).strip()

@@ -33,6 +33,7 @@ from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.errors import (
     ConfigError,
     DamagedFile,
+    DataError,
     Interrupted,
     MnistFfnError,
     TrainingDiverged,
@@ -83,6 +84,7 @@ def open_study(spec: SweepSpec, storage, name: str, log=None):
         _wait_until_queued(study, spec, name, log)
         return study
     study.set_user_attr("creator", _worker_name())  # first: who to ask whether the queue is still being filled
+    study.set_user_attr("points", spec.points_digests)
     study.set_user_attr("spec", spec.fingerprint())
     study.set_user_attr("spec_file", str(spec.path))
     _enqueue_grid(study, spec, log)
@@ -115,6 +117,7 @@ def _wait_until_queued(study, spec: SweepSpec, name: str, log, timeout: float = 
     deadline = time.monotonic() + timeout
     while True:
         attrs = study.user_attrs
+        check_same_points(attrs.get("points"), spec, f"--study {name}")
         if "spec" in attrs and attrs["spec"] != spec.fingerprint():
             raise UsageError(
                 f"--study {name}: exists with another spec ({attrs.get('spec_file', '?')}); "
@@ -232,7 +235,21 @@ def check_data(spec: SweepSpec, data_dir: Path) -> None:
         key = json.dumps(dataclasses.asdict(data), sort_keys=True)
         if key not in seen:
             seen.add(key)
-            load_data(data, data_dir, spec.seeds[0])
+            raw = load_data(data, data_dir, spec.seeds[0])
+            if data.points:
+                spec.points_digests[data.points] = raw.info.sha256["points"]
+
+
+def check_same_points(held: dict | None, spec: SweepSpec, where: str) -> None:
+    """A sweep trains every trial on its CSVs as they were when it began: a rerun or another machine that finds one
+    changed is refused, naming it (`held`: the digests the sweep began with; None from before they were kept)."""
+    for path, digest in (held or {}).items():
+        now = spec.points_digests.get(path)
+        if now is not None and now != digest:
+            raise DataError(
+                f"{where}: data.points {path} has changed since this sweep began (SHA-256 {digest[:12]}..., now "
+                f"{now[:12]}...); restore it, or sweep the new file into a new --out and --study"
+            )
 
 
 def _run_workers(study, spec: SweepSpec, job: dict, workers: int, log) -> None:
@@ -286,6 +303,7 @@ def _check_out_folder(out: Path, spec: SweepSpec, study_name: str, storage_url: 
         held = read_sweep_record(out)
     except DamagedFile as exc:
         return [f"{exc}; rewritten from this command, whose spec the study's own record confirms"]
+    check_same_points(held.get("points"), spec, f"--out {out}")
     if held["spec"] != spec.fingerprint() or held["study"] != study_name:
         raise UsageError(f"--out {out}: holds another sweep (study {held['study']}); choose another --out")
     if storage_url is None and held["storage"] is None and not (out / JOURNAL_FILE).exists():
@@ -327,6 +345,7 @@ def _write_sweep_files(out: Path, spec: SweepSpec, study_name: str, storage_url:
         "spec_file": str(spec.path.resolve()),
         "study": study_name,
         "storage": without_password(storage_url),  # a rerun's libpq finds the password in ~/.pgpass or PGPASSWORD
+        "points": spec.points_digests,
     }
     write_text_atomically(out / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
     comment = f"the spec of the sweep in this folder, written out whole from {spec.path.name}: --report reads it"
@@ -519,8 +538,10 @@ def _run_trial(study, trial, spec: SweepSpec, job: dict) -> None:
     try:
         with Heartbeat(study, trial):
             trained = train_into(
-                out / relative, config, data_dir=job["data_dir"], device=job["device"], on_epoch=report
-            )
+                out / relative, config, data_dir=job["data_dir"], device=job["device"], on_epoch=report,
+                points_digest=spec.points_digests.get(config.data.points, ""),
+                another_file="restore it: a sweep trains every trial on the file it began with",
+            )  # fmt: skip
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return

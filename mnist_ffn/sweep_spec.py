@@ -35,9 +35,11 @@ from mnist_ffn.config import (
     MAX_SEED,
     SECTIONS,
     Config,
+    absolute,
     config_from_dict,
     load_config,
     parse_override,
+    points_relative_to,
     read_toml,
     to_toml,
     toml_value,
@@ -76,6 +78,9 @@ class SweepSpec:
     objective: str = "val_acc"
     pruner: str = "median"
     run_folder: str = DEFAULT_RUN_FOLDER
+    # a CSV's path -> the fingerprint of its bytes when the sweep began (set by the sweep once it has read them):
+    # every trial trains on that file as it was, on every machine, or is refused
+    points_digests: dict[str, str] = field(default_factory=dict)
 
     def trial_folder(self, number: int, point: dict[str, object], seed: int) -> str:
         """The run folder of trial `number` (relative to the sweep folder), from the run_folder template."""
@@ -118,7 +123,8 @@ class SweepSpec:
             for key, value in self.space.items()
         }
         settings = [self.sampler, self.trials, self.seeds, self.objective, self.pruner, self.run_folder]
-        text = json.dumps([to_toml(self.base), space, settings], sort_keys=True)
+        parts = [to_toml(self.base), space, settings] + ([self.points_digests] if self.points_digests else [])
+        text = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -193,7 +199,7 @@ def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepS
         if section not in ("base", "space", "sweep"):
             problems.append(f"[{section}]: unknown section; a spec has [base], [space] and [sweep]")
     base = _read_base(path, raw.get("base", {}), problems)
-    space = _read_space(raw.get("space", {}), base, problems)
+    space = _read_space(raw.get("space", {}), base, path.parent, problems)
     spec = SweepSpec(path=path, base=base, space=space)
     _read_settings(raw.get("sweep", {}), spec, problems)
     if spec.sampler == "grid":
@@ -243,6 +249,8 @@ def _apply_override(raw: dict, override: str, problems: list[str]) -> None:
         return
     ((section, values),) = parsed.items()
     ((name, value),) = values.items()
+    if f"{section}.{name}" in ("data.points", "space.data.points"):  # typed here: read from the current folder
+        value = absolute(value, Path.cwd())
     table_name, path = (section, name.split(".")) if section in ("sweep", "space") else ("base", [section, name])
     table = raw.setdefault(table_name, {})
     for part in path[:-1]:
@@ -275,6 +283,7 @@ def _read_base(path: Path, table: object, problems: list[str]) -> Config:
     for key, value in _flatten(table).items():
         section, _, name = key.partition(".")
         overrides.setdefault(section, {})[name] = value
+    points_relative_to(overrides, path.parent)  # as `config =`: a path in the spec is read from its folder
     try:
         if config_file is not None:
             if not isinstance(config_file, str):
@@ -296,13 +305,15 @@ def _merge(values: dict, overrides: dict) -> dict:
     return values
 
 
-def _read_space(table: object, base: Config, problems: list[str]) -> dict[str, list | Range]:
+def _read_space(table: object, base: Config, spec_folder: Path, problems: list[str]) -> dict[str, list | Range]:
     space: dict[str, list | Range] = {}
     if not isinstance(table, dict):
         problems.append("[space]: must be a table")
         return space
     for key, value in _flatten(table).items():
         where = f"space.{key}"
+        if key == "data.points":
+            value = absolute(value, spec_folder)
         if key not in ALL_KEYS:
             problems.append(f"{where}: unknown config key")
             continue

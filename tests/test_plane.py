@@ -135,50 +135,6 @@ def test_a_run_on_points_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
-def test_a_csv_of_points_alone_selects_them_with_its_own_classes(tmp_path):
-    csv = tmp_path / "mine.csv"
-    rows = ["x1,x2,label"] + [f"{x},{y},{7 if x * y > 0 else 3}" for x in range(-10, 11) for y in range(-10, 11)]
-    csv.write_text("\n".join(rows) + "\n")
-    config = load_config(None, [f"data.points={csv}"])
-    assert config.data.dataset == "points" and config.model.hidden == [16, 16]
-    out = tmp_path / "run"
-    result = run_cli("train", "--set", f"data.points={csv}", "--out", out, "--quiet")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["classes"] == ["3", "7"] and summary["test_accuracy"] >= 0.85
-
-
-@pytest.mark.parametrize(
-    ("content", "fragments"),
-    [
-        ("1,2,0\n3,,1\n", ["row 2", "numbers"]),
-        ("1,2,0\n3,four,1\n", ["row 2", "numbers"]),
-        ("1,2,0\n3,4\n", ["row 2", "expected 3 values"]),
-        ("1,2,0\n3,4,0\n", ["only label 0", "two classes"]),
-        ("1,2,0\n3,4,1.5\n", ["row 2", "whole number"]),
-        ("1,2,0\n3,inf,1\n", ["row 2", "finite"]),
-        ("".join(f"{i},{i},{i}\n" for i in range(101)), ["101 different labels", "up to 100"]),
-        ("x1,x2,label\n", ["no points"]),
-    ],
-    ids=["missing", "not-a-number", "two-values", "one-class", "fraction", "infinite", "too-many-classes", "empty"],
-)
-def test_a_bad_csv_is_one_line_naming_the_file_and_row_and_exit_2_before_anything_is_made(content, fragments, tmp_path):
-    csv = tmp_path / "bad.csv"
-    csv.write_text(content)
-    out = tmp_path / "run"
-    assert_one_line_error(run_cli("train", "--set", f"data.points={csv}", "--out", out), 2, "bad.csv", *fragments)
-    assert not out.exists()
-
-
-def test_a_csv_beyond_the_row_limit_is_refused(tmp_path, monkeypatch):
-    from mnist_ffn import points
-
-    monkeypatch.setattr(points, "MAX_CSV_ROWS", 50)
-    csv = tmp_path / "big.csv"
-    csv.write_text("".join(f"{i},{i},{i % 2}\n" for i in range(60)))
-    assert_one_line_error(run_cli("train", "--set", f"data.points={csv}", "--out", tmp_path / "r"), 2, "row 51", "50")
-
-
 @pytest.mark.parametrize(
     ("flags", "fragments"),
     [
