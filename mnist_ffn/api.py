@@ -13,6 +13,7 @@ raises `mnist_ffn.MnistFfnError` (or a subclass) with the one-line message the C
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,14 +27,14 @@ from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_mod
 from mnist_ffn.config import Config, load_config, toml_value
 from mnist_ffn.data import normalize
 from mnist_ffn.datasets import resolve_data_dir
-from mnist_ffn.devices import pick_device
+from mnist_ffn.devices import callers_random_state, pick_device
 from mnist_ffn.errors import UsageError
 from mnist_ffn.model import forward_with_activations
 from mnist_ffn.points import features
-from mnist_ffn.predict import preprocess, read_image
+from mnist_ffn.predict import decode_image, preprocess, read_image, to_pil
+from mnist_ffn.shell import shown
 from mnist_ffn.shipped import resolve
 
-ImageInput = str | Path | Image.Image
 SPLITS = ("test", "val", "train")
 
 
@@ -75,26 +76,62 @@ def train(
     """
     from mnist_ffn.training import train as run_training
 
+    if resume is not None and (config is not None or overrides or out is not None or force):
+        raise UsageError("resume continues a run with its saved config; leave out config, overrides, out and force")
     folder = Path(resume) if resume is not None else Path(out) if out is not None else default_run_folder(config)
-    summary = run_training(
-        None if resume is not None else resolve_config(config, overrides),
-        data_dir=resolve_data_dir(Path(data_dir) if data_dir is not None else None),
-        out=folder,
-        device=device,
-        resume=resume is not None,
-        force=force,
-        log=None if quiet else (log or print),
-        progress_bars=not quiet,
-    )
+    resolved = None if resume is not None else resolve_config(config, overrides)
+    with callers_random_state():  # the run seeds torch's generator; the caller's own draws go on as they were
+        summary = run_training(
+            resolved,
+            data_dir=resolve_data_dir(Path(data_dir) if data_dir is not None else None),
+            out=folder,
+            device=device,
+            resume=resume is not None,
+            force=force,
+            log=None if quiet else (log or print),
+            progress_bars=not quiet,
+        )
     return TrainResult(folder, summary)
 
 
-def resolve_config(config: str | Path | None, overrides: Mapping[str, object] | Iterable[str] | None = None) -> Config:
-    """Defaults < the preset or file `config` < `overrides` ({"section.key": value}, or "section.key=value" strings)."""
-    if isinstance(overrides, Mapping):
-        overrides = [f"{key}={toml_value(value)}" for key, value in overrides.items()]
+def resolve_config(
+    config: str | Path | None, overrides: Mapping[str, object] | Iterable[str] | str | None = None
+) -> Config:
+    """Defaults < the preset or file `config` < `overrides` ({"section.key": value}, or "section.key=value" strings,
+    or one such string)."""
     config_file = resolve(config, "preset", option="--config") if config is not None else None
-    return load_config(config_file, list(overrides or []))
+    return load_config(config_file, override_strings(overrides))
+
+
+def override_strings(overrides: Mapping[str, object] | Iterable[str] | str | None) -> list[str]:
+    """The CLI's "section.key=value" strings for the API's overrides, whichever form they came in."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, Mapping):
+        return [f"{key}={toml_value(config_value(str(key), value))}" for key, value in overrides.items()]
+    strings = list(overrides)
+    for item in strings:
+        if not isinstance(item, str):
+            raise UsageError(
+                f"overrides: give {{'section.key': value}} or 'section.key=value' strings, not {shown(item)}"
+            )
+    return strings
+
+
+def config_value(key: str, value: object) -> object:
+    """A Python value as a config key takes it: a path as its text, a numpy or torch number as a Python number,
+    a tuple as a list; anything else that is not a number, string, bool or list is refused, naming the key."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list | tuple):
+        return [config_value(key, item) for item in value]
+    if callable(getattr(value, "item", None)) and getattr(value, "ndim", None) == 0:  # numpy and torch scalars
+        return config_value(key, value.item())
+    raise UsageError(f"overrides[{shown(key)}]: {shown(value)} is not a config value (a number, text, bool or list)")
 
 
 def default_run_folder(config: str | Path | None, prefix: str = "") -> Path:
@@ -123,18 +160,20 @@ class Network(nn.Sequential):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def predict(self, images: Iterable[ImageInput] | ImageInput) -> torch.Tensor:
-        """Class probabilities, shape (len(images), len(classes)), for PIL images or image files, preprocessed
-        exactly as `mnist-ffn predict` does (inverted if dark on light, framed as the data set was made).
+    def predict(self, images) -> torch.Tensor:
+        """Class probabilities, shape (number of images, len(classes)), preprocessed exactly as `mnist-ffn predict`
+        does (inverted if dark on light, framed as the data set was made). Images are image files (paths), PIL
+        images, an image file's bytes, or greyscale pixel arrays (numpy or torch: (H, W) for one image,
+        (N, H, W) or (N, 1, H, W) for several; uint8 0-255, or floats in [0, 1] as torchvision's ToTensor
+        gives); or a list of any of these.
 
-        A file that cannot be read, or an image with nothing in it, raises ImageError naming it."""
+        A file that cannot be read, or an image with nothing in it, raises ImageError naming it; anything else
+        that is no image, UsageError."""
         if self.plane is not None:
             raise UsageError(
                 f"{self.checkpoint}: a network of 2-D points ({self.dataset}), not of images; use predict_points"
             )
-        if isinstance(images, str | Path | Image.Image):
-            images = [images]
-        frames = [preprocess(_image(item), self.dataset) for item in images]
+        frames = [preprocess(image, self.dataset) for image in as_images(images)]
         return self.probabilities(torch.stack(frames)) if frames else torch.empty(0, len(self.classes))
 
     plane: dict | None  # a 2-D set's network: {"features": [...], "scale": s}; None for images
@@ -143,8 +182,16 @@ class Network(nn.Sequential):
         """Class probabilities for points of the plane, shape (N, 2) -> (N, classes): a 2-D set's network."""
         if self.plane is None:
             raise UsageError(f"{self.checkpoint}: a network of images ({self.dataset}); give it images, not points")
+        try:
+            points = torch.as_tensor(xy, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise UsageError(f"predict_points: points are numbers of shape (N, 2), not {shown(xy)}") from None
+        if points.dim() != 2 or points.shape[1] != 2:
+            raise UsageError(f"predict_points: points are of shape (N, 2), got shape {tuple(points.shape)}")
+        if not bool(torch.isfinite(points).all()):
+            raise UsageError("predict_points: every coordinate must be a finite number")
         with torch.inference_mode():
-            return torch.softmax(self(self.inputs_of_points(xy)).float(), dim=1).cpu()
+            return torch.softmax(self(self.inputs_of_points(points)).float(), dim=1).cpu()
 
     def inputs_of_points(self, xy) -> torch.Tensor:
         """The network's input for points (N, 2): their features, as in training."""
@@ -163,8 +210,48 @@ class Network(nn.Sequential):
             return torch.softmax(self(batch).float(), dim=1).cpu()
 
 
-def _image(item: ImageInput) -> Image.Image:
-    return item if isinstance(item, Image.Image) else read_image(Path(item))
+def as_images(images) -> list[Image.Image]:
+    """What `Network.predict` is given, as PIL images: one image, or a list of them, in any form it takes."""
+    if isinstance(images, str | os.PathLike | Image.Image | bytes | bytearray) or _dimensions(images) is not None:
+        images = [images]
+    elif not isinstance(images, Iterable):
+        raise UsageError(f"predict: give image files, PIL images, bytes or pixel arrays, not {shown(images)}")
+    found: list[Image.Image] = []
+    for item in images:
+        if isinstance(item, Image.Image):
+            found.append(item)
+        elif isinstance(item, str | os.PathLike):
+            found.append(read_image(Path(item)))
+        elif isinstance(item, bytes | bytearray):
+            found.append(decode_image(bytes(item)))
+        elif _dimensions(item) is not None:
+            found.extend(_pixel_images(item))
+        else:
+            raise UsageError(f"predict: give image files, PIL images, bytes or pixel arrays, not {shown(item)}")
+    return found
+
+
+def _dimensions(value) -> int | None:
+    """How many dimensions a numpy array or torch tensor has; None for anything else."""
+    ndim = getattr(value, "ndim", None)
+    return ndim if isinstance(ndim, int) and hasattr(value, "shape") and hasattr(value, "dtype") else None
+
+
+def _pixel_images(array) -> list[Image.Image]:
+    """Greyscale images from a pixel array: (H, W), (N, H, W) or (N, 1, H, W); uint8 0-255 or floats in [0, 1]."""
+    pixels = array.detach().cpu() if isinstance(array, torch.Tensor) else torch.tensor(array)  # a copy: read-only ok
+    if pixels.dim() == 4 and pixels.shape[1] == 1:
+        pixels = pixels[:, 0]
+    if pixels.dim() == 2:
+        pixels = pixels[None]
+    if pixels.dim() != 3 or 0 in pixels.shape:
+        raise UsageError(f"predict: a pixel array is (H, W), (N, H, W) or (N, 1, H, W), got {tuple(array.shape)}")
+    if pixels.dtype != torch.uint8:
+        values = pixels.double()
+        if not bool(torch.isfinite(values).all()) or float(values.min()) < 0 or float(values.max()) > 1:
+            raise UsageError("predict: pixel arrays are uint8 (0-255) or floats in [0, 1], as ToTensor gives them")
+        pixels = (values * 255).round().to(torch.uint8)
+    return [to_pil(image.float()) for image in pixels]
 
 
 def load(checkpoint: str | Path, *, device: str = "auto") -> Network:
@@ -194,7 +281,7 @@ def evaluate(
     from mnist_ffn.evaluation import evaluate_checkpoint
 
     if split not in SPLITS:
-        raise UsageError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+        raise UsageError(f"split {shown(split)}: choose one of {', '.join(SPLITS)}")
     return evaluate_checkpoint(
         Path(checkpoint),
         resolve_data_dir(Path(data_dir) if data_dir is not None else None),

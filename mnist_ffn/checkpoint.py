@@ -26,6 +26,7 @@ from mnist_ffn.atomic import write_atomically
 from mnist_ffn.config import DATASET_NAMES, Config, config_from_dict
 from mnist_ffn.data import IMAGE_PIXELS
 from mnist_ffn.datasets import DATASETS, DatasetInfo
+from mnist_ffn.devices import callers_random_state
 from mnist_ffn.errors import CheckpointError, ConfigError
 from mnist_ffn.model import build_model
 from mnist_ffn.points import FEATURES, MAX_CLASSES
@@ -249,7 +250,8 @@ def restore_model(path: Path, checkpoint: dict) -> nn.Sequential:
     config = checkpoint_config(path, checkpoint)
     plane = checkpoint.get("plane")
     inputs = len(plane["features"]) if isinstance(plane, dict) else IMAGE_PIXELS
-    model = build_model(config.model, num_classes=len(checkpoint["classes"]), inputs=inputs)
+    with callers_random_state():  # its initial weights are drawn, then replaced: the caller's draws stay theirs
+        model = build_model(config.model, num_classes=len(checkpoint["classes"]), inputs=inputs)
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:

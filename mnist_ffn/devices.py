@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 
 import torch
 
-from mnist_ffn.errors import MnistFfnError
+from mnist_ffn.errors import MnistFfnError, UsageError
+from mnist_ffn.shell import shown
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def pick_device(requested: str) -> torch.device:
+    if requested not in DEVICES and not str(requested).startswith("cuda:"):
+        raise UsageError(f"device {shown(requested)}: choose one of {', '.join(DEVICES)} (or cuda:N)")
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise MnistFfnError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise MnistFfnError(f"--device {requested}: no CUDA device is available to this torch build; use --device cpu")
+    if requested.startswith("cuda:"):
+        index = requested.partition(":")[2]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise UsageError(
+                f"device {shown(requested)}: this machine has CUDA devices 0-{torch.cuda.device_count() - 1}"
+            )
     if requested == "mps" and not torch.backends.mps.is_available():
         raise MnistFfnError("--device mps: no Apple GPU is available; use --device cpu")
     return torch.device(requested)
@@ -48,3 +60,25 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def callers_random_state():
+    """torch's global random state (the CPU's, and every GPU's once CUDA is in use) as the caller left it, whatever
+    the block draws: a library call must not change what the caller's own next random numbers are."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's CPU threads set to `count` for the block (0: left as they are), and the caller's count back after."""
+    before = torch.get_num_threads()
+    if count and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

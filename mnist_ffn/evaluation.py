@@ -11,7 +11,7 @@ from torch import nn
 
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from mnist_ffn.data import DATASETS, Split, check_same_points, load_data, make_splits
-from mnist_ffn.devices import pick_device
+from mnist_ffn.devices import pick_device, torch_threads
 from mnist_ffn.errors import DataError, UsageError
 from mnist_ffn.model import architecture
 
@@ -85,7 +85,8 @@ def evaluate_checkpoint(
             f"--split {split}: {path} was trained with train.val_size = {config.train.val_size}, "
             f"so it has no {split} images; use --split test"
         )
-    result = evaluate(model, splits[split], config.train.eval_batch_size, num_classes=len(checkpoint["classes"]))
+    with torch_threads(config.train.threads):  # the run's own thread count: the numbers its summary.json holds
+        result = evaluate(model, splits[split], config.train.eval_batch_size, num_classes=len(checkpoint["classes"]))
     return {
         "checkpoint": str(path),
         "dataset": dataset,

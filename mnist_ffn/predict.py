@@ -40,14 +40,8 @@ def read_image(path: Path, name: str | None = None) -> Image.Image:
     `name` is what messages call the file (the demo's uploads: the file's own name, not the server's copy)."""
     shown = path if name is None else name
     try:
-        with open_regular(path) as file, Image.open(file) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:  # checked before the pixels are decoded: a small file can unpack huge
-                raise ImageError(
-                    f"{shown}: {width}x{height} pixels is too large; mnist-ffn reads up to "
-                    f"{MAX_PIXELS // 1_000_000} megapixels"
-                )
-            image.load()
+        with open_regular(path) as file:
+            return _decode(file, shown)
     except FileNotFoundError:
         raise ImageError(f"{shown}: no such image file") from None
     except PermissionError:
@@ -56,10 +50,32 @@ def read_image(path: Path, name: str | None = None) -> Image.Image:
         raise ImageError(f"{shown}: is a folder, not an image") from None
     except NotARegularFile as exc:
         raise ImageError(f"{shown}: {exc.strerror}, not an image file") from None
+    except OSError as exc:  # the file could not be read (Pillow's own decoding errors are _decode's)
+        raise ImageError(f"{shown}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+
+
+def decode_image(data: bytes, name: str = "the image's bytes") -> Image.Image:
+    """An image file's content (a web upload's, say) decoded as `read_image` decodes the file."""
+    import io
+
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(file, shown: object) -> Image.Image:
+    """Decode an open image file whole, refusing what is too large before its pixels are decoded."""
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:  # checked before the pixels are decoded: a small file can unpack huge
+                raise ImageError(
+                    f"{shown}: {width}x{height} pixels is too large; mnist-ffn reads up to "
+                    f"{MAX_PIXELS // 1_000_000} megapixels"
+                )
+            image.load()
+            return image
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         # Pillow reports damaged files with all of these, depending on the format
         raise ImageError(f"{shown}: not an image Pillow can read, or damaged ({type(exc).__name__})") from None
-    return image
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:

@@ -14,6 +14,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 from mnist_ffn.errors import Interrupted
@@ -133,8 +134,11 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
+        # Only the main thread may take signals: a run started from another thread (a web app's, a pool's) trains
+        # there just the same, and a Ctrl-C reaches the main thread as it would without it.
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -82,3 +82,96 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, mnist_ffn; print('torch' in sys.modules, mnist_ffn.__version__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split()[0] == "False", result.stdout
+
+
+def test_train_runs_from_any_thread_and_leaves_the_callers_random_state_as_it_was(tiny_data, tmp_path):
+    """A web app or a thread pool trains as the main thread does; train, load, evaluate and predict_points leave
+    the caller's own next random numbers as they would have been."""
+    import threading
+
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(mnist_ffn.train(overrides={**TINY, "train.epochs": 1}, out=tmp_path / "thread",
+                                           data_dir=tiny_data))  # fmt: skip
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert not errors and results[0].summary["epochs"] == 1, errors
+    plane = mnist_ffn.train(overrides={"data.dataset": "xor", "train.epochs": 2}, out=tmp_path / "xor")
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    mnist_ffn.train(overrides={**TINY, "train.epochs": 1}, out=tmp_path / "seeded", data_dir=tiny_data)
+    network = mnist_ffn.load(plane.best)
+    network.predict_points([[1.0, 2.0]])
+    mnist_ffn.evaluate(plane.best)
+    assert torch.equal(torch.rand(5), expected), "the caller's random numbers moved"
+
+
+def test_the_apis_inputs_are_checked_with_one_line_each(tiny_run, tiny_data, tmp_path):
+    """What a script might pass: each wrong thing is one MnistFfnError naming it, never a raw exception."""
+    with pytest.raises(UsageError, match='device "tpu": choose one of auto, cpu, cuda, mps'):
+        mnist_ffn.load(tiny_run / "best.pt", device="tpu")
+    with pytest.raises(UsageError, match='device "tpu"'):
+        mnist_ffn.train(overrides=TINY, out=tmp_path / "x", data_dir=tiny_data, device="tpu")
+    with pytest.raises(UsageError, match="resume continues a run with its saved config"):
+        mnist_ffn.train("smoke", resume=tiny_run)
+    with pytest.raises(UsageError, match="not a config value"):
+        mnist_ffn.train(overrides={"optim.lr": object()}, out=tmp_path / "x")
+    with pytest.raises(UsageError, match=r"'section\.key=value' strings"):
+        mnist_ffn.train(overrides=[("optim.lr", 0.1)], out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    # a string is one override; a path, a tuple and numpy or torch numbers are the values they stand for
+    import numpy
+
+    config = mnist_ffn.api.resolve_config(None, "optim.lr=0.05")
+    assert config.optim.lr == 0.05
+    config = mnist_ffn.api.resolve_config(
+        None,
+        {"optim.lr": numpy.float32(0.25), "train.epochs": torch.tensor(3), "model.hidden": (64, 32),
+         "data.points": tmp_path / "mine.csv"},
+    )  # fmt: skip
+    assert (config.optim.lr, config.train.epochs, config.model.hidden) == (0.25, 3, [64, 32])
+    assert config.data.points == str(tmp_path / "mine.csv")
+    network = mnist_ffn.load(tiny_run / "best.pt")
+    with pytest.raises(UsageError, match="a network of images"):
+        network.predict_points([[1.0, 2.0]])
+    with pytest.raises(UsageError, match="give image files, PIL images, bytes or pixel arrays"):
+        network.predict(3.5)
+    with pytest.raises(UsageError, match="pixel arrays are uint8"):
+        network.predict(numpy.full((28, 28), 7.0))
+    with pytest.raises(UsageError, match=r"\(H, W\), \(N, H, W\)"):
+        network.predict(numpy.zeros((2, 3, 28, 28), dtype=numpy.uint8))
+    with pytest.raises(ImageError, match="not an image Pillow can read"):
+        network.predict(b"not a png")
+    points = mnist_ffn.load(mnist_ffn.train(overrides={"data.dataset": "gauss", "train.epochs": 1},
+                                            out=tmp_path / "gauss").best)  # fmt: skip
+    for wrong in ([1.0, 2.0, 3.0], [[1.0, 2.0, 3.0]], "points", [[float("nan"), 1.0]]):
+        with pytest.raises(UsageError, match="predict_points"):
+            points.predict_points(wrong)
+
+
+def test_predict_takes_pixel_arrays_and_bytes_as_the_files_they_are(tiny_run):
+    """An image file's bytes, its pixels as a uint8 array or tensor, as ToTensor's floats in [0, 1], or a batch of
+    them: the same probabilities as the file."""
+    import io
+
+    import numpy
+    from PIL import Image
+
+    network = mnist_ffn.load(tiny_run / "best.pt")
+    with Image.open(EXAMPLES[0]) as image:
+        grey = image.convert("L")
+    pixels = numpy.asarray(grey)
+    expected = network.predict(grey)
+    png = io.BytesIO()
+    grey.save(png, format="PNG")
+    for same in (png.getvalue(), pixels, torch.from_numpy(pixels.copy()), pixels / 255.0,
+                 torch.from_numpy(pixels.copy())[None, None].float() / 255):  # fmt: skip
+        assert torch.allclose(network.predict(same), expected, atol=1e-6)
+    assert network.predict(numpy.stack([pixels, pixels])).shape == (2, 10)
