@@ -8,6 +8,9 @@ matplotlib) are imported inside the commands so that `--help` answers at once.
 from __future__ import annotations
 
 import functools
+import json
+import os
+import re
 import signal
 import sys
 from enum import StrEnum
@@ -23,7 +26,7 @@ from mnist_ffn import __version__
 from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, reference_text
 from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
 from mnist_ffn.process import command_process, fast_exit, ignore_signals, signal_received
-from mnist_ffn.shell import one_line
+from mnist_ffn.shell import QUOTED_LIMIT, cut, one_line
 
 app = typer.Typer(
     name="mnist-ffn",
@@ -81,6 +84,15 @@ DatasetOption = Annotated[DatasetName | None, typer.Option("--dataset", help="Th
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")]
 DeviceOption = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then Apple MPS, then the CPU.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts instead of tables.")]
+AllowHostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-host",
+        metavar="NAME",
+        help="Also answer requests for this host name (the page answers only this machine's own names, so that "
+        "no other web site can reach it through a name of its own). Repeatable.",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -196,6 +208,7 @@ def demo(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 7860,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the page in a browser.")] = False,
     device: DeviceOption = Device.auto,
+    allow_host: AllowHostOption = None,
 ) -> None:
     """Draw a digit and watch the network think: a local web page with the prediction and every layer.
 
@@ -203,7 +216,14 @@ def demo(
     """
     from mnist_ffn.demo import serve
 
-    serve(checkpoint, host=host, port=port, open_browser=not no_browser, device=device.value)
+    serve(
+        checkpoint,
+        host=host,
+        port=port,
+        open_browser=not no_browser,
+        device=device.value,
+        allow_hosts=tuple(allow_host or ()),
+    )
 
 
 @app.command()
@@ -216,6 +236,7 @@ def playground(
     runs: Annotated[
         Path, typer.Option("--runs", help="Where the page's Save run writes run folders (and keeps uploaded CSVs).")
     ] = Path("runs/playground"),
+    allow_host: AllowHostOption = None,
 ) -> None:
     """TensorFlow Playground's lesson, live: train a network on 2-D points and watch every neuron.
 
@@ -224,7 +245,7 @@ def playground(
     """
     from mnist_ffn.playground_server import serve
 
-    serve(host=host, port=port, open_browser=not no_browser, runs=runs)
+    serve(host=host, port=port, open_browser=not no_browser, runs=runs, allow_hosts=tuple(allow_host or ()))
 
 
 class ExportFormat(StrEnum):
@@ -238,6 +259,9 @@ def export_command(
         Path | None, typer.Option("--out", "-o", help="The file to write. Default: the checkpoint's, as .onnx.")
     ] = None,
     file_format: Annotated[ExportFormat, typer.Option("--format", help="The file format.")] = ExportFormat.onnx,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the file if it exists (never the checkpoint).")
+    ] = False,
 ) -> None:
     """Write the network as an ONNX file: float32 pixels in [0, 1], (N, 1, 28, 28) in; logits out.
 
@@ -246,7 +270,7 @@ def export_command(
     """
     from mnist_ffn.export import export
 
-    print(f"wrote {export(checkpoint, out, file_format=file_format.value)}")
+    print(f"wrote {export(checkpoint, out, file_format=file_format.value, force=force)}")
 
 
 @app.command()
@@ -441,7 +465,10 @@ def configs_show(
 @configs_app.command("copy")
 def configs_copy(
     name: Annotated[str, typer.Argument(help="A preset or sweep spec; configs/NAME or sweeps/NAME if both exist.")],
-    destination: Annotated[Path, typer.Argument(help="A file to write, or a folder to copy NAME.toml into.")],
+    destination: Annotated[
+        str,  # not a Path, which drops a trailing slash: "new/" names a folder that must exist
+        typer.Argument(help="A file to write, or a folder (ending in /, or existing) to copy NAME.toml into."),
+    ],
     force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
 ) -> None:
     """Copy a preset or sweep spec to edit; then pass the copy's path where the name went."""
@@ -449,7 +476,7 @@ def configs_copy(
     from mnist_ffn.shipped import copy_to, find
 
     item = find(name)
-    target = copy_to(item, destination, force=force)
+    target = copy_to(item, Path(destination), force=force, folder=destination.endswith(("/", os.sep)))
     print(f"wrote {target}")
     if item.kind == "preset":
         print_command("train with:", "mnist-ffn", "train", "--config", target)
@@ -523,7 +550,7 @@ def _run(argv: list[str] | None) -> int:
             return getattr(exc, "exit_code", 2)
         context = getattr(exc, "ctx", None)
         command = context.command_path if context is not None else "mnist-ffn"
-        return _error(f"{message.rstrip('.')} (see {command} --help)", getattr(exc, "exit_code", 2))
+        return _error(f"{_bounded(message).rstrip('.')} (see {command} --help)", getattr(exc, "exit_code", 2))
     except OSError as exc:  # the operating system said no where no module expected it
         where = f"{exc.filename}: " if exc.filename else ""
         return _error(f"{where}{exc.strerror or exc}", 1)
@@ -544,6 +571,16 @@ def _error(message: str, code: int) -> int:
     ignore_signals()
     print(f"mnist-ffn: error: {one_line(message)}", file=sys.stderr)
     return code
+
+
+LONG = QUOTED_LIMIT + 1
+CLICK_QUOTE = re.compile(f"'([^']{{{LONG},}})'")  # a value Click quotes whole in its message, however long
+
+
+def _bounded(usage_error: str) -> str:
+    """Click's message for a bad option value with the value it quotes cut: a megabyte passed as `--dataset` is
+    still one readable line. (mnist-ffn's own messages cut what they quote themselves, and never a command.)"""
+    return CLICK_QUOTE.sub(lambda found: json.dumps(cut(found.group(1))), usage_error)
 
 
 def console_main() -> None:

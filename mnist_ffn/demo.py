@@ -10,14 +10,9 @@ page's numbers against `predict` without a browser.
 
 from __future__ import annotations
 
-import errno
-import ipaddress
 import json
-import logging
 import math
 import os
-import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +27,14 @@ from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import CheckpointError, ImageError, MnistFfnError, UsageError
 from mnist_ffn.model import architecture, forward_with_activations
 from mnist_ffn.predict import preprocess, read_image, to_pil
-from mnist_ffn.shell import one_line
+from mnist_ffn.serving import (
+    OnlyThisServer,
+    allowed_hosts,
+    announce_exposure,
+    bind_host,
+    check_port,
+    quiet_server_logs,
+)
 
 HEATMAP_CELL = 8  # screen pixels per unit in a layer's heat map
 SEEN_SCALE = 8  # the 28x28 input shown at 224x224
@@ -182,62 +184,6 @@ def uploaded_image(path: str | None) -> Image.Image | None:
     return read_image(Path(path), name=Path(path).name)
 
 
-def exposure_warning(host: str) -> str | None:
-    """Who else can reach a page served on `host`: None for this machine only (a loopback address)."""
-    try:
-        if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return None
-    except ValueError:  # a name
-        if host == "localhost":
-            return None
-    if host in ("0.0.0.0", "::"):
-        return f"--host {host}: the page is open to everyone who can reach this machine over the network"
-    return f"--host {host}: the page is open to everyone who can reach {host} over the network"
-
-
-def check_port(host: str, port: int) -> None:
-    """Refuse a port already in use before anything starts, naming it."""
-    try:
-        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except (socket.gaierror, UnicodeError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise UsageError(f"--host {host}: not an address or name of this machine ({reason})") from None
-    with socket.socket(family, kind, protocol) as probe:
-        # as the server binds: connections of a demo just stopped, waiting out TIME_WAIT, do not hold the port
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                raise UsageError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
-            reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-            raise UsageError(f"--port {port}: {host}:{port} {reason}; choose another with --port") from None
-
-
-class MalformedRequestLine(logging.Filter):
-    """The web server's log of a request that failed before any page code ran (an unknown endpoint, a
-    malformed body): one warning line on stderr instead of the server's traceback. The server goes on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info:
-            return True
-        error = record.exc_info[1]
-        print(
-            f"mnist-ffn: warning: refused a malformed request to the page ({one_line(type(error).__name__)}: "
-            f"{one_line(str(error))})",
-            file=sys.stderr,
-            flush=True,
-        )
-        return False
-
-
-def quiet_server_logs() -> None:
-    """Requests no page of ours makes must not fill the server's stderr with tracebacks (see
-    MalformedRequestLine), nor with the multipart parser's warnings about a body it then refuses."""
-    logging.getLogger("uvicorn.error").addFilter(MalformedRequestLine())  # uvicorn keeps a logger's filters
-    logging.getLogger("python_multipart").setLevel(logging.ERROR)
-
-
 def build_page(model: DemoModel):
     """The Gradio page: canvas and upload on the left, what the network makes of them on the right."""
     import gradio as gr
@@ -324,17 +270,25 @@ def build_page(model: DemoModel):
     return page
 
 
-def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, device: str = "auto") -> None:
+def serve(
+    checkpoint_path: Path,
+    *,
+    host: str,
+    port: int,
+    open_browser: bool,
+    device: str = "auto",
+    allow_hosts: tuple[str, ...] = (),
+) -> None:
     """Check everything that can be checked, then serve the page until Ctrl-C."""
     model = DemoModel(checkpoint_path, device)  # a bad checkpoint is refused before any server starts
     check_port(host, port)
-    exposed = exposure_warning(host)
-    if exposed:
-        print(f"mnist-ffn: warning: {exposed}", file=sys.stderr, flush=True)
+    allowed = allowed_hosts(host, port, allow_hosts)
+    announce_exposure(host, port, allowed)
     # A local page for one person: no usage reports to Gradio's servers (nor a wait on them offline).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401  (seconds to import: only once the checkpoint and the port are known good)
+        from starlette.middleware import Middleware
     except ImportError:
         raise MnistFfnError("the demo needs Gradio: pip install 'mnist-ffn[demo]'") from None
     quiet_server_logs()
@@ -342,7 +296,7 @@ def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, de
     page.queue(default_concurrency_limit=4)
     print(f"mnist-ffn demo: http://{host}:{port} (Ctrl-C to stop)", flush=True)
     page.launch(
-        server_name=host,
+        server_name=bind_host(host),
         server_port=port,
         share=False,
         inbrowser=open_browser,
@@ -350,4 +304,5 @@ def serve(checkpoint_path: Path, *, host: str, port: int, open_browser: bool, de
         quiet=True,
         max_file_size=MAX_FILE_BYTES,
         js=SELECT_BRUSH,  # the canvas starts with its brush in hand, so the first stroke draws
+        app_kwargs={"middleware": [Middleware(OnlyThisServer, allowed=allowed)]},  # no rebound name, no other site
     )

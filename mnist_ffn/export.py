@@ -58,10 +58,14 @@ def default_output(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".onnx")
 
 
-def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onnx") -> Path:
-    """Write the checkpoint's network as `out` (default: beside the checkpoint); returns the path written."""
+def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onnx", force: bool = False) -> Path:
+    """Write the checkpoint's network as `out` (default: beside the checkpoint); returns the path written.
+
+    An existing file is replaced only with `force`, and never the checkpoint itself."""
     if file_format not in FORMATS:
         raise UsageError(f"--format {file_format}: choose one of {', '.join(FORMATS)}")
+    out = out if out is not None else default_output(checkpoint)
+    check_target(out, checkpoint, force=force, example="model.onnx")
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
@@ -70,11 +74,6 @@ def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onn
     from mnist_ffn.api import load
 
     network = load(checkpoint, device="cpu")
-    out = out if out is not None else default_output(checkpoint)
-    if out.is_dir():
-        raise UsageError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'model.onnx'}")
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: no such folder {out.parent}")
     layers = nn.Sequential(*network)
     if network.plane is not None:  # input: the points themselves; the features are computed in the graph
         plane = network.plane
@@ -99,6 +98,19 @@ def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onn
     proto.doc_string = f"mnist-ffn {network.dataset} classifier; input {input_name}: {input_doc}"
     write_atomically(out, lambda file: file.write(proto.SerializeToString()))
     return out
+
+
+def check_target(out: Path, checkpoint: Path, *, force: bool, example: str) -> None:
+    """Refuse, before anything is read or written, a target that is a folder, lies in no folder, is the
+    checkpoint being exported (whatever the path that names it), or exists without `force`."""
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; give the file to write, e.g. {out / example}")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: no such folder {out.parent}")
+    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
+        raise UsageError(f"--out {out}: is the checkpoint being exported; write the export to another file")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise UsageError(f"--out {out}: exists; add --force to replace it")
 
 
 def _onnx_proto(model: nn.Module, example: torch.Tensor | None = None, input_name: str = INPUT):

@@ -12,9 +12,11 @@ No web code here (mnist_ffn.playground_server serves it), so the tests drive a s
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import math
+import os
 import re
 import threading
 import time
@@ -26,13 +28,14 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from mnist_ffn.atomic import write_atomically
 from mnist_ffn.boundary import plane_grid
 from mnist_ffn.checkpoint import load_checkpoint, save_checkpoint
-from mnist_ffn.config import ACTIVATIONS, Config, config_from_dict
+from mnist_ffn.config import ACTIVATIONS, VALIDATION_SHARE, Config, config_from_dict
 from mnist_ffn.errors import ConfigError, PointsError, TrainingDiverged, UsageError
 from mnist_ffn.evaluation import evaluate
 from mnist_ffn.model import forward_with_activations
-from mnist_ffn.points import FEATURES, PLANE_SETS, POINTS, features, read_csv
+from mnist_ffn.points import FEATURES, PLANE_SETS, POINTS, TooManyPoints, features, parse_csv, read_csv
 from mnist_ffn.run_folder import RunFolder
 from mnist_ffn.shell import command_line
 from mnist_ffn.training import Trainer
@@ -63,12 +66,15 @@ BOUNDARY_CELLS = 64  # the boundary's grid along each axis (the page smooths it 
 NEURON_CELLS = 24  # each neuron's map
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_POINTS = 5_000  # a CSV's too: every point is drawn on every picture
+MIN_POINTS = 20
+MAX_UPLOADS = 64  # uploaded CSVs kept at once (5 MB each at most)
+UPLOAD_IDLE_SECONDS = 30 * 60  # as long as an idle tab's session is kept
 MAX_STEPS_PER_EPOCH = 1_000  # a picture waits for an epoch: more steps than this and play stops being live
 # The dropout masks and the initial weights come from torch's process-wide generator, which every tab would
 # otherwise share: each session keeps its own state and trains holding this lock, so a tab's numbers never
 # depend on what another tab did meanwhile.
 _TORCH_RANDOM = threading.Lock()
-VALIDATION_SHARE = 0.1  # of the training points, held out to pick best.pt, as for `train` on a 2-D set
+POINTS_FILE = "points.csv"  # a saved run's copy of the CSV it trained on
 
 
 @dataclass(frozen=True)
@@ -204,36 +210,32 @@ def _parse_value(key: str, text: str) -> object:
 
 
 class Uploads:
-    """CSV files the page uploaded, kept under their digest in a folder beside the saved runs, so that every
-    checkpoint trained on one names a file that is still there for `eval`."""
+    """CSV files the page uploaded, kept under their digest in a folder beside the saved runs while a tab trains on
+    them: one that no tab has used for UPLOAD_IDLE_SECONDS is removed, and at most MAX_UPLOADS are kept (the least
+    recently used go first). A saved run keeps a copy of its own (Session.save)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def add(self, name: str, content: bytes) -> tuple[str, int, tuple[str, ...]]:
+    def add(self, name: str, content: bytes, in_use: set[str] = frozenset()) -> tuple[str, int, tuple[str, ...]]:
         """Check and keep an uploaded CSV; returns (its token, its point count, its classes). PointsError names
-        the uploaded file's own name and the row."""
+        the uploaded file's own name and the row. `in_use`: the tokens tabs train on now, never removed."""
         shown = _safe_name(name)
         if len(content) > MAX_UPLOAD_BYTES:
             raise PointsError(f"{shown}: larger than {MAX_UPLOAD_BYTES // 2**20} MB; the playground reads up to that")
         token = hashlib.sha256(content).hexdigest()[:16]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        staged = self.folder / f".{token}.checking"
-        staged.write_bytes(content)
         try:
-            points = read_csv(staged)
-        except PointsError as exc:
-            raise PointsError(str(exc).replace(str(staged), shown)) from None
-        finally:
-            staged.unlink(missing_ok=True)
-        if not 20 <= len(points.labels) <= MAX_POINTS:
-            raise PointsError(
-                f"{shown}: {len(points.labels):,} points; the playground trains on 20 to {MAX_POINTS:,} (every one is "
-                "drawn on every picture); `mnist-ffn train --set data.points=FILE` takes more"
-            )
+            points = parse_csv(content, shown, max_rows=MAX_POINTS)  # stops reading at the first point too many
+        except TooManyPoints:
+            raise PointsError(_point_count_problem(shown, f"more than {MAX_POINTS:,}")) from None
+        if len(points.labels) < MIN_POINTS:
+            raise PointsError(_point_count_problem(shown, f"{len(points.labels):,}"))
         kept = self.folder / f"{token}.csv"  # by its digest alone: the same bytes under another name are this file
-        if not kept.exists():
-            kept.write_bytes(content)
+        if not kept.exists():  # nothing is written before the file is accepted
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(kept, lambda file: file.write(content))
+        os.utime(kept)  # used now
+        self.forget_old(in_use | {token})
         return token, len(points.labels), points.classes
 
     def find(self, token: str) -> Path:
@@ -242,7 +244,30 @@ class Uploads:
         kept = self.folder / f"{token}.csv"
         if not kept.is_file():
             raise UsageError("upload: the CSV is no longer on the server; upload it again")
+        os.utime(kept)  # used now
         return kept
+
+    def forget_old(self, in_use: set[str]) -> None:
+        """Remove the uploads no tab has used for UPLOAD_IDLE_SECONDS, then the least recently used beyond
+        MAX_UPLOADS; never one in `in_use`."""
+        now = time.time()
+        kept = []
+        for path in self.folder.glob("*.csv"):
+            with contextlib.suppress(OSError):  # another request removed it meanwhile
+                kept.append((path.stat().st_mtime, path))
+        kept.sort()
+        unused = [(used, path) for used, path in kept if path.stem not in in_use]
+        excess = len(kept) - MAX_UPLOADS
+        for number, (used, path) in enumerate(unused):
+            if now - used > UPLOAD_IDLE_SECONDS or number < excess:
+                path.unlink(missing_ok=True)
+
+
+def _point_count_problem(name: str, count: str) -> str:
+    return (
+        f"{name}: {count} points; the playground trains on {MIN_POINTS} to {MAX_POINTS:,} (every one is drawn on "
+        "every picture); `mnist-ffn train --set data.points=FILE` takes more"
+    )
 
 
 def _safe_name(name: str) -> str:
@@ -409,6 +434,11 @@ class Session:
         target = RunFolder(folder)
         kept = trainer.config, trainer.run, trainer.run_id
         with target.locked("save"), self._own_random():
+            if final.data.points:  # the run keeps its own copy of the uploaded CSV: it outlives the upload
+                copy = (folder / POINTS_FILE).absolute()
+                data = Path(final.data.points).read_bytes()
+                write_atomically(copy, lambda file: file.write(data))
+                final = dataclasses.replace(final, data=dataclasses.replace(final.data, points=str(copy)))
             run_id = target.create(final, force=False)
             try:
                 trainer.config, trainer.run, trainer.run_id = final, target, run_id

@@ -13,8 +13,8 @@ the server goes on serving the other tabs.
 
 import contextlib
 import json
+import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +23,6 @@ import webbrowser
 from importlib import resources
 from pathlib import Path
 
-from mnist_ffn.demo import check_port, exposure_warning, quiet_server_logs
 from mnist_ffn.errors import ConfigError, MnistFfnError, UsageError
 from mnist_ffn.playground import (
     BOUNDARY_CELLS,
@@ -39,6 +38,14 @@ from mnist_ffn.playground import (
     Session,
     Setting,
     Uploads,
+)
+from mnist_ffn.serving import (
+    OnlyThisServer,
+    allowed_hosts,
+    announce_exposure,
+    bind_host,
+    check_port,
+    quiet_server_logs,
 )
 from mnist_ffn.shell import first_line, one_line
 
@@ -83,6 +90,11 @@ class Playground:
             session, _ = self.sessions.pop(key)
             shutil.rmtree(session.run.path, ignore_errors=True)
 
+    def uploads_in_use(self) -> set[str]:
+        """The uploaded CSVs the tabs train on now: kept, however long ago they were uploaded."""
+        with self.lock:
+            return {session.setting.upload for session, _ in self.sessions.values() if session.setting.upload}
+
     @contextlib.contextmanager
     def session(self, key: object):
         with self.lock:
@@ -101,7 +113,7 @@ class Playground:
         name = f"{name}-epoch{session.epoch}"
         folder, number = self.runs / name, 1
         with self.lock:  # two tabs saving at once get two folders
-            while folder.exists():
+            while os.path.lexists(folder):  # a link to nowhere holds its name too
                 number += 1
                 folder = self.runs / f"{name}-{number}"
             folder.mkdir(parents=True)
@@ -129,38 +141,25 @@ def page_html() -> str:
     return page.replace("/*LIMITS*/null", json.dumps(limits))
 
 
-def loopback_hosts(host: str, port: int) -> set[str] | None:
-    """The Host headers a page served on loopback is reached by; None (any) for a page open to the network."""
-    if exposure_warning(host):
-        return None
-    names = {host, "localhost", "127.0.0.1", "[::1]"} if host != "::1" else {"[::1]", "localhost"}
-    return {f"{name}:{port}" for name in names}
-
-
-def build_app(playground: Playground, host: str = "127.0.0.1", port: int = 7861):
+def build_app(playground: Playground, allowed: set[str]):
+    """The page and its JSON API, answering only `allowed` hosts (serving.allowed_hosts)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     app = FastAPI(title="mnist-ffn playground", docs_url=None, redoc_url=None, openapi_url=None)
     html = page_html()
-    allowed = loopback_hosts(host, port)
 
     @app.middleware("http")
-    async def only_this_page(request: Request, call_next):
-        """Another web site open in the same browser must not drive the playground: no Host but this machine's
-        for a loopback page (a DNS rebinding), and only JSON from the page's own origin for every call (a
-        form or a cross-site fetch cannot send it without the browser asking, and the server never agrees)."""
-        seen = request.headers.get("host", "")
-        if allowed is not None and seen not in allowed:
-            return JSONResponse({"error": one_line(f"not a host this server answers to: {seen[:80]}")}, 403)
+    async def only_json(request: Request, call_next):
+        """Every call the page makes sends JSON: a form posted by another site cannot (and a cross-site fetch
+        of JSON makes the browser ask first, which this server never agrees to)."""
         if request.method == "POST":
             kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "application/json":
                 return JSONResponse({"error": "not a request this page makes (expected application/json)"}, 415)
-            origin = request.headers.get("origin")
-            if origin is not None and origin != f"http://{seen}":
-                return JSONResponse({"error": one_line(f"not a request from this page (origin {origin[:80]})")}, 403)
         return await call_next(request)
+
+    app.add_middleware(OnlyThisServer, allowed=allowed)  # outermost: a foreign Host is refused before anything
 
     def refused(exc: Exception, status: int = 400) -> JSONResponse:
         message = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
@@ -179,7 +178,7 @@ def build_app(playground: Playground, host: str = "127.0.0.1", port: int = 7861)
             chunks.append(chunk)
         try:
             values = json.loads(b"".join(chunks).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, an integer of more than 4,300 digits, too deep
             raise UsageError("not a request this page makes (expected a JSON object)") from None
         if not isinstance(values, dict):
             raise UsageError("not a request this page makes (expected a JSON object)")
@@ -244,7 +243,7 @@ def build_app(playground: Playground, host: str = "127.0.0.1", port: int = 7861)
         name, text = values.get("name"), values.get("text")
         if not isinstance(name, str) or not isinstance(text, str):
             raise UsageError("not a request this page makes (an upload is a file's name and text)")
-        token, count, classes = playground.uploads.add(name, text.encode("utf-8"))
+        token, count, classes = playground.uploads.add(name, text.encode("utf-8"), playground.uploads_in_use())
         return {"upload": token, "points": count, "classes": list(classes)}
 
     @json_call("/api/save")
@@ -280,12 +279,11 @@ async def _in_thread(function, *args):
     return await run_in_threadpool(function, *args)
 
 
-def serve(*, host: str, port: int, open_browser: bool, runs: Path) -> None:
+def serve(*, host: str, port: int, open_browser: bool, runs: Path, allow_hosts: tuple[str, ...] = ()) -> None:
     """Check the address, then serve the playground until Ctrl-C."""
     check_port(host, port)
-    exposed = exposure_warning(host)
-    if exposed:
-        print(f"mnist-ffn: warning: {exposed}", file=sys.stderr, flush=True)
+    allowed = allowed_hosts(host, port, allow_hosts)
+    announce_exposure(host, port, allowed)
     if runs.exists() and not runs.is_dir():
         raise UsageError(f"--runs {runs}: exists and is not a folder")
     try:
@@ -295,10 +293,11 @@ def serve(*, host: str, port: int, open_browser: bool, runs: Path) -> None:
         raise MnistFfnError("the playground needs the demo extra: pip install 'mnist-ffn[demo]'") from None
     quiet_server_logs()
     with tempfile.TemporaryDirectory(prefix="mnist-ffn-playground-") as scratch:
-        app = build_app(Playground(runs, Path(scratch)), host, port)
+        app = build_app(Playground(runs.absolute(), Path(scratch)), allowed)
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
         print(f"mnist-ffn playground: {url} (Ctrl-C to stop; saved runs go to {runs})", flush=True)
         if open_browser:
             threading.Timer(1.0, lambda: webbrowser.open(url)).start()
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        config = uvicorn.Config(app, host=bind_host(host), port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
         server.run()

@@ -104,7 +104,7 @@ class RunFolder:
         try:
             if self.path.exists() and not self.path.is_dir():
                 raise UsageError(f"{option} {self.path}: exists and is not a folder")
-            made = not self.path.exists()
+            made = _missing_folders(self.path)  # `runs/` too, or a/b/c of --out a/b/c/run
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a read-only parent, a file on the way, a name too long
             raise WriteError(f"{option} {self.path}: cannot create the folder ({exc.strerror})") from None
@@ -115,8 +115,8 @@ class RunFolder:
             # Removed while still held: a process waiting on this file sees it is gone and locks a new one.
             with contextlib.suppress(OSError):
                 (self.path / LOCK_FILE).unlink()
-                if made and not any(self.path.iterdir()):
-                    self.path.rmdir()
+                for folder in made:  # a command refused (bad data, a signal) leaves no folder it made
+                    folder.rmdir()  # OSError once one holds anything: it and those above it stay
             os.close(descriptor)
 
     def check_can_create(self, *, force: bool) -> None:
@@ -141,9 +141,10 @@ class RunFolder:
         return run_id
 
     def clear_unstarted_run(self) -> None:
-        """Remove a run that never reached its first checkpoint, so that `train --out` can start it again."""
+        """Remove a run that never reached its first checkpoint, so that `train --out` can start it again: all of
+        it, best.pt too (a signal can land between the epoch's best.pt and its last.pt), since nothing resumes it."""
         if not self.last_checkpoint.exists():
-            for path in (self.config, self.metrics):
+            for path in (self.config, self.metrics, self.best_checkpoint, self.summary):
                 path.unlink(missing_ok=True)
 
     def open_for_resume(self) -> None:
@@ -203,6 +204,15 @@ class RunFolder:
             raise DamagedFile(f"{self.summary}: missing; the run has not finished") from None
         except (ValueError, UnicodeDecodeError, OSError) as exc:
             raise DamagedFile(f"{self.summary}: damaged, not the summary.json mnist-ffn writes ({exc})") from None
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders that creating `path` with its parents makes, innermost first."""
+    missing = []
+    while not path.exists() and not path.is_symlink() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def _lock(path: Path, where: str) -> int:

@@ -112,9 +112,12 @@ def find(name: str) -> Shipped:
     raise ConfigError([f"{name}: no preset or sweep spec of that name (see mnist-ffn configs){did_you_mean}"])
 
 
-def copy_to(item: Shipped, destination: Path, *, force: bool) -> Path:
+def copy_to(item: Shipped, destination: Path, *, force: bool, folder: bool = False) -> Path:
     """Copy a shipped file to edit: into a folder under its own name, or to a file; refuses to overwrite
-    without `force`. Returns the file written."""
+    without `force`. `folder`: the destination was written as a folder (`new/`), which must exist. Returns the
+    file written."""
+    if folder and not destination.is_dir():
+        raise UsageError(f"{destination}/: no such folder; make it first, or name the file to write")
     target = destination / f"{item.name}.toml" if destination.is_dir() else destination
     if (target.exists() or target.is_symlink()) and not force:
         raise UsageError(f"{target} exists; add --force to replace it")

@@ -424,3 +424,23 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
     assert_one_line_error(run_cli("eval", junk), 1, "junk.pt: not a checkpoint")
+
+
+def test_a_message_quotes_what_it_was_given_cut_short_however_long_it_was(tmp_path):
+    """A megabyte passed as a value, ten thousand unknown keys, a value Click itself refuses: each is one line of
+    a readable length that still says what was wrong and where."""
+    huge = "x" * 1_000_000
+    many_keys = tmp_path / "many.toml"
+    many_keys.write_text("[optim]\n" + "".join(f"key{index} = 1\n" for index in range(10_000)))
+    cases = [
+        (["train", "--set", f"data.dataset={huge}"], 2, ["data.dataset: must be one of", "(1,000,002 characters)"]),
+        (["train", "--dataset", huge], 2, ["--dataset", "(1,000,000 characters)"]),
+        (["train", "--config", many_keys], 2, ["optim.key0: unknown key", "and 9,990 more problems"]),
+        (["train", "--set", f"optim.{huge}=1"], 2, ["unknown key", "(1,000,006 characters)"]),
+        (["eval", tmp_path / "x.pt", "--split", huge], 2, ["--split", "(1,000,000 characters)"]),
+    ]
+    for args, code, fragments in cases:
+        result = run_cli(*args)
+        assert_one_line_error(result, code, *fragments)
+        assert len(result.stderr) < 1_500, (args[:2], len(result.stderr))
+    assert not (tmp_path / "runs").exists() and sorted(path.name for path in tmp_path.iterdir()) == ["many.toml"]

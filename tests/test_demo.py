@@ -351,6 +351,30 @@ def test_malformed_api_calls_get_one_message_and_leave_no_traceback_on_the_serve
     assert lines and all(line.startswith("mnist-ffn: warning: refused a malformed request") for line in lines), lines
 
 
+def test_the_page_answers_only_this_machines_names_and_its_own_origin(servers):
+    """Another web site in the same browser cannot use the page: not through a name of its own that resolves to
+    127.0.0.1 (DNS rebinding: the Host header names it), nor by a script of its origin posting to the API."""
+    server = servers["mnist"]
+    server.wait_until_ready()
+
+    def request(path: str, headers: dict, body: bytes | None = None) -> int:
+        call = urllib.request.Request(server.url + path, data=body, headers=headers)
+        try:
+            with DIRECT.open(call, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert request("", {}) == 200
+    assert request("", {"Host": "evil.example"}) == 403
+    assert request("", {"Host": f"evil.example:{server.port}"}) == 403
+    call = json.dumps({"data": [None]}).encode()
+    json_body = {"Content-Type": "application/json"}
+    assert request("gradio_api/call/from_canvas", {**json_body, "Origin": "http://evil.example"}, call) == 403
+    assert request("gradio_api/call/from_canvas", {**json_body, "Origin": server.url.rstrip("/")}, call) == 200
+    assert server.process.poll() is None
+
+
 def test_a_port_whose_last_connections_wait_out_time_wait_is_free_again():
     """A demo stopped and started again on its port at once: the old connections' TIME_WAIT must not count."""
     with socket.socket() as listener:

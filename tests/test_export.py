@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mnist_ffn.model import ACTIVATION_LAYERS
-from tests.helpers import assert_one_line_error, real_data_dir, require_modules, run_cli
+from tests.helpers import assert_one_line_error, real_data_dir, require_modules, run_cli, snapshot
 
 
 def onnxruntime():
@@ -97,3 +97,22 @@ def test_without_the_export_extra_one_line_says_how_to_install_it(tiny_run, monk
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     assert_one_line_error(run_cli("export", tiny_run / "best.pt"), 1, "pip install 'mnist-ffn[export]'")
     assert not (tiny_run / "best.onnx").exists()
+
+
+def test_export_never_replaces_a_file_without_force_and_never_its_own_checkpoint(tiny_run, tmp_path):
+    """Whatever --out names (a run's last.pt or config.toml, an earlier export, the checkpoint itself under
+    another spelling): an existing file is replaced only with --force, and the checkpoint never."""
+    onnxruntime()
+    before = snapshot(tiny_run)
+    for target in (tiny_run / "last.pt", tiny_run / "config.toml"):
+        assert_one_line_error(run_cli("export", tiny_run / "best.pt", "--out", target), 2, "exists", "--force")
+    for spelling in (tiny_run / "best.pt", tiny_run / ".." / tiny_run.name / "best.pt"):
+        refused = run_cli("export", tiny_run / "best.pt", "--out", spelling, "--force")
+        assert_one_line_error(refused, 2, "is the checkpoint being exported")
+    assert snapshot(tiny_run) == before, "nothing in the run folder changed"
+    out = tmp_path / "model.onnx"
+    assert run_cli("export", tiny_run / "best.pt", "--out", out).returncode == 0
+    first = out.read_bytes()
+    assert_one_line_error(run_cli("export", tiny_run / "best.pt", "--out", out), 2, "exists", "--force")
+    assert out.read_bytes() == first
+    assert run_cli("export", tiny_run / "best.pt", "--out", out, "--force").returncode == 0

@@ -35,13 +35,22 @@ def test_the_committed_notebook_renders_with_its_outputs():
     assert sum(1 for cell in code for output in cell.outputs if "image/png" in output.get("data", {})) >= 2
 
 
-def test_the_notebook_executes_and_reaches_its_numbers(monkeypatch):
+def test_the_notebook_executes_and_reaches_its_numbers(monkeypatch, tmp_path):
+    """Run as a user who downloaded it alone would: in a folder of its own, outside the checkout; it leaves no
+    temporary folder behind."""
     nbclient, nbformat = notebook_tools()
     monkeypatch.setenv("MNIST_FFN_DATA", str(real_data_dir()))
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))  # where the kernel's tempfile puts its folders
+    elsewhere = tmp_path / "downloads"
+    elsewhere.mkdir()
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})  # fmt: skip
+                                     resources={"metadata": {"path": str(elsewhere)}})  # fmt: skip
     client.execute()  # raises CellExecutionError, with the cell, if an assertion in it fails
+    assert not [path for path in temporary.iterdir() if path.name.startswith("mnist-ffn")], "a folder left behind"
+    assert not list(elsewhere.iterdir()), "nothing written where it ran"
     text = printed(notebook)
     w, b = map(float, re.search(r"fitted: w = ([\d.]+), b = ([\d.]+)", text).groups())
     assert abs(w - 3) < 0.05 and abs(b - 2) < 0.05

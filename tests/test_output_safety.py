@@ -143,16 +143,26 @@ def test_mnist_ffn_alone_prints_its_help_not_an_error():
     assert alone.stdout == run_cli("--help").stdout and "Commands" in alone.stdout
 
 
-def test_the_demo_says_who_can_reach_it_and_blames_a_bad_host_on_host(tiny_run, tmp_path):
-    from mnist_ffn.demo import check_port, exposure_warning, uploaded_image
+def test_the_servers_say_who_can_reach_them_by_the_address_bound_and_blame_a_bad_host_on_host(tiny_run, tmp_path):
+    from mnist_ffn.demo import uploaded_image
     from mnist_ffn.errors import ImageError, UsageError
+    from mnist_ffn.serving import allowed_hosts, check_port, exposure_warning
 
-    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
-        assert exposure_warning(host) is None, host
-    assert "everyone who can reach this machine" in exposure_warning("0.0.0.0")
-    assert "everyone who can reach 10.1.2.3" in exposure_warning("10.1.2.3")
+    # every spelling of this machine alone, however --host writes it
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2", "127.1", "2130706433", "0x7f000001", "LOCALHOST",
+                 "::ffff:127.0.0.1"):  # fmt: skip
+        assert exposure_warning(host, 7860, allowed_hosts(host, 7860)) is None, host
+    warning = exposure_warning("0.0.0.0", 7860, allowed_hosts("0.0.0.0", 7860, ["my-laptop.lan"]))
+    assert "everyone who can reach this machine" in warning and "my-laptop.lan" in warning, warning
+    assert "--allow-host" in warning and "unencrypted" in warning
     with pytest.raises(UsageError, match=r"^--host ::2: not an address of this machine"):
         check_port("::2", 7860)  # bound, never sent to: no address of this machine
+    with pytest.raises(UsageError, match=r"^--host no-such-host\.invalid: not an address or name of this machine"):
+        check_port("no-such-host.invalid", 7860)
+    # the names a server answers to: loopback's and the host as typed, with the port (and without it on 80)
+    assert allowed_hosts("127.1", 7861) == {"localhost:7861", "127.0.0.1:7861", "[::1]:7861", "127.1:7861"}
+    assert {"localhost", "localhost:80"} <= allowed_hosts("127.0.0.1", 80)
+    assert "evil.example:7861" not in allowed_hosts("0.0.0.0", 7861)
     upload = tmp_path / "gradio-temp" / "4f1c" / "my photo.png"
     upload.parent.mkdir(parents=True)
     upload.write_text("not an image")

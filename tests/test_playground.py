@@ -122,7 +122,7 @@ def test_an_uploaded_csv_is_checked_named_by_its_own_name_and_kept(tmp_path):
         uploads.add("few.csv", b"1,2,0\n3,4,1\n")
     with pytest.raises(PointsError, match="not text"):
         uploads.add("photo.csv", bytes(range(256)))
-    assert not list((tmp_path / "uploads").iterdir()), "nothing refused is kept"
+    assert not (tmp_path / "uploads").exists(), "nothing refused is kept, nor a folder made for it"
     rows = "".join(f"{x},{y},{int(x > y)}\n" for x in range(-5, 5) for y in range(-5, 5))
     token, count, classes = uploads.add("line.csv", rows.encode())
     assert count == 100 and classes == ("0", "1")
@@ -441,6 +441,50 @@ def test_screenshot_of_a_spiral_mid_training(browser, server, tmp_path):
     assert Image.open(target).size[0] >= 1000
 
 
+def test_every_spelling_of_loopback_answers_only_its_own_hosts_and_its_own_page(tmp_path):
+    """Whether a page is open to the network is the address it binds, not how --host spells it: on each loopback
+    spelling the server warns of nothing, and refuses a foreign Host (a DNS-rebinding page) and a foreign Origin
+    (another site's script) while its own page is served."""
+    require_browser("fastapi", "uvicorn")
+    spellings = ["127.1", "2130706433", "0x7f000001", "LOCALHOST", "::ffff:127.0.0.1"]
+    servers = [PageServer("playground", "--host", host, "--runs", tmp_path / f"runs-{index}")
+               for index, host in enumerate(spellings)]  # fmt: skip
+    try:
+        for host, started in zip(spellings, servers, strict=True):
+            started.wait_until_ready()
+            status, answer = post(started, "/api/session", {"setting": {}})
+            assert status == 200 and answer["session"], (host, answer)
+            for headers in ({"Host": "evil.example"}, {"Host": f"evil.example:{started.port}"},
+                            {"Origin": "http://evil.example"}, {"Origin": "null"}):  # fmt: skip
+                status, answer = post(started, "/api/session", {"setting": {}}, headers)
+                assert status == 403 and "error" in answer, (host, headers, status, answer)
+            status, _ = get(started, "/", {"Host": "evil.example"})
+            assert status == 403, host
+            assert get(started, "/")[0] == 200, host
+    finally:
+        outputs = [started.stop() for started in servers]
+    for host, (stdout, stderr) in zip(spellings, outputs, strict=True):
+        assert "warning" not in stderr and "Traceback" not in stderr, (host, stderr)
+        assert "open to" not in stdout + stderr, host
+
+
+def get(server, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(server.url.rstrip("/") + path, headers=headers or {})
+    try:
+        with DIRECT.open(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_a_json_number_too_long_for_python_is_one_json_line_not_a_500(server):
+    digits = "9" * 5_000  # beyond the 4,300 digits Python turns into an int
+    for path in ("/api/session", "/api/frame", "/api/upload", "/api/save"):
+        status, answer = post(server, path, f'{{"setting": {{"seed": {digits}}}, "session": {digits}}}'.encode())
+        assert status == 400 and "JSON object" in answer["error"], (path, status, answer)
+    assert post(server, "/api/session", {"setting": {}})[0] == 200, "and the server goes on"
+
+
 def test_a_port_in_use_and_an_address_not_of_this_machine_are_named(server):
     taken = run_cli("playground", "--no-browser", "--port", str(server.port))
     assert_one_line_error(taken, 2, f"--port {server.port}", "in use")
@@ -524,3 +568,52 @@ def test_a_diverged_network_cannot_be_downloaded_or_saved_and_long_epochs_are_re
         Setting.parse({"samples": "5000", "batch": "1"})
     with pytest.raises(ConfigError, match="widths separated by commas"):
         Setting.parse({"hidden": "6_4"})
+
+
+def test_uploads_expire_unless_a_tab_uses_them_and_a_saved_run_keeps_its_own_copy(tmp_path, monkeypatch):
+    """Uploads are kept while a tab trains on them; unused ones go after UPLOAD_IDLE_SECONDS and beyond MAX_UPLOADS
+    (oldest first). A saved run holds its own copy of the CSV, so that it evaluates after its upload is gone, from
+    any folder; a file too long for the page is refused before it is read whole."""
+    import os
+
+    from mnist_ffn import playground as playground_module
+    from mnist_ffn.playground_server import Playground
+
+    playground = Playground(tmp_path / "runs", tmp_path / "scratch")
+    rows = [("".join(f"{x},{(x * k) % 11},{x % 2}\n" for x in range(40))).encode() for k in range(1, 6)]
+    used, _, _ = playground.uploads.add("used.csv", rows[0])
+    _, session = playground.start({"dataset": "points", "upload": used, "hidden": "4"})
+    session.train(epochs=2)
+    saved = playground.save(session)
+    assert (saved / "points.csv").read_bytes() == rows[0]
+    idle, _, _ = playground.uploads.add("idle.csv", rows[1], playground.uploads_in_use())
+    long_ago = 1_000_000_000  # an upload last used in 2001
+    for token in (used, idle):
+        os.utime(playground.uploads.folder / f"{token}.csv", (long_ago, long_ago))
+    monkeypatch.setattr(playground_module, "MAX_UPLOADS", 2)
+    newer = [playground.uploads.add(f"new{index}.csv", content, playground.uploads_in_use())[0]
+             for index, content in enumerate(rows[2:])]  # fmt: skip
+    kept = {path.stem for path in playground.uploads.folder.glob("*.csv")}
+    assert used in kept, "a tab trains on it"
+    assert idle not in kept, "unused for longer than UPLOAD_IDLE_SECONDS"
+    assert newer[0] not in kept and newer[2] in kept, "beyond MAX_UPLOADS the least recently used go first"
+    (playground.uploads.folder / f"{used}.csv").unlink()  # gone: the saved run has its own copy
+    monkeypatch.chdir(tmp_path / "scratch")
+    evaluated = run_cli("eval", saved / "best.pt")
+    assert evaluated.returncode == 0, evaluated.stderr
+    many = "".join(f"{x},{x},{x % 2}\n" for x in range(6_000)).encode()
+    with pytest.raises(PointsError, match="more than 5,000 points; the playground trains on 20 to 5,000"):
+        playground.uploads.add("many.csv", many)
+
+
+def test_saving_where_the_next_name_is_a_link_to_nowhere_takes_the_name_after(tmp_path):
+    from mnist_ffn.playground_server import Playground
+
+    playground = Playground(tmp_path / "runs", tmp_path / "scratch")
+    _, session = playground.start({"dataset": "xor", "hidden": "4"})
+    session.train(epochs=1)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "xor-4-tanh-epoch1").symlink_to(tmp_path / "nowhere")
+    saved = playground.save(session)
+    assert saved.name == "xor-4-tanh-epoch1-2" and (saved / "best.pt").is_file()
+    assert not (tmp_path / "nowhere").exists(), "nothing written through the link"

@@ -80,11 +80,12 @@ def wait_for_new_checkpoint(path, process, after_ns: int, timeout: float = 120) 
     raise AssertionError(f"no new {path.name} within {timeout} s")
 
 
-def stop_itself_at(moment: str, count: int) -> None:
-    """In a forked run, before its command starts: the process stops itself (SIGSTOP) at its `count`-th training
-    step or its `count`-th fsync (inside an atomic save: after the temporary file is written and before its rename,
-    or after the rename and before the folder's fsync). A test then kills it there with SIGKILL: a moment chosen by
-    what the run has done, not by a clock, so it is the same moment on a fast machine and a slow one."""
+def stop_itself_at(moment: str, count: int, signals: tuple[int, ...] = (signal.SIGSTOP,)) -> None:
+    """In a forked run, before its command starts: the process sends itself `signals` (it stops itself, SIGSTOP,
+    unless others are given) at its `count`-th training step or its `count`-th fsync (inside an atomic save: after
+    the temporary file is written and before its rename, or after the rename and before the folder's fsync). A test
+    then kills it there with SIGKILL: a moment chosen by what the run has done, not by a clock, so it is the same
+    moment on a fast machine and a slow one."""
     from mnist_ffn.backprop import BackpropEngine
 
     done = 0
@@ -94,7 +95,8 @@ def stop_itself_at(moment: str, count: int) -> None:
             nonlocal done
             done += 1
             if done == count:
-                os.kill(os.getpid(), signal.SIGSTOP)
+                for number in signals:
+                    os.kill(os.getpid(), number)
             return original(*args, **kwargs)
 
         return call
@@ -320,6 +322,19 @@ def test_two_quick_ctrl_c_give_one_line_and_exit_130_before_and_after_the_first_
             assert "nothing was saved" in result.stderr
             again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)
             assert again.returncode == 0, again.stderr
+
+
+def test_two_ctrl_c_between_the_first_best_pt_and_the_first_last_pt_leave_a_folder_to_start_again(tiny_data, tmp_path):
+    """The first epoch's end writes best.pt, then last.pt: two SIGINTs in between (here while last.pt's temporary
+    file is written: the run's 5th fsync, after config.toml's two and best.pt's two) leave nothing to resume, and
+    nothing that stops `train --out` from starting the run again."""
+    out = tmp_path / "run"
+    twice = functools.partial(stop_itself_at, "fsync", 5, (signal.SIGINT, signal.SIGINT))
+    process = start_forked("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN, preexec_fn=twice)
+    assert_one_line_error(finish_process(process), 130, "SIGINT", "nothing was saved")
+    assert not (out / "last.pt").exists()
+    again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)
+    assert again.returncode == 0, again.stderr
 
 
 def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):

@@ -144,3 +144,13 @@ def test_sweep_set_overrides_the_base_the_settings_and_the_space():
     problems = " ".join(raised.value.problems)
     for fragment in ("epoch", "sweep.seed", "optim.nope", "nodot"):
         assert fragment in problems, problems
+
+
+def test_configs_copy_into_a_folder_that_is_not_there_writes_nothing(tmp_path, monkeypatch):
+    """`configs copy NAME newdir/` names a folder: a missing one is refused, never written as a file `newdir`."""
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(run_cli("configs", "copy", "smoke", "newdir/"), 2, "newdir/: no such folder")
+    assert not (tmp_path / "newdir").exists()
+    (tmp_path / "newdir").mkdir()
+    copied = run_cli("configs", "copy", "smoke", "newdir/")
+    assert copied.returncode == 0 and (tmp_path / "newdir" / "smoke.toml").is_file()
