@@ -24,11 +24,11 @@ from PIL import Image
 from torch import nn
 
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
-from mnist_ffn.config import Config, load_config, toml_value
+from mnist_ffn.config import TOO_LARGE, Config, load_config, toml_value
 from mnist_ffn.data import normalize
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.devices import callers_random_state, pick_device
-from mnist_ffn.errors import UsageError
+from mnist_ffn.errors import ImageError, UsageError
 from mnist_ffn.model import forward_with_activations
 from mnist_ffn.points import features
 from mnist_ffn.predict import decode_image, preprocess, read_image, to_pil
@@ -78,6 +78,8 @@ def train(
 
     if resume is not None and (config is not None or overrides or out is not None or force):
         raise UsageError("resume continues a run with its saved config; leave out config, overrides, out and force")
+    if config is not None and not isinstance(config, str | os.PathLike):
+        raise UsageError(f"config: a preset's name or a TOML file, not {shown(config)}")
     folder = Path(resume) if resume is not None else Path(out) if out is not None else default_run_folder(config)
     resolved = None if resume is not None else resolve_config(config, overrides)
     with callers_random_state():  # the run seeds torch's generator; the caller's own draws go on as they were
@@ -110,7 +112,17 @@ def override_strings(overrides: Mapping[str, object] | Iterable[str] | str | Non
     if isinstance(overrides, str):
         return [overrides]
     if isinstance(overrides, Mapping):
-        return [f"{key}={toml_value(config_value(str(key), value))}" for key, value in overrides.items()]
+        strings = []
+        for key, value in overrides.items():
+            try:
+                strings.append(f"{key}={toml_value(config_value(str(key), value))}")
+            except (RecursionError, ValueError):  # a number too long to write, lists nested past the stack
+                raise UsageError(f"overrides[{shown(str(key))}]: {TOO_LARGE}") from None
+        return strings
+    if not isinstance(overrides, Iterable):
+        raise UsageError(
+            f"overrides: give {{'section.key': value}} or 'section.key=value' strings, not {shown(overrides)}"
+        )
     strings = list(overrides)
     for item in strings:
         if not isinstance(item, str):
@@ -123,8 +135,11 @@ def override_strings(overrides: Mapping[str, object] | Iterable[str] | str | Non
 def config_value(key: str, value: object) -> object:
     """A Python value as a config key takes it: a path as its text, a numpy or torch number as a Python number,
     a tuple as a list; anything else that is not a number, string, bool or list is refused, naming the key."""
-    if isinstance(value, bool | int | float | str):
+    if isinstance(value, bool):
         return value
+    for kind in (int, float, str):  # numpy's float64 is a float, and writes itself as np.float64(...)
+        if isinstance(value, kind):
+            return kind(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, list | tuple):
@@ -184,7 +199,7 @@ class Network(nn.Sequential):
             raise UsageError(f"{self.checkpoint}: a network of images ({self.dataset}); give it images, not points")
         try:
             points = torch.as_tensor(xy, dtype=torch.float32)
-        except (TypeError, ValueError, RuntimeError):
+        except (TypeError, ValueError, RuntimeError, OverflowError):
             raise UsageError(f"predict_points: points are numbers of shape (N, 2), not {shown(xy)}") from None
         if points.dim() != 2 or points.shape[1] != 2:
             raise UsageError(f"predict_points: points are of shape (N, 2), got shape {tuple(points.shape)}")
@@ -219,6 +234,8 @@ def as_images(images) -> list[Image.Image]:
     found: list[Image.Image] = []
     for item in images:
         if isinstance(item, Image.Image):
+            if 0 in item.size:
+                raise ImageError(f"an image of {item.size[0]}x{item.size[1]} pixels: nothing to read")
             found.append(item)
         elif isinstance(item, str | os.PathLike):
             found.append(read_image(Path(item)))
@@ -239,7 +256,14 @@ def _dimensions(value) -> int | None:
 
 def _pixel_images(array) -> list[Image.Image]:
     """Greyscale images from a pixel array: (H, W), (N, H, W) or (N, 1, H, W); uint8 0-255 or floats in [0, 1]."""
-    pixels = array.detach().cpu() if isinstance(array, torch.Tensor) else torch.tensor(array)  # a copy: read-only ok
+    try:  # a copy (a read-only numpy array is fine), of real numbers only
+        pixels = array.detach().cpu() if isinstance(array, torch.Tensor) else torch.tensor(array)
+    except (TypeError, ValueError, RuntimeError):
+        raise UsageError(
+            f"predict: a pixel array holds numbers, not {shown(str(getattr(array, 'dtype', '?')))}"
+        ) from None
+    if pixels.is_complex() or pixels.dtype == torch.bool:
+        raise UsageError(f"predict: pixel arrays are uint8 (0-255) or floats in [0, 1], not {pixels.dtype}")
     if pixels.dim() == 4 and pixels.shape[1] == 1:
         pixels = pixels[:, 0]
     if pixels.dim() == 2:

@@ -8,7 +8,9 @@ the leftovers of a killed process can never remove a file of theirs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +22,20 @@ TEMP_SUFFIX = ".mnist-ffn-partial"
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write `path` whole or not at all; an OSError (full disk, no permission) leaves the old file as it was."""
+    """Write `path` whole or not at all; an OSError (full disk, no permission) leaves the old file as it was.
+
+    Only a regular file (or nothing) is replaced: a device, a FIFO or a socket at `path` (/dev/null, named by a
+    --out) is refused with WriteError before anything is written, never swapped for a file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:  # a name too long, a file on the way
+        raise WriteError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise WriteError(f"cannot write {path}: {os.strerror(errno.EISDIR)}")
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise WriteError(f"cannot write {path}: not a regular file (a device, a FIFO); mnist-ffn replaces files only")
     temp_name = None
     try:
         descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)

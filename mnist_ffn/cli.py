@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import signal
 import sys
@@ -256,7 +255,8 @@ class ExportFormat(StrEnum):
 def export_command(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="The file to write. Default: the checkpoint's, as .onnx.")
+        str | None,  # not a Path, which turns "dir/." into "dir": a name written as a folder is refused
+        typer.Option("--out", "-o", help="The file to write. Default: the checkpoint's, as .onnx."),
     ] = None,
     file_format: Annotated[ExportFormat, typer.Option("--format", help="The file format.")] = ExportFormat.onnx,
     force: Annotated[
@@ -472,11 +472,12 @@ def configs_copy(
     force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
 ) -> None:
     """Copy a preset or sweep spec to edit; then pass the copy's path where the name went."""
+    from mnist_ffn.reading import names_a_folder
     from mnist_ffn.report import print_command
     from mnist_ffn.shipped import copy_to, find
 
     item = find(name)
-    target = copy_to(item, Path(destination), force=force, folder=destination.endswith(("/", os.sep)))
+    target = copy_to(item, Path(destination), force=force, folder=names_a_folder(destination))
     print(f"wrote {target}")
     if item.kind == "preset":
         print_command("train with:", "mnist-ffn", "train", "--config", target)
@@ -567,9 +568,12 @@ def _interrupted(number: int) -> int:
     return _error(f"interrupted by {signal.Signals(number).name}", 128 + number)
 
 
+MAX_MESSAGE = 8_500  # characters: two of the longest paths a system takes and words around them, never a flood
+
+
 def _error(message: str, code: int) -> int:
     ignore_signals()
-    print(f"mnist-ffn: error: {one_line(message)}", file=sys.stderr)
+    print(f"mnist-ffn: error: {one_line(cut(message, MAX_MESSAGE))}", file=sys.stderr)
     return code
 
 

@@ -269,14 +269,16 @@ def read_toml(path: Path) -> dict:
     try:
         with open_regular(path) as file:
             return tomllib.load(file)
+    except (RecursionError, ValueError) as exc:
+        if isinstance(exc, tomllib.TOMLDecodeError | UnicodeDecodeError):
+            raise ConfigError([f"{path}: not valid TOML ({cut(str(exc), 200)})"]) from None
+        raise ConfigError([f"{path}: {TOO_LARGE}"]) from None
     except FileNotFoundError:
         raise ConfigError([f"config file not found: {path}"]) from None
     except IsADirectoryError:
         raise ConfigError([f"config file is a folder: {path}"]) from None
     except NotARegularFile as exc:
         raise ConfigError([f"{path}: {exc.strerror}, not a config file"]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
 
 
 def parse_override(override: str, problems: list[str]) -> dict | None:
@@ -291,6 +293,9 @@ def parse_override(override: str, problems: list[str]) -> dict | None:
         value = tomllib.loads(f"value = {raw_value.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw_value.strip()  # lets `--set model.activation=tanh` work without TOML quotes
+    except (RecursionError, ValueError):  # a number Python will not convert, lists nested past the stack
+        problems.append(f"--set {cut(key)}: {TOO_LARGE}")
+        return None
     section, _, name = key.partition(".")
     return {section: {name: value}}
 
@@ -312,6 +317,9 @@ def _merge(target: dict, source: dict, origin: str, problems: list[str]) -> None
             checked = _check_type(key, value, types[name], problems)
             if checked is not None:
                 target[section][name] = checked
+
+
+TOO_LARGE = "a value mnist-ffn cannot read: a number of more than 4,300 digits, or lists nested hundreds deep"
 
 
 # Names other tools use for the same knob; difflib cannot guess these from spelling alone.

@@ -321,6 +321,12 @@ def make_splits(
     """
     mean, std = (normalization["mean"], normalization["std"]) if normalization else (raw.info.mean, raw.info.std)
     available = len(raw.train_labels) - val_size
+    if raw.info.is_plane and len(raw.train_labels) < 2:  # the test share took (nearly) every point
+        total = len(raw.train_labels) + len(raw.test_labels)
+        raise DataError(
+            f"data.test_share holds out {len(raw.test_labels):,} of the {total:,} points of {raw.info.title}, "
+            f"leaving {len(raw.train_labels)} to train on; lower data.test_share"
+        )
     if available <= 0:
         held = len(raw.train_labels)
         where = f"{raw.info.title}: {held:,} for training and validation" if raw.info.is_plane else (

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from mnist_ffn.serving import (
     announce_exposure,
     bind_host,
     check_port,
+    page_url,
     quiet_server_logs,
 )
 
@@ -287,22 +290,33 @@ def serve(
     # A local page for one person: no usage reports to Gradio's servers (nor a wait on them offline).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        import gradio  # noqa: F401  (seconds to import: only once the checkpoint and the port are known good)
-        from starlette.middleware import Middleware
+        import gradio  # seconds to import: only once the checkpoint and the port are known good
+        import uvicorn
+        from fastapi import FastAPI
     except ImportError:
         raise MnistFfnError("the demo needs Gradio: pip install 'mnist-ffn[demo]'") from None
     quiet_server_logs()
     page = build_page(model)
     page.queue(default_concurrency_limit=4)
-    print(f"mnist-ffn demo: http://{host}:{port} (Ctrl-C to stop)", flush=True)
-    page.launch(
+    # Gradio's page on the project's own server, as the playground's: the same host check, any address (Gradio's
+    # launch() cannot name an IPv6 one)
+    app = gradio.mount_gradio_app(
+        FastAPI(docs_url=None, redoc_url=None, openapi_url=None),
+        page,
+        path="/",
         server_name=bind_host(host),
         server_port=port,
-        share=False,
-        inbrowser=open_browser,
         show_error=True,
-        quiet=True,
         max_file_size=MAX_FILE_BYTES,
         js=SELECT_BRUSH,  # the canvas starts with its brush in hand, so the first stroke draws
-        app_kwargs={"middleware": [Middleware(OnlyThisServer, allowed=allowed)]},  # no rebound name, no other site
     )
+    # Gradio refuses a call naming a file that no one uploaded (/etc/passwd) only on a page it calls launched, as
+    # launch() marks it; mounting does not (tests/test_demo.py sends such calls)
+    page.has_launched = True
+    app.add_middleware(OnlyThisServer, allowed=allowed)  # outermost: no rebound name, no other site
+    url = page_url(host, port)
+    print(f"mnist-ffn demo: {url} (Ctrl-C to stop)", flush=True)
+    if open_browser:
+        threading.Timer(1.0, lambda: webbrowser.open(url)).start()
+    config = uvicorn.Config(app, host=bind_host(host), port=port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import sys
+import threading
 
 import torch
 
@@ -62,12 +63,19 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+# torch's global generator is the process's: a run (its initial weights, its dropout masks) draws from it. Held
+# while a run of the API or a playground session trains, so that two threads training at once each get the numbers
+# their seed gives, as they would one after the other.
+GLOBAL_RANDOM = threading.RLock()
+
+
 @contextlib.contextmanager
 def callers_random_state():
     """torch's global random state (the CPU's, and every GPU's once CUDA is in use) as the caller left it, whatever
-    the block draws: a library call must not change what the caller's own next random numbers are."""
+    the block draws, and the block's draws its own (GLOBAL_RANDOM held): a library call must not change what the
+    caller's next random numbers are, nor another thread's run change its own."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
+    with GLOBAL_RANDOM, torch.random.fork_rng(devices=devices):
         yield
 
 

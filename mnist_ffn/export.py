@@ -20,6 +20,8 @@ from torch import nn
 from mnist_ffn import __version__
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.errors import MnistFfnError, UsageError
+from mnist_ffn.reading import names_a_folder
+from mnist_ffn.shell import cut
 
 FORMATS = ("onnx",)
 INPUT, OUTPUT = "pixels", "logits"
@@ -58,14 +60,15 @@ def default_output(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".onnx")
 
 
-def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onnx", force: bool = False) -> Path:
+def export(checkpoint: Path, out: Path | str | None = None, *, file_format: str = "onnx", force: bool = False) -> Path:
     """Write the checkpoint's network as `out` (default: beside the checkpoint); returns the path written.
 
     An existing file is replaced only with `force`, and never the checkpoint itself."""
     if file_format not in FORMATS:
         raise UsageError(f"--format {file_format}: choose one of {', '.join(FORMATS)}")
-    out = out if out is not None else default_output(checkpoint)
-    check_target(out, checkpoint, force=force, example="model.onnx")
+    written_as = str(out) if out is not None else ""
+    out = Path(out) if out is not None else default_output(checkpoint)
+    check_target(out, checkpoint, force=force, example="model.onnx", written_as=written_as)
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
@@ -100,16 +103,21 @@ def export(checkpoint: Path, out: Path | None = None, *, file_format: str = "onn
     return out
 
 
-def check_target(out: Path, checkpoint: Path, *, force: bool, example: str) -> None:
-    """Refuse, before anything is read or written, a target that is a folder, lies in no folder, is the
-    checkpoint being exported (whatever the path that names it), or exists without `force`."""
-    if out.is_dir():
-        raise UsageError(f"--out {out}: is a folder; give the file to write, e.g. {out / example}")
+def check_target(out: Path, checkpoint: Path, *, force: bool, example: str, written_as: str = "") -> None:
+    """Refuse, before anything is read or written, a target that is a folder (or written as one: `dir/`,
+    `dir/.`), lies in no folder, is the checkpoint being exported (whatever the path that names it), is not a
+    regular file (a device, a link), or exists without `force`. `written_as`: the path as it was typed."""
+    if out.is_dir() or names_a_folder(written_as):
+        raise UsageError(
+            f"--out {cut(written_as or str(out), 300)}: is a folder; give the file to write, e.g. {example}"
+        )
     if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: no such folder {out.parent}")
+        raise UsageError(f"--out {cut(str(out), 300)}: no such folder {cut(str(out.parent), 300)}")
     if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
         raise UsageError(f"--out {out}: is the checkpoint being exported; write the export to another file")
-    if (out.exists() or out.is_symlink()) and not force:
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise UsageError(f"--out {out}: not a regular file (a link, a device); name the file itself")
+    if out.exists() and not force:
         raise UsageError(f"--out {out}: exists; add --force to replace it")
 
 

@@ -18,7 +18,6 @@ import hashlib
 import math
 import os
 import re
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,12 +31,13 @@ from mnist_ffn.atomic import write_atomically
 from mnist_ffn.boundary import plane_grid
 from mnist_ffn.checkpoint import load_checkpoint, save_checkpoint
 from mnist_ffn.config import ACTIVATIONS, VALIDATION_SHARE, Config, config_from_dict
+from mnist_ffn.devices import GLOBAL_RANDOM
 from mnist_ffn.errors import ConfigError, PointsError, TrainingDiverged, UsageError
 from mnist_ffn.evaluation import evaluate
 from mnist_ffn.model import forward_with_activations
 from mnist_ffn.points import FEATURES, PLANE_SETS, POINTS, TooManyPoints, features, parse_csv, read_csv
 from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.shell import command_line
+from mnist_ffn.shell import command_line, cut
 from mnist_ffn.training import Trainer
 
 # What the page offers, each control's range: out of it, the page and the server refuse the setting.
@@ -70,10 +70,6 @@ MIN_POINTS = 20
 MAX_UPLOADS = 64  # uploaded CSVs kept at once (5 MB each at most)
 UPLOAD_IDLE_SECONDS = 30 * 60  # as long as an idle tab's session is kept
 MAX_STEPS_PER_EPOCH = 1_000  # a picture waits for an epoch: more steps than this and play stops being live
-# The dropout masks and the initial weights come from torch's process-wide generator, which every tab would
-# otherwise share: each session keeps its own state and trains holding this lock, so a tab's numbers never
-# depend on what another tab did meanwhile.
-_TORCH_RANDOM = threading.Lock()
 POINTS_FILE = "points.csv"  # a saved run's copy of the CSV it trained on
 
 
@@ -106,7 +102,7 @@ class Setting:
         parsed: dict[str, object] = {}
         for key, raw in values.items():
             if key not in fields:
-                problems.append(f"{key}: not a control of the playground")
+                problems.append(f"{cut(str(key))}: not a control of the playground")
                 continue
             text = ",".join(str(item) for item in raw) if isinstance(raw, list | tuple) else str(raw).strip()
             try:
@@ -124,7 +120,7 @@ class Setting:
     def problems(self) -> list[str]:
         found = []
         if self.dataset not in DATA_SETS:
-            found.append(f"dataset: must be one of {', '.join(DATA_SETS)}, got {self.dataset!r}")
+            found.append(f"dataset: must be one of {', '.join(DATA_SETS)}, got {cut(repr(self.dataset))}")
         if self.dataset == POINTS and not self.upload:
             found.append("dataset: points needs a CSV: upload one (a link cannot carry your file)")
         for key, (low, high) in LIMITS.items():
@@ -143,7 +139,7 @@ class Setting:
         if self.dataset != POINTS and steps > MAX_STEPS_PER_EPOCH:  # a CSV's count is known once it is read
             found.append(_too_many_steps(steps))
         if self.activation not in PAGE_ACTIVATIONS:
-            found.append(f"activation: must be one of {', '.join(PAGE_ACTIVATIONS)}, got {self.activation!r}")
+            found.append(f"activation: must be one of {', '.join(PAGE_ACTIVATIONS)}, got {cut(repr(self.activation))}")
         return found
 
     def config(self, points_file: Path | None = None, points: int | None = None) -> Config:
@@ -194,17 +190,17 @@ def _parse_value(key: str, text: str) -> object:
             return ()
         widths = [width.strip() for width in text.split(",")]
         if not all(re.fullmatch(r"[0-9]{1,4}", width) for width in widths):
-            raise ValueError(f"widths separated by commas, e.g. 4,2; got {text[:40]!r}")
+            raise ValueError(f"widths separated by commas, e.g. 4,2; got {cut(repr(text))}")
         return tuple(int(width) for width in widths)
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"must be a number, got {text!r}") from None
+        raise ValueError(f"must be a number, got {cut(repr(text))}") from None
     if not math.isfinite(value):
-        raise ValueError(f"must be a number, got {text!r}")
+        raise ValueError(f"must be a number, got {cut(repr(text))}")
     if key in INTEGERS:
         if value != int(value):
-            raise ValueError(f"must be a whole number, got {text!r}")
+            raise ValueError(f"must be a whole number, got {cut(repr(text))}")
         return int(value)
     return value
 
@@ -332,8 +328,10 @@ class Session:
 
     @contextmanager
     def _own_random(self):
-        """torch's generator holds this session's state while it trains (see _TORCH_RANDOM)."""
-        with _TORCH_RANDOM:
+        """torch's generator holds this session's state while it trains: the dropout masks and the initial weights
+        come from torch's process-wide generator, which every tab would otherwise share; each session keeps its own
+        state and trains holding GLOBAL_RANDOM, so a tab's numbers never depend on what another tab did meanwhile."""
+        with GLOBAL_RANDOM:
             others = torch.get_rng_state()
             torch.set_rng_state(self.random_state)
             try:

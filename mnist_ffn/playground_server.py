@@ -23,7 +23,7 @@ import webbrowser
 from importlib import resources
 from pathlib import Path
 
-from mnist_ffn.errors import ConfigError, MnistFfnError, UsageError
+from mnist_ffn.errors import MnistFfnError, UsageError
 from mnist_ffn.playground import (
     BOUNDARY_CELLS,
     DATA_SETS,
@@ -45,6 +45,7 @@ from mnist_ffn.serving import (
     announce_exposure,
     bind_host,
     check_port,
+    page_url,
     quiet_server_logs,
 )
 from mnist_ffn.shell import first_line, one_line
@@ -162,8 +163,7 @@ def build_app(playground: Playground, allowed: set[str]):
     app.add_middleware(OnlyThisServer, allowed=allowed)  # outermost: a foreign Host is refused before anything
 
     def refused(exc: Exception, status: int = 400) -> JSONResponse:
-        message = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
-        return JSONResponse({"error": one_line(message)}, status_code=status)
+        return JSONResponse({"error": one_line(str(exc))}, status_code=status)  # ConfigError lists 10 problems
 
     async def body(request: Request) -> dict:
         too_large = UsageError(f"a request larger than {MAX_BODY_BYTES // 2**20} MB; the playground reads up to that")
@@ -294,7 +294,7 @@ def serve(*, host: str, port: int, open_browser: bool, runs: Path, allow_hosts: 
     quiet_server_logs()
     with tempfile.TemporaryDirectory(prefix="mnist-ffn-playground-") as scratch:
         app = build_app(Playground(runs.absolute(), Path(scratch)), allowed)
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+        url = page_url(host, port)
         print(f"mnist-ffn playground: {url} (Ctrl-C to stop; saved runs go to {runs})", flush=True)
         if open_browser:
             threading.Timer(1.0, lambda: webbrowser.open(url)).start()

@@ -42,3 +42,9 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a file"
+
+
+def names_a_folder(text: str) -> bool:
+    """Whether a path as typed names a folder: `dir/`, `dir/.`, `dir/..` (which pathlib's Path turns into `dir`)."""
+    last = os.path.basename(text.rstrip("/" + os.sep))
+    return text.endswith(("/", os.sep)) or last in (".", "..") or text in (".", "..")

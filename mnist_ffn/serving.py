@@ -26,7 +26,13 @@ WILDCARDS = ("0.0.0.0", "::", "")
 
 def bound_addresses(host: str, port: int) -> list[str]:
     """The addresses a server started with `--host host` listens on, as the operating system resolves it."""
-    return list(dict.fromkeys(found[4][0] for found in _resolve(host, port)))
+    return list(dict.fromkeys(found[4][0] for found in _resolve(bind_host(host), port)))
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's address to print and open: an IPv6 address in brackets, as URLs write it."""
+    host = host.strip("[]")
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def _resolve(host: str, port: int) -> list[tuple]:
@@ -60,7 +66,7 @@ def exposure_warning(host: str, port: int, allowed: set[str]) -> str | None:
     addresses = bound_addresses(host, port)
     if all(is_loopback(address) for address in addresses):
         return None
-    whom = "this machine" if host in WILDCARDS else ", ".join(addresses)
+    whom = "this machine" if host.strip("[]") in WILDCARDS else ", ".join(addresses)
     names = ", ".join(sorted({name.rsplit(":", 1)[0] for name in allowed}))
     return (
         f"--host {cut(host)}: the page is open to everyone who can reach {whom} over the network, unencrypted; "
@@ -72,6 +78,7 @@ def allowed_hosts(host: str, port: int, extra: list[str] | tuple[str, ...] = ())
     """The Host headers the server answers to: this machine's loopback names, the host as typed, this machine's
     own names when it listens on every address, and `extra` (--allow-host); each with the port, and also without
     it on port 80, where browsers leave it out."""
+    host = host.strip("[]")
     names = {*LOOPBACK_NAMES, *extra}
     if host not in WILDCARDS:
         names.add(f"[{host}]" if ":" in host and not host.startswith("[") else host)
@@ -103,10 +110,13 @@ class OnlyThisServer:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
-            headers = {name.lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+            pairs = [(name.lower(), value.decode("latin-1")) for name, value in scope.get("headers", [])]
+            headers = dict(pairs)
             host = headers.get(b"host", "").lower()
             refusal = None
-            if _without_dot(host) not in self.allowed:
+            if any(sum(name == header for name, _ in pairs) > 1 for header in (b"host", b"origin")):
+                refusal = "not a request this page makes (two Host or Origin headers)"
+            elif _without_dot(host) not in self.allowed:
                 refusal = f"not a host this server answers to: {cut(host, 80)}"
             else:
                 origin = headers.get(b"origin")
@@ -138,7 +148,7 @@ async def _refuse(scope, receive, send, message: str) -> None:
 
 def check_port(host: str, port: int) -> None:
     """Refuse a host that is not this machine's, or a port already in use, before anything starts, naming it."""
-    family, kind, protocol, _, address = _resolve(bind_host(host), port)[0]
+    family, kind, protocol, _, address = _resolve(bind_host(host), port)[0]  # as the server will bind it
     with socket.socket(family, kind, protocol) as probe:
         # as the server binds: connections of a server just stopped, waiting out TIME_WAIT, do not hold the port
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -164,6 +174,9 @@ class MalformedRequestLine(logging.Filter):
     malformed body): one warning line on stderr instead of the server's traceback. The server goes on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info and "Invalid HTTP request" in record.getMessage():  # the server's own words for it
+            print("mnist-ffn: warning: refused a malformed request to the page", file=sys.stderr, flush=True)
+            return False
         if not record.exc_info:
             return True
         error = record.exc_info[1]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.errors import ConfigError, UsageError
+from mnist_ffn.shell import cut
 
 PACKAGES = {"preset": "mnist_ffn.configs", "sweep spec": "mnist_ffn.sweeps"}
 FOLDERS = {"preset": "configs", "sweep spec": "sweeps"}  # as a qualified name says it: configs/fashion
@@ -105,11 +106,11 @@ def find(name: str) -> Shipped:
         return matches[0]
     if matches:
         choices = " or ".join(match.qualified for match in matches)
-        raise ConfigError([f"{name}: both a preset and a sweep spec; say which: {choices}"])
+        raise ConfigError([f"{cut(name)}: both a preset and a sweep spec; say which: {choices}"])
     names = sorted({item.name for item in everything()})
     hint = difflib.get_close_matches(bare, names, n=1, cutoff=0.5)
     did_you_mean = f"; did you mean {hint[0]}?" if hint else ""
-    raise ConfigError([f"{name}: no preset or sweep spec of that name (see mnist-ffn configs){did_you_mean}"])
+    raise ConfigError([f"{cut(name)}: no preset or sweep spec of that name (see mnist-ffn configs){did_you_mean}"])
 
 
 def copy_to(item: Shipped, destination: Path, *, force: bool, folder: bool = False) -> Path:
@@ -117,9 +118,11 @@ def copy_to(item: Shipped, destination: Path, *, force: bool, folder: bool = Fal
     without `force`. `folder`: the destination was written as a folder (`new/`), which must exist. Returns the
     file written."""
     if folder and not destination.is_dir():
-        raise UsageError(f"{destination}/: no such folder; make it first, or name the file to write")
+        raise UsageError(f"{cut(str(destination), 300)}/: no such folder; make it first, or name the file to write")
     target = destination / f"{item.name}.toml" if destination.is_dir() else destination
-    if (target.exists() or target.is_symlink()) and not force:
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise UsageError(f"{target}: not a regular file (a link, a device); name the file itself")
+    if target.exists() and not force:
         raise UsageError(f"{target} exists; add --force to replace it")
     if not target.parent.is_dir():
         raise UsageError(f"{target.parent}: no such folder")

@@ -178,6 +178,9 @@ def run_sweep(
         size = spec.size_problem()
         if size:
             raise ConfigError([f"--trials {trials}: {size}"])
+    from mnist_ffn.devices import pick_device
+
+    pick_device(device)  # a device this machine lacks is one line here, not one per trial
     check_data(spec, data_dir)
     notes = _check_out_folder(out, spec, study_name, storage_url)
     with failures_as_one_line(storage_url, out):

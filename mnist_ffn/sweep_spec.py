@@ -314,6 +314,12 @@ def _read_space(table: object, base: Config, spec_folder: Path, problems: list[s
         where = f"space.{key}"
         if key == "data.points":
             value = absolute(value, spec_folder)
+            if base.data.dataset != "points":  # the base's other keys took MNIST's defaults, not a CSV's
+                problems.append(
+                    f"{where}: the base trains on {base.data.dataset}; set [base] data.points to one of these files "
+                    "too, so that every trial starts from a CSV's defaults"
+                )
+                continue
         if key not in ALL_KEYS:
             problems.append(f"{where}: unknown config key")
             continue

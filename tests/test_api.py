@@ -175,3 +175,51 @@ def test_predict_takes_pixel_arrays_and_bytes_as_the_files_they_are(tiny_run):
                  torch.from_numpy(pixels.copy())[None, None].float() / 255):  # fmt: skip
         assert torch.allclose(network.predict(same), expected, atol=1e-6)
     assert network.predict(numpy.stack([pixels, pixels])).shape == (2, 10)
+
+
+def test_two_threads_training_at_once_get_the_numbers_their_seeds_give(tmp_path):
+    """Dropout draws from torch's process-wide generator: two runs in two threads at once end as each ends alone."""
+    import threading
+
+    overrides = {"data.dataset": "circle", "model.dropout": 0.3, "train.epochs": 3}
+    alone = mnist_ffn.train(overrides=overrides, out=tmp_path / "alone").summary
+    results = {}
+    threads = [threading.Thread(target=lambda name=name: results.update({name: mnist_ffn.train(
+        overrides=overrides, out=tmp_path / name).summary})) for name in ("a", "b")]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in ("a", "b"):
+        assert results[name]["test_loss"] == alone["test_loss"], name
+
+
+def test_more_of_what_a_script_might_pass_is_one_line(tiny_run, tmp_path):
+    import numpy
+    from PIL import Image
+
+    network = mnist_ffn.load(tiny_run / "best.pt")
+    for wrong in (numpy.array(["a", "b"]), numpy.array([object()] * 4), numpy.ones((28, 28), dtype=complex)):
+        with pytest.raises(UsageError, match="predict: "):
+            network.predict(wrong)
+    with pytest.raises(ImageError, match="0x0 pixels"):
+        network.predict(Image.new("L", (0, 0)))
+    with pytest.raises(UsageError, match="overrides: give"):
+        mnist_ffn.train(overrides=5, out=tmp_path / "x")
+    with pytest.raises(UsageError, match="config: a preset's name or a TOML file, not 5"):
+        mnist_ffn.train(5, out=tmp_path / "x")
+    deep: list = []
+    for _ in range(5_000):
+        deep = [deep]
+    for value in (10**5_000, deep):
+        with pytest.raises(UsageError, match="4,300 digits"):
+            mnist_ffn.train(overrides={"model.hidden": value}, out=tmp_path / "x")
+    config = mnist_ffn.api.resolve_config(None, {"data.dataset": "xor", "optim.lr": numpy.float64(0.05)})
+    assert config.optim.lr == 0.05 and type(config.optim.lr) is float
+    with pytest.raises(ConfigError, match=r"optim\.lr: must be a finite number"):
+        mnist_ffn.api.resolve_config(None, {"optim.lr": numpy.float64("inf")})
+    points = mnist_ffn.load(mnist_ffn.train(overrides={"data.dataset": "xor", "train.epochs": 1},
+                                            out=tmp_path / "xor").best)  # fmt: skip
+    with pytest.raises(UsageError, match="predict_points"):
+        points.predict_points([[10**400, 1.0]])
+    assert not (tmp_path / "x").exists()

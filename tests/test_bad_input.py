@@ -444,3 +444,23 @@ def test_a_message_quotes_what_it_was_given_cut_short_however_long_it_was(tmp_pa
         assert_one_line_error(result, code, *fragments)
         assert len(result.stderr) < 1_500, (args[:2], len(result.stderr))
     assert not (tmp_path / "runs").exists() and sorted(path.name for path in tmp_path.iterdir()) == ["many.toml"]
+
+
+def test_numbers_too_long_and_lists_too_deep_are_one_line_wherever_they_are_written(tmp_path):
+    """A 5,000-digit number or lists nested a thousand deep, in --set, a config file or a sweep spec (Python refuses
+    to read either): one line, exit 2, nothing created."""
+    digits, deep = "9" * 5_000, "[" * 1_000 + "]" * 1_000
+    config = tmp_path / "big.toml"
+    config.write_text(f"[train]\nseed = {digits}\n")
+    nested = tmp_path / "deep.toml"
+    nested.write_text(f"[model]\nhidden = {deep}\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"[space]\ntrain.epochs = [1, {digits}]\n[sweep]\nseeds = [0]\n")
+    for args in (["train", "--set", f"train.seed={digits}"], ["train", "--set", f"model.hidden={deep}"],
+                 ["train", "--config", config], ["train", "--config", nested], ["sweep", spec, "--out", tmp_path / "s"],
+                 ["sweep", "lesson", "--set", f"train.epochs={digits}", "--out", tmp_path / "s"],
+                 ["compare", "--set", f"train.seed={digits}"]):  # fmt: skip
+        result = run_cli(*args)
+        assert_one_line_error(result, 2, "4,300 digits")
+        assert len(result.stderr) < 500
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["big.toml", "deep.toml", "spec.toml"]

@@ -116,3 +116,22 @@ def test_export_never_replaces_a_file_without_force_and_never_its_own_checkpoint
     assert_one_line_error(run_cli("export", tiny_run / "best.pt", "--out", out), 2, "exists", "--force")
     assert out.read_bytes() == first
     assert run_cli("export", tiny_run / "best.pt", "--out", out, "--force").returncode == 0
+
+
+def test_export_writes_files_only_never_a_device_a_fifo_or_through_a_link(tiny_run, tmp_path):
+    """--out naming something that is not a regular file (a FIFO here; /dev/null, run as root, is the same case)
+    is refused even with --force, and left as it was; so are a link and a name written as a folder (`dir/.`)."""
+    import os
+
+    onnxruntime()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.onnx"
+    link.symlink_to(tmp_path / "elsewhere.onnx")
+    folder = tmp_path / "outdir"
+    for target, fragment in ((fifo, "not a regular file"), (link, "not a regular file"),
+                             (f"{folder}/.", "is a folder"), (f"{folder}/", "is a folder")):  # fmt: skip
+        result = run_cli("export", tiny_run / "best.pt", "--out", target, "--force")
+        assert_one_line_error(result, 2, fragment)
+    assert fifo.is_fifo() and link.is_symlink() and not (tmp_path / "elsewhere.onnx").exists()
+    assert not (tmp_path / "outdir").exists()

@@ -201,3 +201,30 @@ def test_unwritable_folders_and_unreadable_files_are_one_line_and_destroy_nothin
     assert list(parent.iterdir()) == []
     assert_one_line_error(unreadable, 1, "train-images-idx3-ubyte.gz: cannot read it", "Permission denied")
     assert snapshot(tiny_run) == before
+
+
+def test_an_atomic_write_replaces_files_only(tmp_path):
+    """A FIFO, a socket or a device where a file is to be written is refused, not swapped for a file (as root, a
+    --out of /dev/null would otherwise lose the device); a folder there says so."""
+    import os
+    import socket
+
+    from mnist_ffn.atomic import write_text_atomically
+    from mnist_ffn.errors import WriteError
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "sock"))
+        for target in (fifo, tmp_path / "sock"):
+            with pytest.raises(WriteError, match="not a regular file"):
+                write_text_atomically(target, "x")
+        assert fifo.is_fifo() and (tmp_path / "sock").is_socket()
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(WriteError, match="Is a directory"):
+        write_text_atomically(tmp_path / "folder", "x")
+    write_text_atomically(tmp_path / "file", "x")
+    write_text_atomically(tmp_path / "file", "y")
+    assert (tmp_path / "file").read_text() == "y" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "file", "folder", "pipe", "sock"
+    ]  # fmt: skip

@@ -163,6 +163,11 @@ def test_the_servers_say_who_can_reach_them_by_the_address_bound_and_blame_a_bad
     assert allowed_hosts("127.1", 7861) == {"localhost:7861", "127.0.0.1:7861", "[::1]:7861", "127.1:7861"}
     assert {"localhost", "localhost:80"} <= allowed_hosts("127.0.0.1", 80)
     assert "evil.example:7861" not in allowed_hosts("0.0.0.0", 7861)
+    # an IPv6 address as a URL writes it, [::1], is the address ::1; the page's address puts it in brackets
+    from mnist_ffn.serving import bound_addresses, page_url
+
+    assert bound_addresses("[::1]", 7861) == ["::1"] and "[::1]:7861" in allowed_hosts("[::1]", 7861)
+    assert page_url("::1", 7861) == page_url("[::1]", 7861) == "http://[::1]:7861/"
     upload = tmp_path / "gradio-temp" / "4f1c" / "my photo.png"
     upload.parent.mkdir(parents=True)
     upload.write_text("not an image")

@@ -477,6 +477,38 @@ def get(server, path: str, headers: dict | None = None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def test_two_host_headers_or_a_megabyte_of_setting_get_one_short_refusal(server):
+    import http.client
+
+    for header in ("Host", "Origin"):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            connection.putrequest("POST", "/api/session", skip_host=True)
+            connection.putheader("Host", f"127.0.0.1:{server.port}")
+            if header == "Origin":
+                connection.putheader("Origin", "http://evil.example")
+                connection.putheader("Origin", server.url.rstrip("/"))
+            else:
+                connection.putheader("Host", "evil.example")
+            connection.putheader("Content-Type", "application/json")
+            body = b'{"setting": {}}'
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body)
+            assert connection.getresponse().status in (400, 403), header  # the HTTP parser or the page refuses it
+        finally:
+            connection.close()
+    huge = "x" * 3_000_000
+    for setting in (
+        {"dataset": huge},
+        {"activation": huge},
+        {"lr": huge},
+        {huge: 1},
+        {f"k{n}": 1 for n in range(10_000)},
+    ):
+        status, answer = post(server, "/api/session", {"setting": setting})
+        assert status == 400 and len(answer["error"]) < 1_500, (status, len(answer["error"]))
+
+
 def test_a_json_number_too_long_for_python_is_one_json_line_not_a_500(server):
     digits = "9" * 5_000  # beyond the 4,300 digits Python turns into an int
     for path in ("/api/session", "/api/frame", "/api/upload", "/api/save"):

@@ -56,6 +56,7 @@ def test_a_csv_of_points_alone_selects_them_with_its_own_classes(tmp_path):
         ('1,2,0\n3,4,1\n5,"6,0\n', ["row 3", "expected 3 values"]),
         ("1,2,0\n3,4," + "9" * 5_000 + "\n", ["row 2", "whole number", "(5,002 characters)"]),
         ("1,2,0\n" + "x" * 3_000 + ",4,1\n", ["row 2", "numbers", "(3,002 characters)"]),
+        ("1,2,0\n3,4," + "1" * 21 + "\n", ["row 2", "whole number"]),
     ],
     ids=[
         "missing",
@@ -70,6 +71,7 @@ def test_a_csv_of_points_alone_selects_them_with_its_own_classes(tmp_path):
         "unclosed-quote",
         "5000-digit-label",
         "3000-character-x1",
+        "label-beyond-64-bits",
     ],
 )
 def test_a_bad_csv_is_one_line_naming_the_file_and_row_and_exit_2_before_anything_is_made(content, fragments, tmp_path):
@@ -204,3 +206,26 @@ def test_the_python_api_reads_a_csv_as_the_cli_does(tmp_path):
     with pytest.raises(PointsError, match="row 2: not a row of x1,x2,label"):
         mnist_ffn.train(overrides={"data.points": csv}, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_test_share_that_leaves_nothing_to_train_on_says_so(tmp_path):
+    csv = tmp_path / "three.csv"
+    csv.write_text("1,1,0\n2,2,1\n3,3,0\n")
+    result = run_cli("train", "--set", f"data.points={csv}", "--set", "data.test_share=0.9", "--out", tmp_path / "r")
+    assert_one_line_error(result, 1, "data.test_share holds out 3 of the 3 points", "lower data.test_share")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_sweep_over_csvs_needs_a_base_that_is_one(tmp_path):
+    """[space] data.points with a base of MNIST: every other key would take MNIST's defaults, not a CSV's."""
+    pytest.importorskip("optuna", reason="needs the sweep extra: pip install -e '.[sweep]'")
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.csv").write_text(quadrants(60))
+    spec = tmp_path / "csvs.toml"
+    spec.write_text('[space]\ndata.points = ["a.csv", "b.csv"]\n[sweep]\nseeds = [0]\n')
+    result = run_cli("sweep", spec, "--out", tmp_path / "s")
+    assert_one_line_error(result, 2, "space.data.points", "set [base] data.points")
+    spec.write_text('[base]\ndata.points = "a.csv"\ntrain.epochs = 2\n[space]\ndata.points = ["a.csv", "b.csv"]\n'
+                    '[sweep]\nseeds = [0]\npruner = "none"\n')  # fmt: skip
+    swept = run_cli("sweep", spec, "--out", tmp_path / "s", "--quiet")
+    assert swept.returncode == 0, swept.stderr

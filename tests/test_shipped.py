@@ -154,3 +154,17 @@ def test_configs_copy_into_a_folder_that_is_not_there_writes_nothing(tmp_path, m
     (tmp_path / "newdir").mkdir()
     copied = run_cli("configs", "copy", "smoke", "newdir/")
     assert copied.returncode == 0 and (tmp_path / "newdir" / "smoke.toml").is_file()
+
+
+def test_configs_copy_writes_a_file_only_and_quotes_a_name_short(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(run_cli("configs", "copy", "smoke", "newdir/."), 2, "no such folder")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert_one_line_error(run_cli("configs", "copy", "smoke", fifo, "--force"), 2, "not a regular file")
+    assert fifo.is_fifo() and sorted(path.name for path in tmp_path.iterdir()) == ["pipe"]
+    long = run_cli("configs", "show", "a" * 100_000)
+    assert_one_line_error(long, 2, "no preset or sweep spec of that name")
+    assert len(long.stderr) < 300

@@ -344,6 +344,9 @@ def test_bad_sweep_commands_are_one_line_and_create_nothing(tmp_path):
     (other / "notes.txt").write_text("mine")
     assert_one_line_error(run_cli("sweep", spec, "--out", other), 2, "is not a sweep folder")
 
+    if not torch.cuda.is_available():  # a device this machine lacks: one line, before any folder or trial
+        assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "c", "--device", "cuda"), 1, "--device cuda")
+        assert not (tmp_path / "c").exists()
     assert_one_line_error(run_cli("sweep", "--report", tmp_path), 2, "not a sweep folder")
     assert_one_line_error(run_cli("sweep"), 2, "give a sweep spec")
 
