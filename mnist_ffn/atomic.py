@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mnist_ffn.errors import WriteError
+from mnist_ffn.shell import reason
 
 TEMP_SUFFIX = ".mnist-ffn-partial"
 
@@ -31,7 +32,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except FileNotFoundError:
         mode = None
     except OSError as exc:  # a name too long, a file on the way
-        raise WriteError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+        raise WriteError(f"cannot write {path}: {reason(exc)}") from None
     if mode is not None and stat.S_ISDIR(mode):
         raise WriteError(f"cannot write {path}: {os.strerror(errno.EISDIR)}")
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
@@ -51,9 +52,8 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
                 os.unlink(temp_name)
         cause = _os_error_in(exc)
         if cause is not None:
-            reason = cause.strerror or str(cause) or type(cause).__name__
             kept = f"; the previous {path.name} is unchanged" if path.is_file() else ""
-            raise WriteError(f"cannot write {path}: {reason}{kept}") from None
+            raise WriteError(f"cannot write {path}: {reason(cause)}{kept}") from None
         raise
     _fsync_folder(path.parent)  # makes the rename itself survive a power cut
 

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from mnist_ffn.config import ModelConfig, OptimConfig
 from mnist_ffn.optim import fused_sgd
-from mnist_ffn.shell import first_line
+from mnist_ffn.shell import reason
 
 # -- activations: f and its derivative f' -------------------------------------------------------------
 # forward(z, out) writes a = f(z); derivative(z, a, out) writes f'(z), given z and a = f(z).
@@ -263,7 +263,7 @@ class BackpropEngine:
             try:
                 graph = self.capture(static_x, static_labels)
             except RuntimeError as exc:
-                return self.fall_back(f"could not be captured ({first_line(exc)})", static_x, static_labels)
+                return self.fall_back(f"could not be captured ({reason(exc)})", static_x, static_labels)
             return self.first_replay(graph, static_x, static_labels)
         if self.graph is None:
             self.train_step(static_x, static_labels)
@@ -272,7 +272,7 @@ class BackpropEngine:
         try:
             self.graph.replay()
         except RuntimeError as exc:  # a launch that failed ran nothing: this batch is taken eagerly
-            self.fall_back(f"failed on replay ({first_line(exc)})", static_x, static_labels)
+            self.fall_back(f"failed on replay ({reason(exc)})", static_x, static_labels)
 
     def capture(self, static_x: Tensor, static_labels: Tensor):
         """train_step recorded as a CUDA graph; recording runs nothing, so the parameters are untouched."""
@@ -291,7 +291,7 @@ class BackpropEngine:
             graph.replay()
         except RuntimeError as exc:
             self._restore(before)
-            return self.fall_back(f"failed on its first replay ({first_line(exc)})", static_x, static_labels)
+            return self.fall_back(f"failed on its first replay ({reason(exc)})", static_x, static_labels)
         replayed = [tensor.clone() for tensor in self._state()[0]]
         self._restore(before)
         self.train_step(static_x, static_labels)

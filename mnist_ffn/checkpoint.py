@@ -31,6 +31,7 @@ from mnist_ffn.errors import CheckpointError, ConfigError
 from mnist_ffn.model import build_model
 from mnist_ffn.points import FEATURES, MAX_CLASSES
 from mnist_ffn.reading import open_regular
+from mnist_ffn.shell import reason
 
 FORMAT = "mnist-ffn checkpoint"
 FORMAT_VERSION = 1
@@ -255,6 +256,7 @@ def restore_model(path: Path, checkpoint: dict) -> nn.Sequential:
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first_line = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: its weights do not fit the architecture it declares ({first_line})") from None
+        raise CheckpointError(
+            f"{path}: its weights do not fit the architecture it declares ({reason(exc, 'last')})"
+        ) from None
     return model

@@ -29,6 +29,7 @@ from mnist_ffn.atomic import write_atomically
 from mnist_ffn.datasets import DATASETS, DatasetInfo, tensor_cache_dir
 from mnist_ffn.errors import DataError, WriteError
 from mnist_ffn.reading import open_regular
+from mnist_ffn.shell import reason
 
 if TYPE_CHECKING:
     from mnist_ffn.config import DataConfig
@@ -232,8 +233,7 @@ def _try_download(data_dir: Path, info: DatasetInfo) -> str:
     try:
         getattr(torchvision.datasets, info.folder)(root=str(data_dir), train=True, download=True)
     except Exception as exc:  # network, disk and checksum failures all end in the same advice
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        return f"the download failed ({lines[-1] if lines else type(exc).__name__})"
+        return f"the download failed ({reason(exc, 'last')})"
     finally:
         socket.setdefaulttimeout(previous_timeout)
     return "the download left no files"
@@ -278,7 +278,7 @@ def _file_bytes(path: Path) -> bytes:
         with open_regular(path) as file:
             return file.read()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+        raise DataError(f"{path}: cannot read it ({reason(exc)})") from None
 
 
 def _read_bytes(path: Path) -> bytes:

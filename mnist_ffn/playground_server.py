@@ -48,7 +48,7 @@ from mnist_ffn.serving import (
     page_url,
     quiet_server_logs,
 )
-from mnist_ffn.shell import first_line, one_line
+from mnist_ffn.shell import one_line, reason
 
 MAX_SESSIONS = 16  # tabs training at once; the oldest idle one goes first
 SESSION_IDLE_SECONDS = 30 * 60
@@ -195,7 +195,7 @@ def build_app(playground: Playground, allowed: set[str]):
         except OSError as exc:  # the server's disk: full, or its folders gone
             return refused(OSError(f"the server could not write its files ({exc.strerror or exc})"), 500)
         except RuntimeError as exc:  # torch refusing numbers no check foresaw: the tab hears it, the server goes on
-            return refused(RuntimeError(f"this setting cannot be trained ({first_line(exc)})"), 500)
+            return refused(RuntimeError(f"this setting cannot be trained ({reason(exc)})"), 500)
 
     @app.get("/", response_class=HTMLResponse)
     def index():

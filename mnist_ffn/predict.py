@@ -20,6 +20,7 @@ from mnist_ffn.data import IMAGE_SIDE
 from mnist_ffn.datasets import DATASETS
 from mnist_ffn.errors import ImageError, UsageError
 from mnist_ffn.reading import NotARegularFile, open_regular
+from mnist_ffn.shell import reason
 
 INK_THRESHOLD = 0.2  # a pixel is ink if brighter than this fraction of the brightest pixel (after inversion)
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is plenty for one digit; larger files are refused before decoding
@@ -51,7 +52,7 @@ def read_image(path: Path, name: str | None = None) -> Image.Image:
     except NotARegularFile as exc:
         raise ImageError(f"{shown}: {exc.strerror}, not an image file") from None
     except OSError as exc:  # the file could not be read (Pillow's own decoding errors are _decode's)
-        raise ImageError(f"{shown}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+        raise ImageError(f"{shown}: cannot read it ({reason(exc)})") from None
 
 
 def decode_image(data: bytes, name: str = "the image's bytes") -> Image.Image:

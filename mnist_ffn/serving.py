@@ -18,7 +18,7 @@ import socket
 import sys
 
 from mnist_ffn.errors import UsageError
-from mnist_ffn.shell import cut, one_line
+from mnist_ffn.shell import cut, one_line, reason
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 WILDCARDS = ("0.0.0.0", "::", "")
@@ -40,8 +40,7 @@ def _resolve(host: str, port: int) -> list[tuple]:
     try:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise UsageError(f"--host {cut(host)}: not an address or name of this machine ({reason})") from None
+        raise UsageError(f"--host {cut(host)}: not an address or name of this machine ({reason(exc)})") from None
 
 
 def bind_host(host: str) -> str:

@@ -52,10 +52,16 @@ def shown(value: object, limit: int = QUOTED_LIMIT) -> str:
     return cut(text, limit)
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception as a reason in parentheses: the first line of its message (cut at `limit`), or its type."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+def reason(exc: BaseException, line: str = "first", limit: int = 200) -> str:
+    """What an exception says went wrong, for a message's parentheses: an operating system error's own words
+    (`No space left on device`), else the first or the last (`line`) non-empty line of its message (torch and
+    SQLAlchemy end theirs with the cause; most begin with it), cut at `limit`; its type where it says nothing."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return str(exc.strerror)[:limit]
+    lines = [text.strip() for text in str(exc).splitlines() if text.strip()]
+    if not lines:
+        return type(exc).__name__
+    return (lines[0] if line == "first" else lines[-1])[:limit]
 
 
 def one_line(message: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from mnist_ffn.errors import MnistFfnError, UsageError
+from mnist_ffn.shell import reason
 
 JOURNAL_FILE = "journal.log"  # the study, without PostgreSQL
 JOURNAL_LOCK = "journal.lock"  # flock()ed by the process writing to the journal
@@ -79,13 +80,13 @@ def open_storage(url: str | None, out: Path):
         try:
             return _rdb_storage(optuna, url)
         except Exception as exc:  # SQLAlchemy and psycopg report a refused or misspelt server in many ways
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            why = reason(exc, limit=10_000)
             # Machines starting together on an empty database race to create Optuna's tables: the winner's
             # commit takes milliseconds, so try again soon, after a random wait that keeps losers apart.
-            if ("duplicate" in reason or "already exists" in reason) and attempt < attempts - 1:
+            if ("duplicate" in why or "already exists" in why) and attempt < attempts - 1:
                 time.sleep(random.uniform(0.05, 0.25))
                 continue
-            raise MnistFfnError(f"--storage {shown}: cannot use the database ({_hidden(reason, url)[:200]})") from None
+            raise MnistFfnError(f"--storage {shown}: cannot use the database ({_hidden(why, url)[:200]})") from None
     raise AssertionError("unreachable")
 
 
@@ -225,9 +226,8 @@ def storage_failure(exc: BaseException, url: str | None, out: Path) -> str | Non
     seen = 0
     while exc is not None and seen < 10:
         if url is None and isinstance(exc, OSError):
-            reason = exc.strerror or type(exc).__name__
             return (
-                f"cannot write the study's journal {out / JOURNAL_FILE} ({reason}); every finished trial is "
+                f"cannot write the study's journal {out / JOURNAL_FILE} ({reason(exc)}); every finished trial is "
                 "kept: free some space and rerun the same command"
             )
         if url is not None and isinstance(exc, tuple(lost)):

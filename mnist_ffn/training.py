@@ -50,6 +50,7 @@ from mnist_ffn.optim import learning_rate
 from mnist_ffn.process import StopSignals
 from mnist_ffn.report import epoch_line, start_line
 from mnist_ffn.run_folder import RunFolder, resume_command
+from mnist_ffn.shell import reason
 
 
 @dataclass
@@ -131,8 +132,9 @@ class Trainer:
             self.shuffle_generator.set_state(state.shuffle_rng)
             self.augment_generator.set_state(state.augment_rng)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{self.run.last_checkpoint}: cannot resume from it ({reason})") from None
+            raise CheckpointError(
+                f"{self.run.last_checkpoint}: cannot resume from it ({reason(exc, 'last')})"
+            ) from None
         self.progress = Progress(**state.progress)
         self.saved_epoch = self.progress.epoch
         self.run_id = state.run_id
