@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mnist_ffn.config import ModelConfig, OptimConfig
+from mnist_ffn.config import ModelConfig, OptimConfig, activation_function
 from mnist_ffn.optim import fused_sgd
 from mnist_ffn.shell import reason
 
@@ -107,7 +107,6 @@ ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(lambda z, out: torch.sigmoid(z, out=out), _sigmoid_derivative),
     "softplus": Activation(lambda z, out: torch._C._nn.softplus(z, 1, 20, out=out), _softplus_derivative),
 }
-ACTIVATIONS["none"] = ACTIVATIONS["identity"]
 
 
 def add_scaled(param: Tensor, direction: Tensor, scale: float | Tensor) -> None:
@@ -159,7 +158,7 @@ class BackpropEngine:
         self.weights = [layer.weight.detach() for layer in linears]  # W_l: (out, in)
         self.biases = [layer.bias.detach() for layer in linears]  # b_l: (out,)
         self.parameters = [p for pair in zip(self.weights, self.biases, strict=True) for p in pair]  # model order
-        self.activation = ACTIVATIONS[model_config.activation]
+        self.activation = ACTIVATIONS[activation_function(model_config.activation)]
         self.keep = 1.0 - model_config.dropout
         self.label_smoothing = label_smoothing
         self.optim = optim_config

@@ -18,13 +18,12 @@ import json
 from pathlib import Path
 
 from mnist_ffn.atomic import write_text_atomically
-from mnist_ffn.config import ACTIVATIONS, Config, same_but_threads
+from mnist_ffn.config import ACTIVATIONS, Config, activation_function, same_but_threads
 from mnist_ffn.errors import ConfigError, TrainingInterrupted, UsageError
 from mnist_ffn.points import POINTS, file_digest
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 from mnist_ffn.train_into import check_trained_on, train_into
 
-SAME_ACTIVATION = {"none": "identity"}  # two names for one function
 COLUMNS = ("activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds")
 
 
@@ -37,7 +36,7 @@ def parse_activations(text: str) -> list[str]:
         )
     seen: dict[str, str] = {}
     for name in names:
-        same = SAME_ACTIVATION.get(name, name)
+        same = activation_function(name)
         if same in seen:
             twice = name if seen[same] == name else f"{seen[same]} and {name} (the same function)"
             raise ConfigError([f"--activations: {twice} listed twice; each activation is trained once"])

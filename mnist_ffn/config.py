@@ -26,6 +26,15 @@ from mnist_ffn.reading import NotARegularFile, open_regular
 from mnist_ffn.shell import cut, shown
 
 ACTIVATIONS = ("identity", "none", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
+ACTIVATION_ALIASES = {"none": "identity"}  # another name people use for a function: the one table of them
+ACTIVATION_FUNCTIONS = tuple(name for name in ACTIVATIONS if name not in ACTIVATION_ALIASES)
+
+
+def activation_function(name: str) -> str:
+    """The function an activation's name stands for: `none` is identity."""
+    return ACTIVATION_ALIASES.get(name, name)
+
+
 # What `compare` trains by default: no non-linearity, the two classic squashing functions, and ReLU.
 LESSON_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
 SCHEDULES = ("constant", "step", "cosine")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mnist_ffn.config import ModelConfig
+from mnist_ffn.config import ModelConfig, activation_function
 from mnist_ffn.data import IMAGE_PIXELS
 
 ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
     "identity": nn.Identity,
-    "none": nn.Identity,
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
@@ -32,7 +31,7 @@ def build_model(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_
     width = inputs
     for hidden_width in config.hidden:
         layers.append(nn.Linear(width, hidden_width))
-        layers.append(ACTIVATION_LAYERS[config.activation]())
+        layers.append(ACTIVATION_LAYERS[activation_function(config.activation)]())
         if config.dropout > 0:
             layers.append(nn.Dropout(config.dropout))
         width = hidden_width

@@ -30,7 +30,7 @@ from torch import nn
 from mnist_ffn.atomic import write_atomically
 from mnist_ffn.boundary import plane_grid
 from mnist_ffn.checkpoint import load_checkpoint, save_checkpoint
-from mnist_ffn.config import ACTIVATIONS, VALIDATION_SHARE, Config, config_from_dict
+from mnist_ffn.config import ACTIVATION_FUNCTIONS, VALIDATION_SHARE, Config, config_from_dict
 from mnist_ffn.devices import GLOBAL_RANDOM
 from mnist_ffn.errors import ConfigError, PointsError, TrainingDiverged, UsageError
 from mnist_ffn.evaluation import evaluate
@@ -60,7 +60,7 @@ LIMITS = {
 }
 INTEGERS = {"samples", "arms", "batch", "seed"}
 DATA_SETS = (*PLANE_SETS, POINTS)
-PAGE_ACTIVATIONS = tuple(name for name in ACTIVATIONS if name != "none")  # "none" is identity's other name
+PAGE_ACTIVATIONS = ACTIVATION_FUNCTIONS  # one name for each function: identity, not also none
 TRAIN_SLICE_SECONDS = 0.04  # training between two pictures while playing: what keeps 10+ redraws a second
 BOUNDARY_CELLS = 64  # the boundary's grid along each axis (the page smooths it when it draws)
 NEURON_CELLS = 24  # each neuron's map

@@ -24,8 +24,7 @@ from torch import nn
 
 from mnist_ffn.backprop import ACTIVATIONS, BackpropEngine
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, read_training_state
-from mnist_ffn.config import ACTIVATIONS as CONFIG_ACTIVATIONS
-from mnist_ffn.config import load_config
+from mnist_ffn.config import ACTIVATION_FUNCTIONS, load_config
 from mnist_ffn.engines import AutogradEngine, build_engine, engine_name
 from mnist_ffn.model import ACTIVATION_LAYERS, build_model
 from mnist_ffn.optim import learning_rate
@@ -34,7 +33,7 @@ from mnist_ffn.run_folder import RunFolder
 from mnist_ffn.training import Trainer, train
 
 TOLERANCE = 2e-5
-ACTIVATION_NAMES = [name for name in CONFIG_ACTIVATIONS if name != "none"]  # "none" is identity's alias
+ACTIVATION_NAMES = list(ACTIVATION_FUNCTIONS)  # "none" is identity's alias
 VARIANTS = {  # the rest of a config, and the schedule that drives the learning rate
     "plain": ([], "constant"),
     "dropout+smoothing": (["model.dropout=0.3", "train.label_smoothing=0.1"], "cosine"),

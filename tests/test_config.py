@@ -226,7 +226,7 @@ def test_each_list_has_one_source():
     import inspect
 
     from mnist_ffn import cli, compare
-    from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS
+    from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, activation_function
     from mnist_ffn.data import DATASETS as DATA_DATASETS
     from mnist_ffn.datasets import DATASETS
     from mnist_ffn.model import ACTIVATION_LAYERS
@@ -234,7 +234,7 @@ def test_each_list_has_one_source():
 
     assert DATA_DATASETS is DATASETS and (*DATASETS, *PLANE_SETS, POINTS) == DATASET_NAMES
     assert [choice.value for choice in cli.DatasetName] == list(DATASET_NAMES)
-    assert set(ACTIVATION_LAYERS) == set(ACTIVATIONS)
+    assert set(ACTIVATION_LAYERS) == {activation_function(name) for name in ACTIVATIONS}
     assert set(LESSON_ACTIVATIONS) <= set(ACTIVATIONS)
     default = inspect.signature(cli.compare).parameters["activations"].default
     assert compare.parse_activations(default) == list(LESSON_ACTIVATIONS)

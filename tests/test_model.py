@@ -2,12 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_ffn.config import ACTIVATIONS, ModelConfig
+from mnist_ffn.config import ACTIVATION_FUNCTIONS, ACTIVATIONS, ModelConfig, activation_function
 from mnist_ffn.model import ACTIVATION_LAYERS, architecture, build_model, count_parameters
 
 
 def test_every_configurable_activation_has_a_layer():
-    assert tuple(ACTIVATION_LAYERS) == ACTIVATIONS
+    """Every name config accepts is a function with its layer (`none` through the one alias table), and no layer
+    is for a name config refuses."""
+    assert tuple(ACTIVATION_LAYERS) == ACTIVATION_FUNCTIONS
+    assert {activation_function(name) for name in ACTIVATIONS} == set(ACTIVATION_LAYERS)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
