@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_ffn.config import AugmentConfig
-from mnist_ffn.data import IMAGE_SIDE
+from mnist_ffn.datasets import IMAGE_SIDE
 
 
 def is_enabled(config: AugmentConfig) -> bool:

@@ -42,7 +42,6 @@ DATASET_NAMES = (*DATASETS, *PLANE_SETS, POINTS)
 PRECISIONS = ("fp32", "bf16")
 ENGINES = ("auto", "backprop", "autograd")
 TRAIN_SET_SIZE = 60_000  # both MNIST and Fashion-MNIST ship 60k training and 10k test images
-INPUT_PIXELS = 28 * 28
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit, and the augmentation generator takes seed + 1
 MAX_THREADS = 4_096  # torch.set_num_threads takes a C int; no CPU has more cores than this
 BYTES_PER_PARAMETER = 4 * 5  # float32 weights, gradients, momentum, and the copies a checkpoint save makes
@@ -462,13 +461,23 @@ def validate(config: Config) -> list[str]:
     # The field is drawn on a grid of 28 / (2 sigma) cells: below half a pixel it is noise, and the grid explodes.
     require(augment.elastic_sigma >= 0.5, "augment.elastic_sigma", "must be >= 0.5 pixels", augment.elastic_sigma)
     if all(width > 0 for width in model.hidden):
-        problems.extend(_memory_problems(model, train))
+        problems.extend(_memory_problems(model, train, data))
     return problems
 
 
-def training_bytes(model: ModelConfig, batch_size: int) -> tuple[int, int]:
+def network_size(data: DataConfig) -> tuple[int, int]:
+    """(inputs, classes) of the network a data set asks for, as the config knows it before the data is read: a
+    CSV's classes are counted at most (MAX_CLASSES)."""
+    if data.dataset in DATASETS:
+        info = DATASETS[data.dataset]
+        return info.inputs, len(info.classes)
+    inputs = len(data.features) if isinstance(data.features, list) else 2
+    return inputs, data.arms if data.dataset == "spiral" else MAX_CLASSES if data.dataset == POINTS else 2
+
+
+def training_bytes(model: ModelConfig, batch_size: int, inputs: int, classes: int) -> tuple[int, int]:
     """(parameters, bytes) a run needs: BYTES_PER_PARAMETER each, plus a batch of activations and their gradients."""
-    widths = [INPUT_PIXELS, *model.hidden, 10]
+    widths = [inputs, *model.hidden, classes]
     parameters = sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(widths))
     activations = 4 * 4 * batch_size * sum(widths)  # z, a, dropout mask and gradient per unit, float32
     return parameters, parameters * BYTES_PER_PARAMETER + activations
@@ -481,10 +490,10 @@ def physical_memory() -> int | None:
         return None
 
 
-def _memory_problems(model: ModelConfig, train: TrainConfig) -> list[str]:
+def _memory_problems(model: ModelConfig, train: TrainConfig, data: DataConfig) -> list[str]:
     """Refuse a network that cannot fit in this machine's memory before anything is created or deleted."""
     available = physical_memory()
-    parameters, needed = training_bytes(model, max(train.batch_size, 0))
+    parameters, needed = training_bytes(model, max(train.batch_size, 0), *network_size(data))
     if available is None or needed <= available:
         return []
     return [

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from mnist_ffn.atomic import write_atomically
-from mnist_ffn.datasets import DATASETS, DatasetInfo, tensor_cache_dir
+from mnist_ffn.datasets import DATASETS, IMAGE_SIDE, DatasetInfo, tensor_cache_dir
 from mnist_ffn.errors import DataError, WriteError
 from mnist_ffn.reading import open_regular
 from mnist_ffn.shell import reason
@@ -34,8 +34,6 @@ from mnist_ffn.shell import reason
 if TYPE_CHECKING:
     from mnist_ffn.config import DataConfig
 
-IMAGE_SIDE = 28
-IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 FILE_NAMES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",

@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+IMAGE_SIDE = 28  # every image data set's: 28 x 28 pixels, one channel
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -20,7 +23,7 @@ class DatasetInfo:
     mean: float  # pixel mean and std of the training set, in [0, 1] units
     std: float
     classes: tuple[str, ...]
-    inputs: int = 28 * 28  # the network's input width: pixels, or a 2-D set's features
+    inputs: int = IMAGE_PIXELS  # the network's input width: pixels, or a 2-D set's features
     features: tuple[str, ...] = ()  # a 2-D set's: how a point becomes the network's input (see points.py)
     scale: float = 0.0  # a 2-D set's: coordinates are divided by it before the features are computed
 

@@ -1,4 +1,4 @@
-"""The model: an nn.Sequential of Linear + activation blocks ending in a Linear to 10 logits.
+"""The model: an nn.Sequential of Linear + activation blocks ending in a Linear to one logit per class.
 
 Each hidden block computes z = W x + b, then a = f(z). With f = identity the whole stack
 collapses to one linear map (W2 (W1 x + b1) + b2 = W x + b), which is why `identity`
@@ -10,7 +10,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mnist_ffn.config import ModelConfig, activation_function
-from mnist_ffn.data import IMAGE_PIXELS
+from mnist_ffn.datasets import DATASETS, IMAGE_PIXELS
+
+MNIST_CLASSES = len(DATASETS["mnist"].classes)  # what a network is for unless told: MNIST's ten digits
 
 ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
     "identity": nn.Identity,
@@ -25,7 +27,7 @@ ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_PIXELS) -> nn.Sequential:
+def build_model(config: ModelConfig, num_classes: int = MNIST_CLASSES, inputs: int = IMAGE_PIXELS) -> nn.Sequential:
     """`inputs` wide (784 pixels, or a 2-D set's features) to `num_classes` logits."""
     layers: list[nn.Module] = [nn.Flatten()]  # accepts (N, 28, 28) images as well as (N, 784) rows
     width = inputs
@@ -58,12 +60,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def layer_widths(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_PIXELS) -> str:
+def layer_widths(config: ModelConfig, num_classes: int = MNIST_CLASSES, inputs: int = IMAGE_PIXELS) -> str:
     """e.g. '784-512-256-10': input, hidden and output widths."""
     return "-".join(str(width) for width in [inputs, *config.hidden, num_classes])
 
 
-def architecture(config: ModelConfig, num_classes: int = 10, inputs: int = IMAGE_PIXELS) -> str:
+def architecture(config: ModelConfig, num_classes: int = MNIST_CLASSES, inputs: int = IMAGE_PIXELS) -> str:
     """e.g. '784-512-256-10 relu': the layer widths a person would draw."""
     widths = layer_widths(config, num_classes, inputs)
     return f"{widths} {config.activation}" if config.hidden else f"{widths} (softmax regression)"

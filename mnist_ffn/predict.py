@@ -16,8 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_ffn.atomic import write_atomically
-from mnist_ffn.data import IMAGE_SIDE
-from mnist_ffn.datasets import DATASETS
+from mnist_ffn.datasets import DATASETS, IMAGE_SIDE
 from mnist_ffn.errors import ImageError, UsageError
 from mnist_ffn.reading import NotARegularFile, open_regular
 from mnist_ffn.shell import reason
