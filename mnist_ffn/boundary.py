@@ -38,8 +38,8 @@ def plane_grid(extent: float, cells: int = RESOLUTION) -> torch.Tensor:
 
 
 def _network_and_points(run: RunFolder):
-    from mnist_ffn.api import load
     from mnist_ffn.data import check_same_points, load_data
+    from mnist_ffn.network import load
 
     network = load(run.best_checkpoint, device="cpu")
     config = network.config

@@ -27,8 +27,8 @@ from mnist_ffn.data import normalize
 from mnist_ffn.datasets import DATASETS
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import CheckpointError, ImageError, MnistFfnError, UsageError
+from mnist_ffn.images import preprocess, read_image, to_pil
 from mnist_ffn.model import architecture, forward_with_activations
-from mnist_ffn.predict import preprocess, read_image, to_pil
 from mnist_ffn.serving import (
     OnlyThisServer,
     allowed_hosts,

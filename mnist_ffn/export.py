@@ -74,7 +74,7 @@ def export(checkpoint: Path, out: Path | str | None = None, *, file_format: str 
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
     except ImportError:
         raise MnistFfnError("export needs the export extra: pip install 'mnist-ffn[export]'") from None
-    from mnist_ffn.api import load
+    from mnist_ffn.network import load
 
     network = load(checkpoint, device="cpu")
     layers = nn.Sequential(*network)

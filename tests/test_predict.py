@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mnist_ffn.errors import ImageError
-from mnist_ffn.predict import preprocess, read_image, to_pil
+from mnist_ffn.images import preprocess, read_image, to_pil
 from tests.helpers import assert_one_line_error, real_data_dir, run_cli
 
 
