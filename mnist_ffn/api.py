@@ -166,7 +166,7 @@ def evaluate(
 ) -> dict:
     """Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a split (test, val or
     train): the dict `mnist-ffn eval --json` prints."""
-    from mnist_ffn.evaluation import evaluate_checkpoint
+    from mnist_ffn.scores import evaluate_checkpoint
 
     if split not in SPLITS:
         raise UsageError(f"split {shown(split)}: choose one of {', '.join(SPLITS)}")

@@ -20,15 +20,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch import nn
 
-from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
-from mnist_ffn.data import normalize
 from mnist_ffn.datasets import DATASETS
-from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import CheckpointError, ImageError, MnistFfnError, UsageError
 from mnist_ffn.images import preprocess, read_image, to_pil
-from mnist_ffn.model import architecture, forward_with_activations
+from mnist_ffn.model import architecture
+from mnist_ffn.network import load
 from mnist_ffn.serving import (
     OnlyThisServer,
     allowed_hosts,
@@ -81,24 +78,20 @@ class Answer:
 
 
 class DemoModel:
-    """A checkpoint ready to answer images: the model, its classes, its normalization, its layers."""
+    """A checkpoint ready to answer images: the trained network (mnist_ffn.network) and the page's names for it."""
 
     def __init__(self, checkpoint_path: Path, device: str = "auto"):
-        checkpoint = load_checkpoint(checkpoint_path)  # one line and exit 1 for anything that is not one
-        self.config = checkpoint_config(checkpoint_path, checkpoint)
-        self.dataset = checkpoint["dataset"]
-        self.classes = list(checkpoint["classes"])
-        if "plane" in checkpoint:
-            raise UsageError(f"{checkpoint_path}: a network of 2-D points ({self.dataset}); the demo reads drawings")
-        info = DATASETS.get(self.dataset)
-        if info is None or self.dataset != self.config.data.dataset or len(self.classes) != len(info.classes):
+        network = load(checkpoint_path, device=device)  # one line and exit 1 for anything that is not a checkpoint
+        if network.plane is not None:
+            raise UsageError(f"{checkpoint_path}: a network of 2-D points ({network.dataset}); the demo reads drawings")
+        info = DATASETS.get(network.dataset)
+        if info is None or network.dataset != network.config.data.dataset or len(network.classes) != len(info.classes):
             raise CheckpointError(
-                f"{checkpoint_path}: says it was trained on {self.dataset!r} with {len(self.classes)} classes, "
-                f"but its config says {self.config.data.dataset!r}: not a checkpoint mnist-ffn wrote"
+                f"{checkpoint_path}: says it was trained on {network.dataset!r} with {len(network.classes)} classes, "
+                f"but its config says {network.config.data.dataset!r}: not a checkpoint mnist-ffn wrote"
             )
-        self.device = pick_device(device)
-        self.model: nn.Sequential = restore_model(checkpoint_path, checkpoint).to(self.device).eval()
-        self.normalization = checkpoint["normalization"]
+        self.network = network
+        self.config, self.dataset, self.classes = network.config, network.dataset, network.classes
         activation = self.config.model.activation
         self.layers = [Layer(number, width, activation) for number, width in enumerate(self.config.model.hidden, 1)]
         self.header = _header(checkpoint_path, self.config, self.dataset)
@@ -106,14 +99,11 @@ class DemoModel:
     def answer(self, image: Image.Image) -> Answer:
         """The forward pass, layer by layer, for one image (raises ImageError for a blank or unreadable one)."""
         frame = preprocess(image, self.dataset)  # (28, 28), 0-255: exactly what `predict` feeds the model
-        x = normalize(frame[None], self.normalization["mean"], self.normalization["std"]).to(self.device)
-        with torch.inference_mode():
-            logits, activations = forward_with_activations(self.model, x)
-            probabilities = torch.softmax(logits.float(), dim=1)[0].cpu()
+        probabilities, activations = self.network.forward_pass(frame[None])
         return Answer(
-            probabilities={name: float(p) for name, p in zip(self.classes, probabilities, strict=True)},
+            probabilities={name: float(p) for name, p in zip(self.classes, probabilities[0], strict=True)},
             seen=to_pil(frame),
-            activations=[a[0].float().cpu() for a in activations],
+            activations=[a[0] for a in activations],
         )
 
 

@@ -81,9 +81,15 @@ class Network(nn.Sequential):
 
     def probabilities(self, frames: torch.Tensor) -> torch.Tensor:
         """Class probabilities for 28x28 frames with pixel values 0-255, shape (N, 28, 28), as predict makes them."""
+        return self.forward_pass(frames)[0]
+
+    def forward_pass(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """For frames (N, 28, 28) of pixels 0-255: the class probabilities (N, classes) and each hidden layer's
+        a = f(z), (N, width) per layer: the lesson's forward pass, as the demo page shows it."""
         batch = normalize(frames, self.normalization["mean"], self.normalization["std"]).to(self.device)
         with torch.inference_mode():
-            return torch.softmax(self(batch).float(), dim=1).cpu()
+            logits, found = forward_with_activations(self, batch)
+            return torch.softmax(logits.float(), dim=1).cpu(), [a.float().cpu() for a in found]
 
 
 def as_images(images) -> list[Image.Image]:
