@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from mnist_ffn.figures import save
+from mnist_ffn.points import PLANE_SETS, POINTS, plane_grid
 from mnist_ffn.run_folder import RunFolder
 
 RESOLUTION = 160  # grid points along each axis of the plane
@@ -25,16 +25,7 @@ def is_plane_run(run: RunFolder) -> bool:
 
 
 def _is_plane(dataset: str) -> bool:
-    from mnist_ffn.points import PLANE_SETS, POINTS
-
     return dataset in (*PLANE_SETS, POINTS)
-
-
-def plane_grid(extent: float, cells: int = RESOLUTION) -> torch.Tensor:
-    """The plane [-extent, extent]^2 as (cells^2, 2) points, rows from the bottom up."""
-    axis = torch.linspace(-extent, extent, cells)
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
-    return torch.stack([x.flatten(), y.flatten()], dim=1)
 
 
 def _network_and_points(run: RunFolder):
@@ -52,7 +43,7 @@ def _draw_boundary(axes, network, raw, title: str) -> None:
     from matplotlib.colors import ListedColormap
 
     extent = network.plane["scale"] * 1.05
-    grid = plane_grid(extent)
+    grid = plane_grid(extent, RESOLUTION)
     probabilities = network.predict_points(grid)
     classes = probabilities.argmax(dim=1).view(RESOLUTION, RESOLUTION)
     colours = [f"C{index % 10}" for index in range(len(network.classes))]
@@ -78,8 +69,6 @@ def _draw_boundary(axes, network, raw, title: str) -> None:
 
 def plot_boundary(run: RunFolder, plt) -> list[Path]:
     """boundary.png and neurons.png for a 2-D run folder."""
-    from mnist_ffn.plot import save
-
     network, raw = _network_and_points(run)
     summary = run.read_summary() if run.summary.is_file() else {}
     accuracy = f", test accuracy {summary['test_accuracy']:.1%}" if "test_accuracy" in summary else ""
@@ -94,10 +83,8 @@ def plot_boundary(run: RunFolder, plt) -> list[Path]:
 
 
 def plot_neurons(run: RunFolder, network, plt) -> Path:
-    from mnist_ffn.plot import save
-
     extent = network.plane["scale"] * 1.05
-    grid = plane_grid(extent)
+    grid = plane_grid(extent, RESOLUTION)
     layers = network.activations(network.inputs_of_points(grid))
     if not layers:  # softmax regression: no hidden neuron, only the output's straight boundary
         figure, axes = plt.subplots(figsize=(4, 1.5), dpi=120)
@@ -128,8 +115,6 @@ def plot_neurons(run: RunFolder, network, plt) -> Path:
 
 def plot_boundaries(folder: Path, rows: list[dict], plt) -> Path:
     """boundaries.png of a 2-D compare folder: one boundary per activation, side by side."""
-    from mnist_ffn.plot import save
-
     figure, axes_row = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 4.4), dpi=120, squeeze=False)
     for row, axes in zip(rows, axes_row[0], strict=True):
         network, raw = _network_and_points(RunFolder(folder / row["activation"]))

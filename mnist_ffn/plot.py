@@ -8,22 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.boundary import is_plane_run, plot_boundaries, plot_boundary
 from mnist_ffn.errors import DamagedFile, MnistFfnError, UsageError
+from mnist_ffn.figures import pyplot, save
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 from mnist_ffn.sweep_results import RESULTS_JSON
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise MnistFfnError("plotting needs matplotlib: pip install 'mnist-ffn[plot]'") from None
-    matplotlib.use("Agg")  # files only; no window, no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_folder(folder: Path) -> list[Path]:
@@ -34,7 +23,7 @@ def plot_folder(folder: Path) -> list[Path]:
         written = [plot_comparison(folder)]
         rows = read_comparison(folder)
         if is_plane_run(RunFolder(folder / rows[0]["activation"])):
-            written.append(plot_boundaries(folder, rows, _pyplot()))
+            written.append(plot_boundaries(folder, rows, pyplot()))
         return written
     if (folder / RESULTS_JSON).is_file():
         return [plot_sweep(folder)]
@@ -45,13 +34,13 @@ def plot_folder(folder: Path) -> list[Path]:
     if run.summary.is_file():
         written.append(plot_confusion(run))
     if is_plane_run(run):
-        written += plot_boundary(run, _pyplot())
+        written += plot_boundary(run, pyplot())
     return written
 
 
 def plot_curves(run: RunFolder) -> list[Path]:
     rows = run.read_metrics()
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [int(row["epoch"]) for row in rows]
     written = []
     for name, title, scale in (("loss", "Cross-entropy loss", 1.0), ("acc", "Accuracy (%)", 100.0)):
@@ -73,7 +62,7 @@ def plot_curves(run: RunFolder) -> list[Path]:
 
 
 def plot_confusion(run: RunFolder) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     summary = run.read_summary()
     matrix, classes = summary["test_confusion_matrix"], summary["classes"]
     square = isinstance(classes, list) and isinstance(matrix, list) and len(matrix) == len(classes) > 0
@@ -129,7 +118,7 @@ def read_comparison(folder: Path) -> list[dict]:
 def plot_comparison(folder: Path) -> Path:
     rows = read_comparison(folder)
     histories = {row["activation"]: RunFolder(folder / row["activation"]).read_metrics() for row in rows}
-    plt = _pyplot()
+    plt = pyplot()
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     names = [row["activation"] for row in rows]
     accuracies = [row["test_accuracy"] * 100 for row in rows]
@@ -163,7 +152,7 @@ def plot_sweep(folder: Path) -> Path:
                 raise ValueError("points with different keys")
     except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
         raise DamagedFile(f"{path}: damaged, not the {RESULTS_JSON} mnist-ffn writes ({exc})") from None
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes_row = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), dpi=120, squeeze=False)
     for key, axes in zip(keys, axes_row[0], strict=True):
         values = list(dict.fromkeys(json.dumps(point["params"][key]) for point in points))
@@ -192,8 +181,3 @@ def plot_sweep(folder: Path) -> Path:
     saved = save(figure, folder / "sweep.png")
     plt.close(figure)
     return saved
-
-
-def save(figure, path: Path) -> Path:
-    write_atomically(path, lambda file: figure.savefig(file, format="png"))
-    return path

@@ -223,3 +223,13 @@ def features(xy, names: list[str], scale: float):
         "sin_x2": lambda: torch.sin(u2 * PLAYGROUND_SCALE),
     }
     return torch.stack([columns[name]() for name in names], dim=1)
+
+
+def plane_grid(extent: float, cells: int):
+    """The plane [-extent, extent]^2 as (cells^2, 2) points, rows from the bottom up: where a boundary or a
+    neuron's map is drawn."""
+    import torch
+
+    axis = torch.linspace(-extent, extent, cells)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten()], dim=1)

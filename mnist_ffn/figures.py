@@ -1,0 +1,26 @@
+"""matplotlib for the PNGs mnist-ffn draws: loaded on first use (the plot extra), drawing to files only, each PNG
+written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnist_ffn.atomic import write_atomically
+from mnist_ffn.errors import MnistFfnError
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: files only, no window, no display needed."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise MnistFfnError("plotting needs matplotlib: pip install 'mnist-ffn[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(figure, path: Path) -> Path:
+    write_atomically(path, lambda file: figure.savefig(file, format="png"))
+    return path
