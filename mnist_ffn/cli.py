@@ -333,7 +333,7 @@ def compare(
         progress_bars=not quiet and not as_json,
     )
     if as_json:
-        from mnist_ffn.report import strict_json
+        from mnist_ffn.atomic import strict_json
 
         print(strict_json(comparison))
     elif not quiet:
@@ -386,7 +386,8 @@ def sweep(
     Rerunning the same command continues the sweep; the same command on other machines with the same
     --storage joins it. Needs the sweep extra: pip install 'mnist-ffn[sweep]'.
     """
-    from mnist_ffn.report import print_sweep, strict_json
+    from mnist_ffn.atomic import strict_json
+    from mnist_ffn.report import print_sweep
 
     if report is not None:
         if overrides:
@@ -498,7 +499,7 @@ def _resolve_config(config: str | None, overrides: list[str], dataset: DatasetNa
 
 def _show(report: dict, as_json: bool, print_tables) -> None:
     """One JSON object for scripts, or tables for people."""
-    from mnist_ffn.report import strict_json
+    from mnist_ffn.atomic import strict_json
 
     if as_json:
         print(strict_json(report))

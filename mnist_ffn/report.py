@@ -1,9 +1,8 @@
-"""What people read: the lines printed while training, and rich tables for summaries, evaluations, comparisons."""
+"""What people read in a terminal: rich tables for summaries, evaluations, predictions, comparisons, sweeps, and
+the commands to paste after them."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 from rich.console import Console
@@ -16,58 +15,12 @@ from mnist_ffn.shell import command_line
 console = Console()
 
 
-def strict_json(value) -> str:
-    """JSON that strict parsers accept: a NaN or infinite number (a diverged model's loss) becomes null."""
-
-    def finite(item):
-        if isinstance(item, float) and not math.isfinite(item):
-            return None
-        if isinstance(item, dict):
-            return {key: finite(inner) for key, inner in item.items()}
-        if isinstance(item, list | tuple):
-            return [finite(inner) for inner in item]
-        return item
-
-    return json.dumps(finite(value), indent=2, allow_nan=False)
-
-
-def start_line(
-    *,
-    resumed_at_epoch: int | None,
-    architecture: str,
-    parameters: int,
-    device: str,
-    threads: int | None,
-    train_images: int,
-    val_images: int,
-    dataset_title: str,
-    epochs: int,
-    batch_size: int,
-) -> str:
-    """The first line of `train`: what is trained, on what, for how long."""
-    where = f"resuming at epoch {resumed_at_epoch}" if resumed_at_epoch else "training"
-    on = f"{device}, {threads} threads" if threads else device
-    return (
-        f"{where} {architecture} ({parameters:,} parameters) on {on}: {train_images:,} train / "
-        f"{val_images:,} val {_unit(dataset_title)} of {dataset_title}, {epochs} epochs of batch {batch_size}"
-    )
-
-
 TITLES = {info.title for info in DATASETS.values()}
 
 
 def _unit(dataset: str) -> str:
     """What a data set's items are called: images, or a 2-D set's points (`dataset` is a name or a title)."""
     return "images" if dataset in DATASETS or dataset in TITLES else "points"
-
-
-def epoch_line(row: dict, epochs: int) -> str:
-    """One line per epoch, from its metrics.csv row."""
-    width = len(str(epochs))
-    line = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
-    if row["val_acc"] is not None:
-        line += f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
-    return line + f"  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
 
 
 def print_train_summary(summary: dict, run_dir: Path) -> None:

@@ -48,7 +48,6 @@ from mnist_ffn.evaluation import evaluate
 from mnist_ffn.model import architecture, build_model, count_parameters
 from mnist_ffn.optim import learning_rate
 from mnist_ffn.process import StopSignals
-from mnist_ffn.report import epoch_line, start_line
 from mnist_ffn.run_folder import RunFolder, resume_command
 from mnist_ffn.shell import reason
 
@@ -214,6 +213,7 @@ class Trainer:
             train_images=len(self.splits["train"]),
             val_images=len(self.splits["val"]),
             dataset_title=self.raw.info.title,
+            unit="points" if self.raw.info.is_plane else "images",
             epochs=self.config.train.epochs,
             batch_size=self.config.train.batch_size,
         )
@@ -357,6 +357,41 @@ class Trainer:
             "torch_version": str(torch.__version__),
             "mnist_ffn_version": __version__,
         }
+
+
+# -- the lines printed while training ----------------------------------------------------------------------
+
+
+def start_line(
+    *,
+    resumed_at_epoch: int | None,
+    architecture: str,
+    parameters: int,
+    device: str,
+    threads: int | None,
+    train_images: int,
+    val_images: int,
+    dataset_title: str,
+    unit: str,
+    epochs: int,
+    batch_size: int,
+) -> str:
+    """The first line of `train`: what is trained, on what, for how long."""
+    where = f"resuming at epoch {resumed_at_epoch}" if resumed_at_epoch else "training"
+    on = f"{device}, {threads} threads" if threads else device
+    return (
+        f"{where} {architecture} ({parameters:,} parameters) on {on}: {train_images:,} train / "
+        f"{val_images:,} val {unit} of {dataset_title}, {epochs} epochs of batch {batch_size}"
+    )
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per epoch, from its metrics.csv row."""
+    width = len(str(epochs))
+    line = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+    if row["val_acc"] is not None:
+        line += f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
+    return line + f"  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
 
 
 def train(
