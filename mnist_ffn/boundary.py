@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mnist_ffn.datasets import PLANE_SETS, POINTS
 from mnist_ffn.figures import save
-from mnist_ffn.points import PLANE_SETS, POINTS, plane_grid
+from mnist_ffn.plane import plane_grid
 from mnist_ffn.run_folder import RunFolder
 
 RESOLUTION = 160  # grid points along each axis of the plane
@@ -29,8 +30,9 @@ def _is_plane(dataset: str) -> bool:
 
 
 def _network_and_points(run: RunFolder):
-    from mnist_ffn.data import check_same_points, load_data
+    from mnist_ffn.data import load_data
     from mnist_ffn.network import load
+    from mnist_ffn.raw import check_same_points
 
     network = load(run.best_checkpoint, device="cpu")
     config = network.config

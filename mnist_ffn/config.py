@@ -19,9 +19,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_ffn.datasets import DATASETS
+from mnist_ffn.datasets import DATASETS, FEATURES, MAX_CLASSES, PLANE_SETS, POINTS
 from mnist_ffn.errors import ConfigError, PointsError
-from mnist_ffn.points import FEATURES, MAX_CLASSES, PLANE_SETS, POINTS, read_csv
+from mnist_ffn.points import read_csv
 from mnist_ffn.reading import NotARegularFile, open_regular
 from mnist_ffn.shell import cut, shown
 

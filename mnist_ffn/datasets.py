@@ -10,6 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+PLANE_SETS = ("circle", "xor", "gauss", "spiral")
+POINTS = "points"  # data.dataset of a CSV's points (data.points = FILE selects it)
+FEATURES = ("x1", "x2", "x1^2", "x2^2", "x1*x2", "sin_x1", "sin_x2")
+MAX_CLASSES = 100
+PLAYGROUND_SCALE = 6.0  # the Playground draws its points in [-6, 6] x [-6, 6]
 IMAGE_SIDE = 28  # every image data set's: 28 x 28 pixels, one channel
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 

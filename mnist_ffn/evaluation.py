@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_ffn.data import Split
+from mnist_ffn.splits import Split
 
 
 @dataclass

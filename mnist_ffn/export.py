@@ -50,7 +50,7 @@ class WithFeatures(nn.Module):
         self.network, self.names, self.scale = network, list(names), float(scale)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        from mnist_ffn.points import features
+        from mnist_ffn.plane import features
 
         return self.network(features(points, self.names, self.scale))
 

@@ -14,13 +14,13 @@ from torch import nn
 
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from mnist_ffn.config import Config
-from mnist_ffn.data import normalize
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import ImageError, UsageError
 from mnist_ffn.images import decode_image, preprocess, read_image, to_pil
 from mnist_ffn.model import forward_with_activations
-from mnist_ffn.points import features
+from mnist_ffn.plane import features
 from mnist_ffn.shell import shown
+from mnist_ffn.splits import normalize
 
 
 class Network(nn.Sequential):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_ffn.data import DATASETS, check_same_points, load_data, make_splits
+from mnist_ffn.data import load_data
+from mnist_ffn.datasets import DATASETS
 from mnist_ffn.devices import torch_threads
 from mnist_ffn.errors import DataError, UsageError
 from mnist_ffn.evaluation import evaluate
 from mnist_ffn.model import architecture
 from mnist_ffn.network import load
+from mnist_ffn.raw import check_same_points
+from mnist_ffn.splits import make_splits
 
 
 def evaluate_checkpoint(

@@ -32,7 +32,7 @@ from mnist_ffn.checkpoint import (
     training_contents,
 )
 from mnist_ffn.config import Config, load_config
-from mnist_ffn.data import check_same_points, load_data, make_splits, shuffled_batches
+from mnist_ffn.data import load_data
 from mnist_ffn.devices import device_name, peak_memory, pick_device
 from mnist_ffn.engines import build_engine
 from mnist_ffn.errors import (
@@ -48,8 +48,10 @@ from mnist_ffn.evaluation import evaluate
 from mnist_ffn.model import architecture, build_model, count_parameters
 from mnist_ffn.optim import learning_rate
 from mnist_ffn.process import StopSignals
+from mnist_ffn.raw import check_same_points
 from mnist_ffn.run_folder import RunFolder, resume_command
 from mnist_ffn.shell import reason
+from mnist_ffn.splits import make_splits, shuffled_batches
 
 
 @dataclass

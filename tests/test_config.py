@@ -227,12 +227,10 @@ def test_each_list_has_one_source():
 
     from mnist_ffn import cli, compare
     from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, activation_function
-    from mnist_ffn.data import DATASETS as DATA_DATASETS
-    from mnist_ffn.datasets import DATASETS
+    from mnist_ffn.datasets import DATASETS, PLANE_SETS, POINTS
     from mnist_ffn.model import ACTIVATION_LAYERS
-    from mnist_ffn.points import PLANE_SETS, POINTS
 
-    assert DATA_DATASETS is DATASETS and (*DATASETS, *PLANE_SETS, POINTS) == DATASET_NAMES
+    assert (*DATASETS, *PLANE_SETS, POINTS) == DATASET_NAMES
     assert [choice.value for choice in cli.DatasetName] == list(DATASET_NAMES)
     assert set(ACTIVATION_LAYERS) == {activation_function(name) for name in ACTIVATIONS}
     assert set(LESSON_ACTIVATIONS) <= set(ACTIVATIONS)

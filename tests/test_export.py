@@ -26,7 +26,7 @@ def session(path):
 @pytest.mark.real_data
 def test_the_exported_file_reproduces_eval_on_all_10000_test_images(default_run, tmp_path):
     import mnist_ffn
-    from mnist_ffn.data import load_dataset
+    from mnist_ffn.idx import load_dataset
 
     onnxruntime()  # skips early without the extra
     out = tmp_path / "model.onnx"
@@ -40,7 +40,7 @@ def test_the_exported_file_reproduces_eval_on_all_10000_test_images(default_run,
     assert logits.shape == (10_000, 10)
 
     network = mnist_ffn.load(default_run / "best.pt", device="cpu")
-    from mnist_ffn.data import normalize
+    from mnist_ffn.splits import normalize
 
     with torch.inference_mode():
         expected = network(normalize(raw.test_images, network.normalization["mean"], network.normalization["std"]))

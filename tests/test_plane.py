@@ -15,7 +15,7 @@ import torch
 import mnist_ffn
 from mnist_ffn.config import load_config
 from mnist_ffn.data import load_data
-from mnist_ffn.points import generate
+from mnist_ffn.plane import generate
 from tests.helpers import assert_one_line_error, best_line_accuracy, run_cli
 
 

@@ -128,7 +128,7 @@ def test_redrawing_a_digit_does_not_change_what_the_network_reads(default_run, t
     within HESITATION of each other, a redrawing may tip the balance: there the original's class stays among the
     redrawing's two best."""
     import mnist_ffn
-    from mnist_ffn.data import load_dataset
+    from mnist_ffn.idx import load_dataset
 
     raw = load_dataset(real_data_dir(), "mnist")
     count = 30
