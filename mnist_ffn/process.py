@@ -1,9 +1,8 @@
-"""What the whole process does, whichever command runs: its streams, its signals and its exit.
+"""What the whole `mnist-ffn` process does, whichever command runs: its streams, its signals and its exit.
 
 - stdout outlives its reader (GuardedStdout): `train ... | head -1` must not stop training halfway;
 - stdout and stderr write what their encoding cannot show as escapes, never a UnicodeEncodeError;
-- SIGINT and SIGTERM become `Interrupted` (StopSignals defers them while a training step runs, so
-  that the step ends and last.pt is saved first);
+- SIGINT and SIGTERM become `Interrupted` (training defers them itself: mnist_ffn.signals);
 - the executable ends with os._exit after flushing (fast_exit): torch's teardown is skipped.
 """
 
@@ -14,7 +13,6 @@ import errno
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 
 from mnist_ffn.errors import Interrupted
@@ -112,52 +110,6 @@ def ignore_signals() -> None:
     """For the last words: a second Ctrl-C must not cut the one line of error short."""
     for number in SIGNALS:
         signal.signal(number, signal.SIG_IGN)
-
-
-def ignore_ctrl_c() -> None:
-    """In a sweep's worker: Ctrl-C reaches the whole process group, and the sweep stops its workers itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class StopSignals:
-    """SIGINT and SIGTERM, at any moment, end in one line and exit code 128 + the signal's number.
-
-    Inside `deferring()` (training steps and epoch ends) a first signal only asks the loop to save
-    last.pt and stop after the current step. Anywhere else (loading data, the final evaluation)
-    there is nothing to save first, and a second SIGINT is an impatient person: both raise
-    `Interrupted` at once, which `train` turns into a message that says what state the folder is in.
-    """
-
-    def __init__(self):
-        self.received: int | None = None
-        self._deferring = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignals:
-        # Only the main thread may take signals: a run started from another thread (a web app's, a pool's) trains
-        # there just the same, and a Ctrl-C reaches the main thread as it would without it.
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    @contextlib.contextmanager
-    def deferring(self):
-        self._deferring = True
-        try:
-            yield
-        finally:
-            self._deferring = False
-
-    def _handle(self, number: int, frame) -> None:
-        if self._deferring and self.received is None:
-            self.received = number
-            return
-        raise Interrupted(number)
 
 
 def fast_exit(main: Callable[[], None]) -> None:

@@ -40,7 +40,7 @@ from mnist_ffn.errors import (
     TrainingInterrupted,
     UsageError,
 )
-from mnist_ffn.process import ignore_ctrl_c
+from mnist_ffn.signals import ignore_ctrl_c
 from mnist_ffn.sweep_results import collect_results, latest_by_folder, write_results
 from mnist_ffn.sweep_spec import Range, SweepSpec, load_spec, point_config, spec_toml
 from mnist_ffn.sweep_storage import (

@@ -48,8 +48,8 @@ from mnist_ffn.config import load_config
 from mnist_ffn.datasets import DATASETS, resolve_data_dir
 from mnist_ffn.devices import device_name, pick_device
 from mnist_ffn.idx import FILE_NAMES, find_files
-from mnist_ffn.process import StopSignals
 from mnist_ffn.run_folder import RunFolder
+from mnist_ffn.signals import StopSignals
 from mnist_ffn.training import Trainer
 
 WIDTHS = [784, 512, 512, 10]

@@ -28,8 +28,8 @@ from mnist_ffn.config import ACTIVATION_FUNCTIONS, load_config
 from mnist_ffn.engines import AutogradEngine, build_engine, engine_name
 from mnist_ffn.model import ACTIVATION_LAYERS, build_model
 from mnist_ffn.optim import learning_rate
-from mnist_ffn.process import StopSignals
 from mnist_ffn.run_folder import RunFolder
+from mnist_ffn.signals import StopSignals
 from mnist_ffn.training import Trainer, train
 
 TOLERANCE = 2e-5
