@@ -23,8 +23,8 @@ from mnist_ffn.config import TOO_LARGE, Config, load_config, toml_value
 from mnist_ffn.datasets import resolve_data_dir
 from mnist_ffn.devices import callers_random_state
 from mnist_ffn.errors import UsageError
+from mnist_ffn.messages import shown
 from mnist_ffn.network import Network, load
-from mnist_ffn.shell import shown
 from mnist_ffn.shipped import resolve
 
 __all__ = ["Network", "TrainResult", "evaluate", "load", "resolve_config", "train"]

@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from mnist_ffn.config import ModelConfig, OptimConfig, activation_function
+from mnist_ffn.messages import reason
 from mnist_ffn.optim import fused_sgd
-from mnist_ffn.shell import reason
 
 # -- activations: f and its derivative f' -------------------------------------------------------------
 # forward(z, out) writes a = f(z); derivative(z, a, out) writes f'(z), given z and a = f(z).

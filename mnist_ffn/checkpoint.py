@@ -22,14 +22,13 @@ import torch
 from torch import nn
 
 from mnist_ffn import __version__
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.config import DATASET_NAMES, Config, config_from_dict
 from mnist_ffn.datasets import DATASETS, FEATURES, IMAGE_PIXELS, MAX_CLASSES, DatasetInfo
 from mnist_ffn.devices import callers_random_state
 from mnist_ffn.errors import CheckpointError, ConfigError
+from mnist_ffn.files import open_regular, write_atomically
+from mnist_ffn.messages import reason
 from mnist_ffn.model import build_model
-from mnist_ffn.reading import open_regular
-from mnist_ffn.shell import reason
 
 FORMAT = "mnist-ffn checkpoint"
 FORMAT_VERSION = 1

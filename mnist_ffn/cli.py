@@ -24,8 +24,8 @@ from typer.exceptions import TyperException
 from mnist_ffn import __version__
 from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, reference_text
 from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
+from mnist_ffn.messages import QUOTED_LIMIT, cut, one_line
 from mnist_ffn.process import command_process, fast_exit, ignore_signals, signal_received
-from mnist_ffn.shell import QUOTED_LIMIT, cut, one_line
 
 app = typer.Typer(
     name="mnist-ffn",
@@ -333,7 +333,7 @@ def compare(
         progress_bars=not quiet and not as_json,
     )
     if as_json:
-        from mnist_ffn.atomic import strict_json
+        from mnist_ffn.files import strict_json
 
         print(strict_json(comparison))
     elif not quiet:
@@ -386,7 +386,7 @@ def sweep(
     Rerunning the same command continues the sweep; the same command on other machines with the same
     --storage joins it. Needs the sweep extra: pip install 'mnist-ffn[sweep]'.
     """
-    from mnist_ffn.atomic import strict_json
+    from mnist_ffn.files import strict_json
     from mnist_ffn.report import print_sweep
 
     if report is not None:
@@ -473,7 +473,7 @@ def configs_copy(
     force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
 ) -> None:
     """Copy a preset or sweep spec to edit; then pass the copy's path where the name went."""
-    from mnist_ffn.reading import names_a_folder
+    from mnist_ffn.files import names_a_folder
     from mnist_ffn.report import print_command
     from mnist_ffn.shipped import copy_to, find
 
@@ -499,7 +499,7 @@ def _resolve_config(config: str | None, overrides: list[str], dataset: DatasetNa
 
 def _show(report: dict, as_json: bool, print_tables) -> None:
     """One JSON object for scripts, or tables for people."""
-    from mnist_ffn.atomic import strict_json
+    from mnist_ffn.files import strict_json
 
     if as_json:
         print(strict_json(report))

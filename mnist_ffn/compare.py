@@ -17,10 +17,10 @@ import io
 import json
 from pathlib import Path
 
-from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.config import ACTIVATIONS, Config, activation_function, same_but_threads
 from mnist_ffn.datasets import POINTS
 from mnist_ffn.errors import ConfigError, TrainingInterrupted, UsageError
+from mnist_ffn.files import write_text_atomically
 from mnist_ffn.points import file_digest
 from mnist_ffn.run_folder import COMPARISON_FILE, RunFolder
 from mnist_ffn.train_into import check_trained_on, train_into

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from mnist_ffn.datasets import DATASETS, FEATURES, MAX_CLASSES, PLANE_SETS, POINTS
 from mnist_ffn.errors import ConfigError, PointsError
+from mnist_ffn.files import NotARegularFile, open_regular
+from mnist_ffn.messages import cut, shown
 from mnist_ffn.points import read_csv
-from mnist_ffn.reading import NotARegularFile, open_regular
-from mnist_ffn.shell import cut, shown
 
 ACTIVATIONS = ("identity", "none", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
 ACTIVATION_ALIASES = {"none": "identity"}  # another name people use for a function: the one table of them

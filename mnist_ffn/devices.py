@@ -10,7 +10,7 @@ import threading
 import torch
 
 from mnist_ffn.errors import MnistFfnError, UsageError
-from mnist_ffn.shell import shown
+from mnist_ffn.messages import shown
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from mnist_ffn import __version__
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.errors import MnistFfnError, UsageError
-from mnist_ffn.reading import names_a_folder
-from mnist_ffn.shell import cut
+from mnist_ffn.files import names_a_folder, write_atomically
+from mnist_ffn.messages import cut
 
 FORMATS = ("onnx",)
 INPUT, OUTPUT = "pixels", "logits"

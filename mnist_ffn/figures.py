@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.errors import MnistFfnError
+from mnist_ffn.files import write_atomically
 
 
 def pyplot():

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import torch
 
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.datasets import DATASETS, IMAGE_SIDE, DatasetInfo, tensor_cache_dir
 from mnist_ffn.errors import DataError, WriteError
+from mnist_ffn.files import open_regular, write_atomically
+from mnist_ffn.messages import reason
 from mnist_ffn.raw import RawDataset
-from mnist_ffn.reading import open_regular
-from mnist_ffn.shell import reason
 
 FILE_NAMES = {
     "train_images": "train-images-idx3-ubyte",

@@ -18,8 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_ffn.datasets import IMAGE_SIDE
 from mnist_ffn.errors import ImageError
-from mnist_ffn.reading import NotARegularFile, open_regular
-from mnist_ffn.shell import reason
+from mnist_ffn.files import NotARegularFile, open_regular
+from mnist_ffn.messages import reason
 
 INK_THRESHOLD = 0.2  # a pixel is ink if brighter than this fraction of the brightest pixel (after inversion)
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is plenty for one digit; larger files are refused before decoding

@@ -17,9 +17,9 @@ from mnist_ffn.config import Config
 from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import ImageError, UsageError
 from mnist_ffn.images import decode_image, preprocess, read_image, to_pil
+from mnist_ffn.messages import shown
 from mnist_ffn.model import forward_with_activations
 from mnist_ffn.plane import features
-from mnist_ffn.shell import shown
 from mnist_ffn.splits import normalize
 
 

@@ -27,18 +27,19 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.checkpoint import load_checkpoint, save_checkpoint
 from mnist_ffn.config import ACTIVATION_FUNCTIONS, VALIDATION_SHARE, Config, config_from_dict
 from mnist_ffn.datasets import FEATURES, PLANE_SETS, POINTS
 from mnist_ffn.devices import GLOBAL_RANDOM
 from mnist_ffn.errors import ConfigError, PointsError, TrainingDiverged, UsageError
 from mnist_ffn.evaluation import evaluate
+from mnist_ffn.files import write_atomically
+from mnist_ffn.messages import cut
 from mnist_ffn.model import forward_with_activations
 from mnist_ffn.plane import features, plane_grid
 from mnist_ffn.points import TooManyPoints, parse_csv, read_csv
+from mnist_ffn.quoting import command_line
 from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.shell import command_line, cut
 from mnist_ffn.training import Trainer
 
 # What the page offers, each control's range: out of it, the page and the server refuse the setting.

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from mnist_ffn.errors import MnistFfnError, UsageError
+from mnist_ffn.messages import one_line, reason
 from mnist_ffn.playground import (
     BOUNDARY_CELLS,
     DATA_SETS,
@@ -48,7 +49,6 @@ from mnist_ffn.serving import (
     page_url,
     quiet_server_logs,
 )
-from mnist_ffn.shell import one_line, reason
 
 MAX_SESSIONS = 16  # tabs training at once; the oldest idle one goes first
 SESSION_IDLE_SECONDS = 30 * 60

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from mnist_ffn.datasets import MAX_CLASSES
 from mnist_ffn.errors import PointsError
-from mnist_ffn.reading import NotARegularFile, open_regular
-from mnist_ffn.shell import cut, shown
+from mnist_ffn.files import NotARegularFile, open_regular
+from mnist_ffn.messages import cut, shown
 
 MAX_CSV_ROWS = 1_000_000
 MAX_CSV_BYTES = 256 * 2**20  # room for a million rows of 250 characters; read whole or refused whole

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.datasets import DATASETS
 from mnist_ffn.errors import ImageError, UsageError
+from mnist_ffn.files import write_atomically
 from mnist_ffn.images import preprocess, read_image, to_pil
 from mnist_ffn.network import load
 

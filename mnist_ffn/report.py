@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mnist_ffn.datasets import DATASETS
-from mnist_ffn.shell import command_line
+from mnist_ffn.quoting import command_line
 
 console = Console()
 

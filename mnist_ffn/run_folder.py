@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from mnist_ffn.atomic import remove_leftover_temp_files, write_text_atomically
 from mnist_ffn.config import Config, load_config, to_toml
 from mnist_ffn.errors import ConfigError, DamagedFile, RunFolderBusy, UsageError, WriteError
-from mnist_ffn.shell import command_line, quote
+from mnist_ffn.files import remove_leftover_temp_files, write_text_atomically
+from mnist_ffn.quoting import command_line, quote
 
 COMPARISON_FILE = "compare.json"  # what `mnist-ffn compare` writes beside one run folder per activation
 LOCK_FILE = ".mnist-ffn.lock"  # flock()ed while a process trains in the folder; empty, removed at the end

@@ -18,7 +18,7 @@ import socket
 import sys
 
 from mnist_ffn.errors import UsageError
-from mnist_ffn.shell import cut, one_line, reason
+from mnist_ffn.messages import cut, one_line, reason
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 WILDCARDS = ("0.0.0.0", "::", "")

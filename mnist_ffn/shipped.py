@@ -13,9 +13,9 @@ import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_ffn.atomic import write_atomically
 from mnist_ffn.errors import ConfigError, UsageError
-from mnist_ffn.shell import cut
+from mnist_ffn.files import write_atomically
+from mnist_ffn.messages import cut
 
 PACKAGES = {"preset": "mnist_ffn.configs", "sweep spec": "mnist_ffn.sweeps"}
 FOLDERS = {"preset": "configs", "sweep spec": "sweeps"}  # as a qualified name says it: configs/fashion

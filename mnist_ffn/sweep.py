@@ -29,7 +29,6 @@ import warnings
 from pathlib import Path
 
 from mnist_ffn import sweep_storage
-from mnist_ffn.atomic import write_text_atomically
 from mnist_ffn.errors import (
     ConfigError,
     DamagedFile,
@@ -40,6 +39,7 @@ from mnist_ffn.errors import (
     TrainingInterrupted,
     UsageError,
 )
+from mnist_ffn.files import write_text_atomically
 from mnist_ffn.signals import ignore_ctrl_c
 from mnist_ffn.sweep_results import collect_results, latest_by_folder, write_results
 from mnist_ffn.sweep_spec import Range, SweepSpec, load_spec, point_config, spec_toml

@@ -14,7 +14,7 @@ import math
 import statistics
 from pathlib import Path
 
-from mnist_ffn.atomic import strict_json, write_text_atomically
+from mnist_ffn.files import strict_json, write_text_atomically
 from mnist_ffn.sweep_spec import SweepSpec, point_label
 
 RESULTS_FILE = "results.csv"

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from mnist_ffn.errors import MnistFfnError, UsageError
-from mnist_ffn.shell import reason
+from mnist_ffn.messages import reason
 
 JOURNAL_FILE = "journal.log"  # the study, without PostgreSQL
 JOURNAL_LOCK = "journal.lock"  # flock()ed by the process writing to the journal

@@ -45,11 +45,11 @@ from mnist_ffn.errors import (
     UsageError,
 )
 from mnist_ffn.evaluation import evaluate
+from mnist_ffn.messages import reason
 from mnist_ffn.model import architecture, build_model, count_parameters
 from mnist_ffn.optim import learning_rate
 from mnist_ffn.raw import check_same_points
 from mnist_ffn.run_folder import RunFolder, resume_command
-from mnist_ffn.shell import reason
 from mnist_ffn.signals import StopSignals
 from mnist_ffn.splits import make_splits, shuffled_batches
 

@@ -22,10 +22,11 @@ import pytest
 import torch
 from torch import nn
 
+from mnist_ffn.autograd import AutogradEngine
 from mnist_ffn.backprop import ACTIVATIONS, BackpropEngine
 from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, read_training_state
 from mnist_ffn.config import ACTIVATION_FUNCTIONS, load_config
-from mnist_ffn.engines import AutogradEngine, build_engine, engine_name
+from mnist_ffn.engines import build_engine, engine_name
 from mnist_ffn.model import ACTIVATION_LAYERS, build_model
 from mnist_ffn.optim import learning_rate
 from mnist_ffn.run_folder import RunFolder

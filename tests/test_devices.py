@@ -66,8 +66,9 @@ def test_cuda_graph_engine_matches_autograd_on_the_gpu():
     """The backprop engine replays a captured CUDA graph for full batches; it must still be autograd's SGD."""
     import copy
 
+    from mnist_ffn.autograd import AutogradEngine
     from mnist_ffn.config import load_config
-    from mnist_ffn.engines import AutogradEngine, build_engine
+    from mnist_ffn.engines import build_engine
     from mnist_ffn.model import build_model
     from mnist_ffn.optim import learning_rate
 

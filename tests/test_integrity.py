@@ -209,8 +209,8 @@ def test_an_atomic_write_replaces_files_only(tmp_path):
     import os
     import socket
 
-    from mnist_ffn.atomic import write_text_atomically
     from mnist_ffn.errors import WriteError
+    from mnist_ffn.files import write_text_atomically
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

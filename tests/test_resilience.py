@@ -195,7 +195,7 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_file_whole(tmp_path):
         f"""
         import time
         from pathlib import Path
-        from mnist_ffn.atomic import write_atomically
+        from mnist_ffn.files import write_atomically
 
         def write_half_then_hang(file):
             file.write(b"PK" + b"x" * 100_000)

@@ -1,41 +1,12 @@
-"""Commands printed for a person to paste, and the one-line messages around them.
-
-Every argument is quoted so that a POSIX shell reads back exactly that argument: a folder named
-`my runs`, `it's` or `$(rm -rf ~)` pastes as that folder, never as two words or a command. A name
-with a newline or another character that is not printable is spelt in bash's $'...' form, whose
-escapes keep the line one line (shlex.quote would keep the newline itself, inside quotes).
-"""
+"""The one-line messages mnist-ffn prints for a person: what went wrong, quoting at most a short piece of what it
+was given, one line whatever the names in it hold."""
 
 from __future__ import annotations
 
-import shlex
-
-_CONTROLS = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-_ESCAPES = {"\\": "\\\\", "'": "\\'", **_CONTROLS}
-
-
-def quote(argument: object) -> str:
-    text = str(argument)
-    if text.isprintable():
-        return shlex.quote(text)
-    return "$'" + "".join(_ESCAPES.get(character, _escape(character)) for character in text) + "'"
-
-
-def _escape(character: str) -> str:
-    if character.isprintable():
-        return character
-    if character in _CONTROLS:
-        return _CONTROLS[character]
-    code = ord(character)
-    return f"\\x{code:02x}" if code < 0x80 else (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-
-
-def command_line(*arguments: object) -> str:
-    """`mnist-ffn train --resume 'my runs/a'`: each argument quoted for the shell."""
-    return " ".join(quote(argument) for argument in arguments)
-
+import json
 
 QUOTED_LIMIT = 60  # characters of a person's input a message repeats: enough to recognise it, never a flood
+CONTROLS = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def cut(text: str, limit: int = QUOTED_LIMIT) -> str:
@@ -46,8 +17,6 @@ def cut(text: str, limit: int = QUOTED_LIMIT) -> str:
 def shown(value: object, limit: int = QUOTED_LIMIT) -> str:
     """A value as a message quotes it: a string in double quotes (as TOML and JSON write it), anything else as
     Python writes it; cut at `limit` characters."""
-    import json
-
     text = json.dumps(value) if isinstance(value, str) else repr(value)
     return cut(text, limit)
 
@@ -69,4 +38,14 @@ def one_line(message: str) -> str:
     written as an escape, so that one error is one line whatever the names in it hold."""
     if message.isprintable():
         return message
-    return "".join(character if character.isprintable() else _escape(character) for character in message)
+    return "".join(character if character.isprintable() else escape(character) for character in message)
+
+
+def escape(character: str) -> str:
+    """A character as bash's $'...' and Python write it when it is not printable (a newline as \\n)."""
+    if character.isprintable():
+        return character
+    if character in CONTROLS:
+        return CONTROLS[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x80 else (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
