@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mnist_ffn.errors import MnistFfnError
+from mnist_ffn.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["MnistFfnError", "Network", "TrainResult", "__version__", "evaluate", "load", "train"]
 
 if TYPE_CHECKING:

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_ffn import __version__
 from mnist_ffn.config import DATASET_NAMES, Config, config_from_dict
 from mnist_ffn.datasets import DATASETS, FEATURES, IMAGE_PIXELS, MAX_CLASSES, DatasetInfo
 from mnist_ffn.devices import callers_random_state
@@ -29,6 +28,7 @@ from mnist_ffn.errors import CheckpointError, ConfigError
 from mnist_ffn.files import open_regular, write_atomically
 from mnist_ffn.messages import reason
 from mnist_ffn.model import build_model
+from mnist_ffn.version import __version__
 
 FORMAT = "mnist-ffn checkpoint"
 FORMAT_VERSION = 1

@@ -21,11 +21,11 @@ import typer.core
 import typer.main
 from typer.exceptions import TyperException
 
-from mnist_ffn import __version__
 from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, reference_text
 from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
 from mnist_ffn.messages import QUOTED_LIMIT, cut, one_line
 from mnist_ffn.process import command_process, fast_exit, ignore_signals, signal_received
+from mnist_ffn.version import __version__
 
 app = typer.Typer(
     name="mnist-ffn",

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_ffn import __version__
 from mnist_ffn.errors import MnistFfnError, UsageError
 from mnist_ffn.files import names_a_folder, write_atomically
 from mnist_ffn.messages import cut
+from mnist_ffn.version import __version__
 
 FORMATS = ("onnx",)
 INPUT, OUTPUT = "pixels", "logits"

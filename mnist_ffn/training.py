@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mnist_ffn import __version__
 from mnist_ffn.augment import Augmenter, is_enabled
 from mnist_ffn.checkpoint import (
     TrainingState,
@@ -52,6 +51,7 @@ from mnist_ffn.raw import check_same_points
 from mnist_ffn.run_folder import RunFolder, resume_command
 from mnist_ffn.signals import StopSignals
 from mnist_ffn.splits import make_splits, shuffled_batches
+from mnist_ffn.version import __version__
 
 
 @dataclass
