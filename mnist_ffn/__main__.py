@@ -1,3 +1,3 @@
-from mnist_ffn.cli import console_main
+from mnist_ffn.cli.commands import console_main
 
 console_main()

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnist_ffn.catalog import resolve_data_dir
 from mnist_ffn.config import TOO_LARGE, Config, load_config, toml_value
-from mnist_ffn.datasets import resolve_data_dir
-from mnist_ffn.devices import callers_random_state
 from mnist_ffn.errors import UsageError
+from mnist_ffn.inference.network import Network, load
 from mnist_ffn.messages import shown
-from mnist_ffn.network import Network, load
-from mnist_ffn.shipped import resolve
+from mnist_ffn.presets import resolve
+from mnist_ffn.training.devices import callers_random_state
 
 __all__ = ["Network", "TrainResult", "evaluate", "load", "resolve_config", "train"]
 
@@ -68,7 +68,7 @@ def train(
     resume: a run folder to continue from its last.pt, with its saved config (then leave config,
     overrides, out and force out).
     """
-    from mnist_ffn.training import train as run_training
+    from mnist_ffn.training.trainer import train as run_training
 
     if resume is not None and (config is not None or overrides or out is not None or force):
         raise UsageError("resume continues a run with its saved config; leave out config, overrides, out and force")
@@ -166,7 +166,7 @@ def evaluate(
 ) -> dict:
     """Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a split (test, val or
     train): the dict `mnist-ffn eval --json` prints."""
-    from mnist_ffn.scores import evaluate_checkpoint
+    from mnist_ffn.inference.scores import evaluate_checkpoint
 
     if split not in SPLITS:
         raise UsageError(f"split {shown(split)}: choose one of {', '.join(SPLITS)}")

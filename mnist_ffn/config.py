@@ -19,11 +19,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_ffn.datasets import DATASETS, FEATURES, MAX_CLASSES, PLANE_SETS, POINTS
+from mnist_ffn.catalog import DATASETS, FEATURES, MAX_CLASSES, PLANE_SETS, POINTS
 from mnist_ffn.errors import ConfigError, PointsError
 from mnist_ffn.files import NotARegularFile, open_regular
 from mnist_ffn.messages import cut, shown
-from mnist_ffn.points import read_csv
+from mnist_ffn.points_csv import read_csv
 
 ACTIVATIONS = ("identity", "none", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
 ACTIVATION_ALIASES = {"none": "identity"}  # another name people use for a function: the one table of them

@@ -44,13 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist_ffn.catalog import DATASETS, resolve_data_dir
 from mnist_ffn.config import load_config
-from mnist_ffn.datasets import DATASETS, resolve_data_dir
-from mnist_ffn.devices import device_name, pick_device
-from mnist_ffn.idx import FILE_NAMES, find_files
-from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.signals import StopSignals
-from mnist_ffn.training import Trainer
+from mnist_ffn.data.idx import FILE_NAMES, find_files
+from mnist_ffn.training.devices import device_name, pick_device
+from mnist_ffn.training.run_folder import RunFolder
+from mnist_ffn.training.signals import StopSignals
+from mnist_ffn.training.trainer import Trainer
 
 WIDTHS = [784, 512, 512, 10]
 LR, MOMENTUM = 0.01, 0.9  # the PyTorch MNIST example's SGD settings
@@ -175,8 +175,8 @@ def profile_engine(batch_size: int, device: torch.device, steps: int = 200) -> d
     """Where one step of the backprop engine spends its time: matrix products, and everything else."""
     from torch.profiler import ProfilerActivity, profile
 
-    from mnist_ffn.backprop import BackpropEngine
-    from mnist_ffn.model import build_model
+    from mnist_ffn.training.backprop import BackpropEngine
+    from mnist_ffn.training.model import build_model
 
     config = bench_config(batch_size, "backprop")
     engine = BackpropEngine(build_model(config.model).to(device), config.model, config.optim, 0.0, batch_size)
@@ -209,8 +209,8 @@ def profile_engine(batch_size: int, device: torch.device, steps: int = 200) -> d
 
 def backprop_step(batch_size: int, device: torch.device, samples: int) -> float:
     """(e) The hand-written engine's step, on the same random data as (d)."""
-    from mnist_ffn.backprop import BackpropEngine
-    from mnist_ffn.model import build_model
+    from mnist_ffn.training.backprop import BackpropEngine
+    from mnist_ffn.training.model import build_model
 
     generator = torch.Generator(device).manual_seed(0)
     inputs = torch.randn(batch_size, WIDTHS[0], generator=generator, device=device)

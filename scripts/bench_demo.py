@@ -27,7 +27,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from mnist_ffn.demo import DemoModel, canvas_image, respond
+from mnist_ffn.web.demo import DemoModel, canvas_image, respond
 
 
 def random_drawing(generator: random.Random, size: int = 280) -> dict:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import prepare_torchvision_root  # noqa: E402
 
 from mnist_ffn.api import resolve_config  # noqa: E402
-from mnist_ffn.datasets import resolve_data_dir  # noqa: E402
+from mnist_ffn.catalog import resolve_data_dir  # noqa: E402
 
 
 def timed(command: list[str]) -> tuple[float, str]:

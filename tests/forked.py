@@ -23,7 +23,15 @@ from pathlib import Path
 
 # The sweep's workers use the same forkserver; whichever starts it first, it imports these once (Gradio too,
 # 3 s that each demo server would pay; it starts no thread on import). A module that is not installed is skipped.
-PRELOAD = ["torch", "optuna", "gradio", "mnist_ffn.cli", "mnist_ffn.training", "mnist_ffn.sweep", "tests.forked"]
+PRELOAD = [
+    "torch",
+    "optuna",
+    "gradio",
+    "mnist_ffn.cli.commands",
+    "mnist_ffn.training.trainer",
+    "mnist_ffn.experiments.sweep",
+    "tests.forked",
+]
 
 
 def _run_command(
@@ -48,7 +56,7 @@ def _run_command(
     if preexec_fn is not None:  # as Popen's: e.g. a resource limit, set in the child only
         preexec_fn()
     sys.argv = ["mnist-ffn", *argv]
-    from mnist_ffn.cli import console_main
+    from mnist_ffn.cli.commands import console_main
 
     console_main()
 

@@ -98,7 +98,7 @@ def run_cli(*args: str, env: dict | None = None, charset: str = "utf-8") -> subp
     import torch
     from typer.testing import CliRunner
 
-    from mnist_ffn import cli
+    from mnist_ffn.cli import commands as cli
 
     argv = [str(arg) for arg in args]
     threads = torch.get_num_threads()  # train.threads changes torch's global setting; keep tests independent

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from mnist_ffn.augment import Augmenter, is_enabled
 from mnist_ffn.config import AugmentConfig, Config, load_config
-from mnist_ffn.shipped import shipped
+from mnist_ffn.presets import shipped
+from mnist_ffn.training.augment import Augmenter, is_enabled
 
 BACKGROUND = -0.4242  # a blank MNIST pixel after normalization
 

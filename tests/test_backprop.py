@@ -22,16 +22,16 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_ffn.autograd import AutogradEngine
-from mnist_ffn.backprop import ACTIVATIONS, BackpropEngine
-from mnist_ffn.checkpoint import checkpoint_config, load_checkpoint, read_training_state
 from mnist_ffn.config import ACTIVATION_FUNCTIONS, load_config
-from mnist_ffn.engines import build_engine, engine_name
-from mnist_ffn.model import ACTIVATION_LAYERS, build_model
-from mnist_ffn.optim import learning_rate
-from mnist_ffn.run_folder import RunFolder
-from mnist_ffn.signals import StopSignals
-from mnist_ffn.training import Trainer, train
+from mnist_ffn.training.autograd import AutogradEngine
+from mnist_ffn.training.backprop import ACTIVATIONS, BackpropEngine
+from mnist_ffn.training.checkpoint import checkpoint_config, load_checkpoint, read_training_state
+from mnist_ffn.training.engines import build_engine, engine_name
+from mnist_ffn.training.model import ACTIVATION_LAYERS, build_model
+from mnist_ffn.training.optim import learning_rate
+from mnist_ffn.training.run_folder import RunFolder
+from mnist_ffn.training.signals import StopSignals
+from mnist_ffn.training.trainer import Trainer, train
 
 TOLERANCE = 2e-5
 ACTIVATION_NAMES = list(ACTIVATION_FUNCTIONS)  # "none" is identity's alias

@@ -13,7 +13,7 @@ from mnist_ffn.config import (
     validate,
 )
 from mnist_ffn.errors import ConfigError
-from mnist_ffn.shipped import shipped
+from mnist_ffn.presets import shipped
 from tests.helpers import PROJECT_ROOT
 
 CONFIG_FILES = [item.path for item in shipped("preset").values()]  # read from the installed package
@@ -225,10 +225,11 @@ def test_each_list_has_one_source():
     """Data set names, the lesson's activations and the model's activation layers agree with the config's lists."""
     import inspect
 
-    from mnist_ffn import cli, compare
+    from mnist_ffn.catalog import DATASETS, PLANE_SETS, POINTS
+    from mnist_ffn.cli import commands as cli
     from mnist_ffn.config import DATASET_NAMES, LESSON_ACTIVATIONS, activation_function
-    from mnist_ffn.datasets import DATASETS, PLANE_SETS, POINTS
-    from mnist_ffn.model import ACTIVATION_LAYERS
+    from mnist_ffn.experiments import compare
+    from mnist_ffn.training.model import ACTIVATION_LAYERS
 
     assert (*DATASETS, *PLANE_SETS, POINTS) == DATASET_NAMES
     assert [choice.value for choice in cli.DatasetName] == list(DATASET_NAMES)
@@ -239,7 +240,7 @@ def test_each_list_has_one_source():
 
 
 def test_the_resume_command_names_the_folder_the_data_and_a_chosen_device(tmp_path):
-    from mnist_ffn.run_folder import resume_command
+    from mnist_ffn.training.run_folder import resume_command
 
     data = tmp_path / "data"
     assert resume_command(tmp_path / "r", data) == f"mnist-ffn train --resume {tmp_path / 'r'} --data-dir {data}"

@@ -4,10 +4,10 @@ import shutil
 import pytest
 import torch
 
-from mnist_ffn.datasets import DATASETS, resolve_data_dir
+from mnist_ffn.catalog import DATASETS, resolve_data_dir
+from mnist_ffn.data.idx import FILE_NAMES, load_dataset
+from mnist_ffn.data.splits import make_splits, normalize, shuffled_batches
 from mnist_ffn.errors import DataError
-from mnist_ffn.idx import FILE_NAMES, load_dataset
-from mnist_ffn.splits import make_splits, normalize, shuffled_batches
 from tests.helpers import make_digits, real_data_dir, write_dataset, write_idx
 
 CPU = torch.device("cpu")

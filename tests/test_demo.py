@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_ffn.demo import BLANK_HINT, MALFORMED_CALL, DemoModel, canvas_image, check_port, heatmap, respond
-from mnist_ffn.predict import predict_images
+from mnist_ffn.inference.predict import predict_images
+from mnist_ffn.web.demo import BLANK_HINT, MALFORMED_CALL, DemoModel, canvas_image, check_port, heatmap, respond
 from tests.browser import DIRECT, PageServer, chromium, require_browser, wait_for
 from tests.helpers import (
     TINY_FLAGS,

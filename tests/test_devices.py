@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from mnist_ffn.devices import pick_device
 from mnist_ffn.errors import MnistFfnError
+from mnist_ffn.training.devices import pick_device
 from tests.helpers import TINY_FLAGS, run_cli
 
 needs_cuda = pytest.mark.skipif(
@@ -66,11 +66,11 @@ def test_cuda_graph_engine_matches_autograd_on_the_gpu():
     """The backprop engine replays a captured CUDA graph for full batches; it must still be autograd's SGD."""
     import copy
 
-    from mnist_ffn.autograd import AutogradEngine
     from mnist_ffn.config import load_config
-    from mnist_ffn.engines import build_engine
-    from mnist_ffn.model import build_model
-    from mnist_ffn.optim import learning_rate
+    from mnist_ffn.training.autograd import AutogradEngine
+    from mnist_ffn.training.engines import build_engine
+    from mnist_ffn.training.model import build_model
+    from mnist_ffn.training.optim import learning_rate
 
     cuda = torch.device("cuda")
     config = load_config(None, ["model.hidden=[64,32]", "train.batch_size=32", "train.label_smoothing=0.1"])

@@ -110,7 +110,7 @@ def test_no_page_reads_like_a_development_log(page):
 
 def test_a_presets_figures_in_a_table_are_the_ones_its_header_states():
     """A figure lives in one place, the preset's header; a table row that names presets may only repeat it."""
-    from mnist_ffn.shipped import shipped
+    from mnist_ffn.presets import shipped
 
     presets = shipped("preset")
     rows = 0

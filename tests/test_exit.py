@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from mnist_ffn import cli, process
+from mnist_ffn.cli import commands as cli
+from mnist_ffn.cli import process
 from tests.helpers import TINY_FLAGS, finish_process, start_process
 
 

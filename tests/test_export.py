@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_ffn.model import ACTIVATION_LAYERS
+from mnist_ffn.training.model import ACTIVATION_LAYERS
 from tests.helpers import assert_one_line_error, real_data_dir, require_modules, run_cli, snapshot
 
 
@@ -26,7 +26,7 @@ def session(path):
 @pytest.mark.real_data
 def test_the_exported_file_reproduces_eval_on_all_10000_test_images(default_run, tmp_path):
     import mnist_ffn
-    from mnist_ffn.idx import load_dataset
+    from mnist_ffn.data.idx import load_dataset
 
     onnxruntime()  # skips early without the extra
     out = tmp_path / "model.onnx"
@@ -40,7 +40,7 @@ def test_the_exported_file_reproduces_eval_on_all_10000_test_images(default_run,
     assert logits.shape == (10_000, 10)
 
     network = mnist_ffn.load(default_run / "best.pt", device="cpu")
-    from mnist_ffn.splits import normalize
+    from mnist_ffn.data.splits import normalize
 
     with torch.inference_mode():
         expected = network(normalize(raw.test_images, network.normalization["mean"], network.normalization["std"]))
@@ -64,7 +64,7 @@ def test_the_exported_file_reproduces_eval_on_all_10000_test_images(default_run,
 
 def test_every_activation_exports_and_runs_the_same(tmp_path):
     """One network with every activation in turn (one export, every op the project can put in a graph)."""
-    from mnist_ffn.export import WithNormalization, _onnx_proto
+    from mnist_ffn.inference.export import WithNormalization, _onnx_proto
 
     onnxruntime()
     torch.manual_seed(0)

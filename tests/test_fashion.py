@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_ffn.datasets import DATASETS
+from mnist_ffn.catalog import DATASETS
+from mnist_ffn.data.idx import load_dataset
 from mnist_ffn.errors import DataError
-from mnist_ffn.idx import load_dataset
 from tests.helpers import TINY_FLAGS, assert_one_line_error, real_data_dir, run_cli, write_dataset
 
 FASHION_CLASSES = list(DATASETS["fashion-mnist"].classes)

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.config import load_config
-from mnist_ffn.run_folder import LOCK_FILE, RunFolder
+from mnist_ffn.training.checkpoint import load_checkpoint
+from mnist_ffn.training.run_folder import LOCK_FILE, RunFolder
 from tests.helpers import (
     LONG_RUN,
     PROJECT_ROOT,

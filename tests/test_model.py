@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from mnist_ffn.config import ACTIVATION_FUNCTIONS, ACTIVATIONS, ModelConfig, activation_function
-from mnist_ffn.model import ACTIVATION_LAYERS, architecture, build_model, count_parameters
+from mnist_ffn.training.model import ACTIVATION_LAYERS, architecture, build_model, count_parameters
 
 
 def test_every_configurable_activation_has_a_layer():

@@ -11,8 +11,8 @@ import click
 import pytest
 import typer
 
-from mnist_ffn import cli
-from mnist_ffn.run_folder import resume_command
+from mnist_ffn.cli import commands as cli
+from mnist_ffn.training.run_folder import resume_command
 from tests.helpers import (
     PROJECT_ROOT,
     TINY_FLAGS,
@@ -144,9 +144,9 @@ def test_mnist_ffn_alone_prints_its_help_not_an_error():
 
 
 def test_the_servers_say_who_can_reach_them_by_the_address_bound_and_blame_a_bad_host_on_host(tiny_run, tmp_path):
-    from mnist_ffn.demo import uploaded_image
     from mnist_ffn.errors import ImageError, UsageError
-    from mnist_ffn.serving import allowed_hosts, check_port, exposure_warning
+    from mnist_ffn.web.demo import uploaded_image
+    from mnist_ffn.web.serving import allowed_hosts, check_port, exposure_warning
 
     # every spelling of this machine alone, however --host writes it
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2", "127.1", "2130706433", "0x7f000001", "LOCALHOST",
@@ -164,7 +164,7 @@ def test_the_servers_say_who_can_reach_them_by_the_address_bound_and_blame_a_bad
     assert {"localhost", "localhost:80"} <= allowed_hosts("127.0.0.1", 80)
     assert "evil.example:7861" not in allowed_hosts("0.0.0.0", 7861)
     # an IPv6 address as a URL writes it, [::1], is the address ::1; the page's address puts it in brackets
-    from mnist_ffn.serving import bound_addresses, page_url
+    from mnist_ffn.web.serving import bound_addresses, page_url
 
     assert bound_addresses("[::1]", 7861) == ["::1"] and "[::1]:7861" in allowed_hosts("[::1]", 7861)
     assert page_url("::1", 7861) == page_url("[::1]", 7861) == "http://[::1]:7861/"

@@ -14,8 +14,8 @@ import torch
 
 import mnist_ffn
 from mnist_ffn.config import load_config
-from mnist_ffn.data import load_data
-from mnist_ffn.plane import generate
+from mnist_ffn.data.load import load_data
+from mnist_ffn.data.plane import generate
 from tests.helpers import assert_one_line_error, best_line_accuracy, run_cli
 
 
@@ -117,7 +117,7 @@ def test_a_five_arm_spiral_trains_with_softmax_over_five_classes_and_evaluates_t
 
 
 def test_a_run_on_points_resumes_to_the_same_weights(tmp_path):
-    from mnist_ffn.training import train
+    from mnist_ffn.training.trainer import train
 
     config = load_config(None, ['data.dataset="xor"', "train.epochs=6"])
     whole = train(config, data_dir=tmp_path, out=tmp_path / "whole", log=None, progress_bars=False)

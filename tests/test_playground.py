@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.errors import ConfigError, PointsError, UsageError
-from mnist_ffn.playground import MAX_WIDTH, Session, Setting, Uploads
+from mnist_ffn.training.checkpoint import load_checkpoint
+from mnist_ffn.web.playground import MAX_WIDTH, Session, Setting, Uploads
 from tests.browser import DIRECT, PageServer, chromium, require_browser, wait_for
 from tests.helpers import assert_one_line_error, best_line_accuracy, free_port, run_cli
 
@@ -526,8 +526,8 @@ def test_a_port_in_use_and_an_address_not_of_this_machine_are_named(server):
 
 def test_a_small_csv_trains_and_a_save_that_fails_leaves_no_half_folder(tmp_path, monkeypatch):
     from mnist_ffn.errors import WriteError
-    from mnist_ffn.playground_server import Playground
-    from mnist_ffn.run_folder import RunFolder
+    from mnist_ffn.training.run_folder import RunFolder
+    from mnist_ffn.web.playground_server import Playground
 
     playground = Playground(tmp_path / "runs", tmp_path / "scratch")
     rows = "".join(f"{x},{x % 3},{x % 2}\n" for x in range(20))  # the fewest points the page takes
@@ -554,7 +554,7 @@ def test_without_the_demo_extra_the_playground_says_how_to_install_it(missing, m
 
 
 def test_the_same_csv_under_another_name_keeps_the_file_a_saved_run_reads(tmp_path):
-    from mnist_ffn.playground_server import Playground
+    from mnist_ffn.web.playground_server import Playground
 
     playground = Playground(tmp_path / "runs", tmp_path / "scratch")
     rows = "".join(f"{x},{(x * 7) % 11},{x % 2}\n" for x in range(40)).encode()
@@ -608,8 +608,8 @@ def test_uploads_expire_unless_a_tab_uses_them_and_a_saved_run_keeps_its_own_cop
     any folder; a file too long for the page is refused before it is read whole."""
     import os
 
-    from mnist_ffn import playground as playground_module
-    from mnist_ffn.playground_server import Playground
+    from mnist_ffn.web import playground as playground_module
+    from mnist_ffn.web.playground_server import Playground
 
     playground = Playground(tmp_path / "runs", tmp_path / "scratch")
     rows = [("".join(f"{x},{(x * k) % 11},{x % 2}\n" for x in range(40))).encode() for k in range(1, 6)]
@@ -639,7 +639,7 @@ def test_uploads_expire_unless_a_tab_uses_them_and_a_saved_run_keeps_its_own_cop
 
 
 def test_saving_where_the_next_name_is_a_link_to_nowhere_takes_the_name_after(tmp_path):
-    from mnist_ffn.playground_server import Playground
+    from mnist_ffn.web.playground_server import Playground
 
     playground = Playground(tmp_path / "runs", tmp_path / "scratch")
     _, session = playground.start({"dataset": "xor", "hidden": "4"})

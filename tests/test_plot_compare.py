@@ -32,7 +32,7 @@ def test_plot_writes_curves_and_a_confusion_heatmap(tiny_run):
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(tiny_run, monkeypatch):
-    from mnist_ffn.plot import plot_folder
+    from mnist_ffn.cli.plots import plot_folder
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
     with pytest.raises(MnistFfnError, match=r"pip install 'mnist-ffn\[plot\]'"):
@@ -144,7 +144,7 @@ def test_compare_trains_one_run_per_activation_and_writes_a_table(tiny_data, tmp
 
 def test_compare_needs_no_optuna(tiny_data, tmp_path, monkeypatch):
     """The students' command runs on the core packages alone: the sweep extra made unimportable."""
-    for module in ("optuna", "psycopg", "mnist_ffn.sweep", "mnist_ffn.sweep_storage"):
+    for module in ("optuna", "psycopg", "mnist_ffn.experiments.sweep", "mnist_ffn.experiments.storage"):
         monkeypatch.setitem(sys.modules, module, None)  # `import optuna` now raises ImportError
     out = tmp_path / "compare"
     result = run_cli("compare", "--activations", "identity,relu", "--epochs", "1", "--data-dir", tiny_data,

@@ -87,7 +87,7 @@ def test_a_bad_csv_is_one_line_naming_the_file_and_row_and_exit_2_before_anythin
 def test_a_csv_is_read_whole_or_refused_whole_and_its_fingerprint_covers_every_byte(tmp_path, monkeypatch):
     """A class whose rows come last is trained on, not cut; a file one byte over the limit is refused, not cut;
     rows appended after training make `eval` refuse the file."""
-    from mnist_ffn import points
+    from mnist_ffn import points_csv as points
 
     monkeypatch.setattr(points, "MAX_CSV_BYTES", 4_000)
     csv = tmp_path / "late class.csv"
@@ -108,7 +108,7 @@ def test_a_csv_is_read_whole_or_refused_whole_and_its_fingerprint_covers_every_b
 
 
 def test_a_csv_beyond_the_row_limit_is_refused(tmp_path, monkeypatch):
-    from mnist_ffn import points
+    from mnist_ffn import points_csv as points
 
     monkeypatch.setattr(points, "MAX_CSV_ROWS", 50)
     csv = tmp_path / "big.csv"

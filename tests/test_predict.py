@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mnist_ffn.errors import ImageError
-from mnist_ffn.images import preprocess, read_image, to_pil
+from mnist_ffn.inference.images import preprocess, read_image, to_pil
 from tests.helpers import assert_one_line_error, real_data_dir, run_cli
 
 
@@ -128,7 +128,7 @@ def test_redrawing_a_digit_does_not_change_what_the_network_reads(default_run, t
     within HESITATION of each other, a redrawing may tip the balance: there the original's class stays among the
     redrawing's two best."""
     import mnist_ffn
-    from mnist_ffn.idx import load_dataset
+    from mnist_ffn.data.idx import load_dataset
 
     raw = load_dataset(real_data_dir(), "mnist")
     count = 30

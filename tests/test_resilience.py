@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_ffn import training as train_module
-from mnist_ffn.checkpoint import load_checkpoint
 from mnist_ffn.config import load_config
 from mnist_ffn.errors import CheckpointError, TrainingInterrupted
-from mnist_ffn.training import train
+from mnist_ffn.training import trainer as train_module
+from mnist_ffn.training.checkpoint import load_checkpoint
+from mnist_ffn.training.trainer import train
 from tests.helpers import (
     LONG_RUN,
     PROJECT_ROOT,
@@ -86,7 +86,7 @@ def stop_itself_at(moment: str, count: int, signals: tuple[int, ...] = (signal.S
     the temporary file is written and before its rename, or after the rename and before the folder's fsync). A test
     then kills it there with SIGKILL: a moment chosen by what the run has done, not by a clock, so it is the same
     moment on a fast machine and a slow one."""
-    from mnist_ffn.backprop import BackpropEngine
+    from mnist_ffn.training.backprop import BackpropEngine
 
     done = 0
 
@@ -214,7 +214,7 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_file_whole(tmp_path):
     leftovers = list(tmp_path.glob(".last.pt.*.mnist-ffn-partial"))
     assert len(leftovers) == 1  # the half-written temp file, never the real name
 
-    from mnist_ffn.run_folder import RunFolder
+    from mnist_ffn.training.run_folder import RunFolder
 
     torch.save({"format": "stub"}, tmp_path / "last.pt")
     RunFolder(tmp_path).open_for_resume()
@@ -397,7 +397,7 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tiny_
 def test_a_signal_whose_exception_an_import_swallowed_is_still_one_line(monkeypatch):
     """Ctrl-C inside numpy's import (under torch's) can come back as "cannot load module more than once per
     process": the command still ends in the signal's one line and exit code, not in that traceback."""
-    from mnist_ffn import cli
+    from mnist_ffn.cli import commands as cli
     from mnist_ffn.errors import Interrupted
 
     def import_that_swallows_the_signal(*args, **kwargs):

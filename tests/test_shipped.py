@@ -10,8 +10,8 @@ import pytest
 
 from mnist_ffn.config import load_config
 from mnist_ffn.errors import ConfigError
-from mnist_ffn.shipped import resolve, shipped
-from mnist_ffn.sweep_spec import load_spec
+from mnist_ffn.experiments.spec import load_spec
+from mnist_ffn.presets import resolve, shipped
 from tests.helpers import PROJECT_ROOT, assert_one_line_error, run_cli
 
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from mnist_ffn.errors import ConfigError
-from mnist_ffn.shipped import shipped
-from mnist_ffn.sweep_spec import load_spec
+from mnist_ffn.experiments.spec import load_spec
+from mnist_ffn.presets import shipped
 from tests.helpers import (
     PROJECT_ROOT,
     assert_one_line_error,
@@ -62,7 +62,7 @@ pruner = "none"
 
 def trials_of(out: Path) -> list:
     study = json.loads((out / "sweep.json").read_text())["study"]
-    from mnist_ffn.sweep import open_storage
+    from mnist_ffn.experiments.sweep import open_storage
 
     return optuna.load_study(study_name=study, storage=open_storage(None, out)).get_trials()
 
@@ -230,10 +230,10 @@ def test_pruning_stops_a_trial_far_below_the_median(tiny_data, tmp_path):
 def test_a_process_killed_while_writing_the_journal_leaves_no_lock_to_wait_out(tmp_path):
     """The journal's lock is an flock, which dies with its process: the next writer goes on at once
     (Optuna's own lock file would stand for 30 s after a kill -9)."""
-    from mnist_ffn.sweep_storage import JOURNAL_LOCK, JournalLock
+    from mnist_ffn.experiments.storage import JOURNAL_LOCK, JournalLock
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pathlib import Path; from mnist_ffn.sweep_storage import JournalLock; "
+        [sys.executable, "-c", f"from pathlib import Path; from mnist_ffn.experiments.storage import JournalLock; "
          f"JournalLock(Path({str(tmp_path / JOURNAL_LOCK)!r})).acquire(); print('held', flush=True); "
          f"import time; time.sleep(60)"],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
@@ -441,7 +441,8 @@ def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(t
 def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgres, tmp_path, monkeypatch):
     """A worker on another machine cannot be asked by pid: when its heartbeat stops for longer than the grace
     period, its trial is failed and queued again with its run folder, so that any machine resumes it."""
-    from mnist_ffn import sweep, sweep_storage
+    from mnist_ffn.experiments import storage as sweep_storage
+    from mnist_ffn.experiments import sweep
 
     # 30 s in use; the storage reads it when it is opened. 3 s: the check right after the last beat comes within
     # it even on a loaded machine
@@ -569,7 +570,7 @@ def test_trial_folders_follow_the_template(tmp_path):
 
 
 def test_a_spec_written_out_reads_back_the_same(tmp_path):
-    from mnist_ffn.sweep_spec import spec_toml
+    from mnist_ffn.experiments.spec import spec_toml
 
     spec = load_spec(spec_with(tmp_path, 'run_folder = "{values}"\npruner = "none"', "model.hidden = [[], [64]]"))
     copy = tmp_path / "copy.toml"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_ffn.sweep_spec import load_spec
+from mnist_ffn.experiments.spec import load_spec
 from tests.helpers import assert_one_line_error, finish_process, run_cli, start_forked
 from tests.test_sweep import complete_points, interrupted_sweep, spec_with, trials_of, write_spec
 
@@ -159,7 +159,7 @@ def test_a_point_with_a_pruned_seed_is_listed_as_partial_below_every_whole_point
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
-    from mnist_ffn.sweep_results import collect_results
+    from mnist_ffn.experiments.results import collect_results
 
     spec = load_spec(spec_with(tmp_path, "seeds = [0, 1, 2]", "optim.lr = [0.1, 0.5]"))
     study = optuna.create_study(direction="maximize")

@@ -1,0 +1,53 @@
+"""The reference engine: forward through the module, loss.backward(), torch.optim.SGD's fused step; bf16 autocast
+and torch.compile are its alone. mnist_ffn.backprop writes the same step out by hand.
+
+It keeps the optimizer state in torch.optim.SGD's own format, as the hand-written engine does, so checkpoints do
+not say, or care, which engine wrote them.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mnist_ffn.config import Config
+from mnist_ffn.training.optim import build_optimizer
+
+
+class AutogradEngine:
+    """The reference: forward through the module, loss.backward(), torch.optim.SGD's fused step."""
+
+    name = "autograd"
+
+    def __init__(self, model: nn.Sequential, config: Config, device: torch.device):
+        self.model = model
+        self.forward = torch.compile(model) if config.train.compile else model
+        self.optimizer = build_optimizer(model, config.optim)
+        self.label_smoothing = config.train.label_smoothing
+        self.l1 = config.optim.l1
+        self.weights = [layer.weight for layer in model if isinstance(layer, nn.Linear)]
+        bf16 = config.train.precision == "bf16"
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def step(self, images: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast:
+            logits = self.forward(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.l1:  # torch.optim.SGD has no L1: autograd differentiates the penalty l1 * sum |w| itself
+            (loss + self.l1 * sum(weight.abs().sum() for weight in self.weights)).backward()
+        else:
+            loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+    def optimizer_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, saved: dict) -> None:
+        self.optimizer.load_state_dict(saved)
