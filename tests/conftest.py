@@ -42,9 +42,9 @@ if WORKERS > 1:  # before torch's first import here, and for every process a tes
 # one, so the long ones start first and the short ones fill in at the end, and the workers end together. The
 # demo needs the default run, which trains from the session's start: it comes after two long files.
 LONGEST_FIRST = [
-    *("test_sweep.py", "test_playground.py", "test_demo.py", "test_plane.py", "test_resilience.py"),
-    *("test_integrity.py", "test_sweep_faults.py", "test_plot_compare.py", "test_backprop.py", "test_notebook.py"),
-    *("test_export.py", "test_output_safety.py", "test_bad_input.py", "test_exit.py"),
+    *("test_playground.py", "test_storage.py", "test_demo.py", "test_sweep.py", "test_plane.py", "test_resilience.py"),
+    *("test_integrity.py", "test_compare.py", "test_backprop.py", "test_notebook.py", "test_plot.py"),
+    *("test_export.py", "test_output_safety.py", "test_bad_input.py", "test_exit.py", "test_points_csv.py"),
 ]
 assert all((Path(__file__).parent / name).is_file() for name in LONGEST_FIRST), "a file named here was renamed"
 
@@ -197,3 +197,28 @@ def default_run(shared_root, _default_run_in_the_background) -> Path:
     """The default run's folder, once it has trained (tests only read it)."""
     real_data_dir()  # skips, or fails under CI=true, without the data: then nothing was started
     return DefaultRun(shared_root).wait()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of 1 MiB mounted for the test (root only): a disk that fills up, and is then made larger."""
+    if os.geteuid() != 0:
+        message = "mounting a tmpfs needs root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI runs as root")
+        pytest.skip(message)
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+@pytest.fixture
+def small_comparison(tiny_data, tmp_path):
+    """A 2-epoch comparison of identity and relu on this test's tiny data: (its folder, the command that made it)."""
+    from tests.helpers import small_comparison_of
+
+    return small_comparison_of(tiny_data, tmp_path / "compare")

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import importlib.util
 import os
 import socket
 import struct
@@ -245,3 +246,39 @@ def require_modules(*names: str, install: str) -> list:
         except ImportError:
             require(False, f"{name} ({install})")
     return found
+
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+needs_matplotlib = pytest.mark.skipif(not HAS_MATPLOTLIB, reason="needs the plot extra (matplotlib)")
+
+
+def assert_png(path, min_side=300):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= min_side
+
+
+def small_comparison_of(tiny_data, out) -> tuple[Path, list]:
+    """A 2-epoch comparison of identity and relu on the tiny data in `out`, and the command that made it."""
+    args = ["compare", "--activations", "identity,relu", "--epochs", "2", "--data-dir", tiny_data, "--out", out,
+            "--quiet", *TINY_FLAGS]  # fmt: skip
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return out, args
+
+
+def invoke(*args):
+    """Run the CLI in this process; returns (exit code, stdout, stderr)."""
+    result = run_cli(*args)
+    return result.returncode, result.stdout, result.stderr
+
+
+def train_tiny(tiny_data, out, *extra):
+    """`train` on the tiny data for 3 epochs into `out`; returns what it printed."""
+    code, stdout, stderr = invoke(
+        "train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=3", *extra
+    )
+    assert code == 0, stderr
+    return stdout

@@ -1,145 +1,41 @@
-"""`mnist-ffn sweep`: specs, exactly-once grids over worker processes, kill -9 and resume, PostgreSQL, pruning."""
+"""`mnist-ffn sweep`: exactly-once grids over worker processes, TPE, pruning, kill -9 and Ctrl-C with resume, reports
+and plots, and a sweep that survives what a run survives (damaged trial folders, full disks, missing data)."""
 
-import contextlib
 import csv
-import glob
 import json
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from mnist_ffn.errors import ConfigError
 from mnist_ffn.experiments.spec import load_spec
-from mnist_ffn.presets import shipped
 from tests.helpers import (
-    PROJECT_ROOT,
     assert_one_line_error,
     closed_port,
     finish_process,
-    free_port,
     run_cli,
     start_forked,
 )
+from tests.sweeps import (
+    GRID,
+    TWO_POINTS,
+    assert_finished_once,
+    complete_points,
+    group_alive,
+    grow,
+    interrupted_sweep,
+    kill_9_with_every_running_trial_named,
+    running_with_checkpoint,
+    spec_with,
+    stderr_lines,
+    trials_of,
+    write_spec,
+)
 
 optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install 'mnist-ffn[sweep]'")
-
-SPECS = [item.path for item in shipped("sweep spec").values()]  # read from the installed package
-TINY_BASE = """
-[base]
-data.verify_checksums = false
-train.val_size = 100
-train.epochs = {epochs}
-train.checkpoint_every = {checkpoint_every}
-"""
-
-
-def write_spec(folder: Path, body: str, epochs: int = 2, name: str = "spec.toml", checkpoint_every: int = 0) -> Path:
-    path = folder / name
-    path.write_text(TINY_BASE.format(epochs=epochs, checkpoint_every=checkpoint_every) + body)
-    return path
-
-
-GRID = """
-[space]
-model.activation = ["identity", "relu"]
-model.hidden = [[16], [32, 16]]
-
-[sweep]
-seeds = [0, 1]
-pruner = "none"
-"""
-
-
-def trials_of(out: Path) -> list:
-    study = json.loads((out / "sweep.json").read_text())["study"]
-    from mnist_ffn.experiments.sweep import open_storage
-
-    return optuna.load_study(study_name=study, storage=open_storage(None, out)).get_trials()
-
-
-def complete_points(trials) -> list:
-    return sorted(
-        (json.dumps(trial.user_attrs["point"], sort_keys=True), trial.user_attrs["seed"])
-        for trial in trials
-        if trial.state == optuna.trial.TrialState.COMPLETE
-    )
-
-
-# -- specs -------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", SPECS, ids=lambda path: path.name)
-def test_every_shipped_spec_is_valid(path):
-    spec = load_spec(path)
-    assert spec.space and spec.seeds
-
-
-def test_the_lesson_spec_is_16_points_times_3_seeds():
-    spec = load_spec(shipped("sweep spec")["lesson"].path)
-    assert len(spec.grid()) == 16 and spec.seeds == [0, 1, 2]
-
-
-def test_every_problem_in_a_spec_is_reported_at_once(tmp_path):
-    path = tmp_path / "bad.toml"
-    path.write_text(
-        """
-[base]
-train.epochz = 3
-
-[space]
-model.activation = ["relu", "wobbly"]
-optim.lr = { low = 0.5, high = 0.1 }
-model.hiden = [[10]]
-train.seed = [1, 2]
-
-[sweep]
-sampler = "random"
-seeds = [0, 0]
-pruner = "always"
-colour = "blue"
-"""
-    )
-    with pytest.raises(ConfigError) as caught:
-        load_spec(path)
-    text = str(caught.value)
-    for fragment in (
-        "train.epochz: unknown key",
-        "space.model.activation",
-        "wobbly",
-        "space.optim.lr: low must be below high",
-        "space.model.hiden: unknown config key",
-        "space.train.seed: seeds are set by [sweep] seeds",
-        "sweep.sampler: must be one of grid, tpe",
-        "sweep.seeds: a seed is listed twice",
-        "sweep.pruner",
-        "sweep.colour: unknown key",
-    ):
-        assert fragment in text, fragment
-    result = run_cli("sweep", path, "--out", tmp_path / "out")
-    assert_one_line_error(result, 2, "train.epochz", "sweep.colour")
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_grid_spec_refuses_ranges_and_tpe_needs_trials(tmp_path):
-    grid = write_spec(tmp_path, "[space]\noptim.lr = { low = 0.01, high = 0.1, log = true }\n", name="grid.toml")
-    with pytest.raises(ConfigError, match="the grid sampler needs a list"):
-        load_spec(grid)
-    tpe = write_spec(tmp_path, '[space]\noptim.lr = { low = 0.01, high = 0.1 }\n[sweep]\nsampler = "tpe"\n')
-    with pytest.raises(ConfigError, match="the tpe sampler needs a number of trials"):
-        load_spec(tpe)
-
-
-# -- a grid on one machine ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -224,31 +120,6 @@ def test_pruning_stops_a_trial_far_below_the_median(tiny_data, tmp_path):
     assert "PRUNED" in states[1e-7], states
 
 
-# -- kill -9 -----------------------------------------------------------------------------------------------------
-
-
-def test_a_process_killed_while_writing_the_journal_leaves_no_lock_to_wait_out(tmp_path):
-    """The journal's lock is an flock, which dies with its process: the next writer goes on at once
-    (Optuna's own lock file would stand for 30 s after a kill -9)."""
-    from mnist_ffn.experiments.storage import JOURNAL_LOCK, JournalLock
-
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pathlib import Path; from mnist_ffn.experiments.storage import JournalLock; "
-         f"JournalLock(Path({str(tmp_path / JOURNAL_LOCK)!r})).acquire(); print('held', flush=True); "
-         f"import time; time.sleep(60)"],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert holder.stdout.readline() == "held\n"
-    waiting = threading.Thread(target=JournalLock(tmp_path / JOURNAL_LOCK).acquire, daemon=True)
-    waiting.start()
-    waiting.join(0.3)
-    assert waiting.is_alive(), "a writer waits while another holds the lock"
-    holder.kill()
-    holder.wait()
-    waiting.join(5)
-    assert not waiting.is_alive(), "the lock died with its holder"
-
-
 @pytest.mark.machine
 def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(tiny_data, tmp_path):
     spec = write_spec(
@@ -261,13 +132,13 @@ def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(
     args = ["sweep", spec, "--out", out, "--workers", "2", "--data-dir", tiny_data, "--quiet"]
     process = start_forked(*args, new_session=True)  # its own process group: the sweep and its workers
     deadline = time.monotonic() + 120
-    while not any(out.glob("trials/*/summary.json")) or not _running_with_checkpoint(out):
+    while not any(out.glob("trials/*/summary.json")) or not running_with_checkpoint(out):
         assert process.poll() is None, finish_process(process)
         assert time.monotonic() < deadline, "no trial finished and another running within 120 s"
         time.sleep(0.05)
-    interrupted = _kill_9_with_every_running_trial_named(process.pid, out)  # the machine's share dies at once
+    interrupted = kill_9_with_every_running_trial_named(process.pid, out)  # the machine's share dies at once
     process.wait()
-    while _group_alive(process.pid):  # workers inside an fsync die when it returns
+    while group_alive(process.pid):  # workers inside an fsync die when it returns
         time.sleep(0.05)
     finished = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("trials/*/summary.json")}
 
@@ -287,45 +158,6 @@ def test_kill_9_mid_trial_then_rerun_finishes_without_rerunning_finished_trials(
     uninterrupted = torch.load(reference / "last.pt", weights_only=True)
     for name, tensor in uninterrupted["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
-
-
-def _kill_9_with_every_running_trial_named(group: int, out: Path) -> list[Path]:
-    """SIGKILL the process group at an instant when no worker is between drawing a trial and naming itself in it,
-    and a trial is running with a checkpoint to resume from; returns those trials' folders.
-
-    A trial killed in that instant (milliseconds, right after a worker finishes a trial) is recovered only
-    after sweep_storage.GRACE_SECONDS, as its worker could be on another machine: a 30 s wait this test is not about.
-    SIGSTOP holds every process still while the study and the folders are read, so what is read is what the kill
-    leaves, however fast the trials run."""
-    while True:
-        os.killpg(group, signal.SIGSTOP)
-        running = [trial for trial in trials_of(out) if trial.state == optuna.trial.TrialState.RUNNING]
-        interrupted = _running_with_checkpoint(out)
-        if interrupted and all("worker" in trial.user_attrs for trial in running):
-            os.killpg(group, signal.SIGKILL)
-            return interrupted
-        os.killpg(group, signal.SIGCONT)
-        time.sleep(0.005)
-
-
-def _group_alive(group: int) -> bool:
-    """Whether a process of the group still runs. A zombie does not: a killed worker whose parent died too
-    waits for PID 1 to reap it, which some containers' PID 1 does only every several seconds."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, process_group = stat.read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):  # gone while we looked
-            continue
-        if int(process_group) == group and state not in ("Z", "X"):
-            return True
-    return False
-
-
-def _running_with_checkpoint(out: Path) -> list[Path]:
-    return [path.parent for path in out.glob("trials/*/last.pt") if not (path.parent / "summary.json").exists()]
-
-
-# -- bad input ---------------------------------------------------------------------------------------------------
 
 
 def test_bad_sweep_commands_are_one_line_and_create_nothing(tmp_path):
@@ -352,120 +184,10 @@ def test_bad_sweep_commands_are_one_line_and_create_nothing(tmp_path):
 
 
 def test_without_optuna_the_sweep_says_how_to_install_it(tmp_path, monkeypatch):
-    import sys
 
     spec = write_spec(tmp_path, GRID)
     monkeypatch.setitem(sys.modules, "optuna", None)
     assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "out"), 1, "pip install 'mnist-ffn[sweep]'")
-
-
-# -- PostgreSQL: two machines on one study ----------------------------------------------------------------------
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL server in a temp folder, on a free loopback port; stop() and start() it again."""
-
-    def __init__(self):
-        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-        if not binaries:
-            message = "PostgreSQL's server binaries are not installed (Debian package postgresql)"
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"{message}; CI must have them")
-            pytest.skip(message)
-        self.bin_dir = Path(binaries[-1])
-        self.root = Path(tempfile.mkdtemp(prefix="mnist-ffn-pg-"))
-        self.as_postgres: list[str] = []
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            shutil.chown(self.root, "postgres")
-            self.as_postgres = ["runuser", "-u", "postgres", "--"]
-        self.data, self.port = self.root / "data", free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/sweeps"
-        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust")
-        self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "sweeps")
-
-    def _run(self, program: str, *arguments) -> None:
-        command = [*self.as_postgres, str(self.bin_dir / program), *map(str, arguments)]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-        self._run("pg_ctl", "-D", self.data, "-o", options, "-l", self.root / "log", "-w", "start")
-
-    def stop(self) -> None:
-        """As a crash would: no clean shutdown, open connections cut."""
-        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture
-def postgres_server():
-    server = PostgresServer()
-    try:
-        yield server
-    finally:
-        server.remove()
-
-
-@pytest.fixture
-def postgres(postgres_server):
-    """The URL of a throwaway PostgreSQL server's empty database `sweeps`."""
-    return postgres_server.url
-
-
-def test_two_machines_share_one_postgresql_study_without_running_a_point_twice(tiny_data, tmp_path, postgres):
-    spec = write_spec(tmp_path, GRID, epochs=1)
-    flags = ["--storage", postgres, "--study", "shared", "--data-dir", tiny_data, "--quiet"]
-    machines = [start_forked("sweep", spec, "--out", tmp_path / name, *flags) for name in ("machine-a", "machine-b")]
-    results = [finish_process(machine, timeout=300) for machine in machines]
-    for result in results:
-        assert result.returncode == 0, result.stderr
-        assert result.stderr == "", "a quiet sweep prints nothing on stderr (no warning from each worker)"
-    storage = optuna.storages.RDBStorage(postgres.replace("postgresql://", "postgresql+psycopg://"))
-    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
-    done = complete_points(trials)
-    assert len(done) == 8 and len(set(done)) == 8, "every point x seed once, none twice"
-    # (how the trials fall between the two machines is their timing: one may find the study done before it starts)
-    spec_changed = write_spec(tmp_path, GRID.replace("[0, 1]", "[5]"), name="other.toml")
-    refused = run_cli("sweep", spec_changed, "--out", tmp_path / "c", "--storage", postgres, "--study", "shared")
-    assert_one_line_error(refused, 2, "--study shared: exists with another spec")
-    assert not (tmp_path / "c").exists()
-
-
-@pytest.mark.machine
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # Optuna's, for ask() with a heartbeat: see worker_main
-def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgres, tmp_path, monkeypatch):
-    """A worker on another machine cannot be asked by pid: when its heartbeat stops for longer than the grace
-    period, its trial is failed and queued again with its run folder, so that any machine resumes it."""
-    from mnist_ffn.experiments import storage as sweep_storage
-    from mnist_ffn.experiments import sweep
-
-    # 30 s in use; the storage reads it when it is opened. 3 s: the check right after the last beat comes within
-    # it even on a loaded machine
-    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 3)
-    study = optuna.create_study(
-        study_name="lost", storage=sweep_storage.open_storage(postgres, tmp_path), direction="maximize"
-    )
-    attrs = {"point": {"optim.lr": 0.1}, "seed": 0, "run_folder": "trials/0000"}
-    study.enqueue_trial({"optim.lr": 0.1}, user_attrs=attrs)
-    trial = study.ask()
-    trial.set_user_attr("worker", "another-machine:4242")  # not this host: its pid says nothing here
-    with sweep_storage.Heartbeat(study, trial):  # the worker's own heartbeat, until its machine is lost
-        pass
-
-    sweep._recover_dead_trials(study)  # its last beat is within the grace period: it may still be running
-    assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
-    time.sleep(3.5)
-    sweep._recover_dead_trials(study)
-    trials = study.get_trials()
-    states = optuna.trial.TrialState
-    assert [trial.state for trial in trials] == [states.FAIL, states.WAITING], "failed, and queued again"
-    retry = trials[1]
-    assert {key: retry.user_attrs[key] for key in attrs} == attrs, "queued again with its run folder"
 
 
 def test_plot_of_a_sweep_draws_accuracy_against_each_swept_key(finished_grid):
@@ -503,28 +225,6 @@ def test_a_tpe_search_samples_points_and_runs_each_once_per_seed(tiny_data, tmp_
     assert sum(importances.values()) == pytest.approx(1.0)
 
 
-def interrupted_sweep(tiny_data, tmp_path) -> tuple[list, Path, subprocess.CompletedProcess]:
-    """A 2-point sweep of 30 epochs run in this process and stopped by SIGINT (as Ctrl-C does) once a trial has
-    saved its last.pt: (its arguments, its folder, what the stopped command gave)."""
-    spec = write_spec(
-        tmp_path, '[space]\nmodel.hidden = [[16], [24]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=30
-    )
-    out = tmp_path / "sweep"
-    args = ["sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet"]
-
-    def interrupt_once_a_run_has_saved():
-        deadline = time.monotonic() + 60
-        while not any(out.glob("trials/*/last.pt")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    watcher = threading.Thread(target=interrupt_once_a_run_has_saved)
-    watcher.start()
-    stopped = run_cli(*args)
-    watcher.join()
-    return args, out, stopped
-
-
 @pytest.mark.machine
 def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny_data, tmp_path):
     args, out, stopped = interrupted_sweep(tiny_data, tmp_path)
@@ -539,96 +239,82 @@ def test_ctrl_c_stops_the_sweep_with_its_runs_saved_and_a_rerun_finishes_it(tiny
         assert json.loads((path.parent / "summary.json").read_text())["epochs"] == 30
 
 
-# -- where trials go, and compare as a sweep ---------------------------------------------------------------------
+def test_a_point_with_a_pruned_seed_is_listed_as_partial_below_every_whole_point(tmp_path):
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from mnist_ffn.experiments.results import collect_results
+
+    spec = load_spec(spec_with(tmp_path, "seeds = [0, 1, 2]", "optim.lr = [0.1, 0.5]"))
+    study = optuna.create_study(direction="maximize")
+    distribution = {"optim.lr": CategoricalDistribution(["0.1", "0.5"])}
+    for lr, seed, state, value in [(0.1, s, TrialState.COMPLETE, 0.90) for s in range(3)] + [
+        (0.5, 0, TrialState.COMPLETE, 0.99),
+        (0.5, 1, TrialState.PRUNED, None),
+        (0.5, 2, TrialState.PRUNED, None),
+    ]:
+        attrs = {"point": {"optim.lr": lr}, "seed": seed, "run_folder": f"{lr}-{seed}", "test_accuracy": 0.9}
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"optim.lr": str(lr)},
+                distributions=distribution,
+                user_attrs={**attrs, "seconds": 1.0},
+            )
+        )
+    rows = collect_results(study, spec)["points"]
+    assert [(row["point"], row["complete"], row["seeds"]) for row in rows] == [
+        ("lr=0.1", True, 3),
+        ("lr=0.5", False, 1),
+    ], "ranked by its one unpruned seed, lr=0.5 would come first"
 
 
-def spec_with(tmp_path, sweep_lines: str, space: str = 'model.activation = ["relu", "tanh"]') -> Path:
-    path = tmp_path / "spec.toml"
-    path.write_text(f"[base]\ntrain.epochs = 1\n\n[space]\n{space}\n\n[sweep]\n{sweep_lines}\n")
-    return path
+def test_a_damaged_last_pt_fails_its_trial_with_the_reason_and_a_rerun_after_removing_it_finishes(tiny_data, tmp_path):
+    args, out, stopped = interrupted_sweep(tiny_data, tmp_path)
+    assert stopped.returncode == 130, stopped.stderr
+    (saved,) = out.glob("trials/*/last.pt")
+    saved.write_bytes(b"not a checkpoint any more")
+
+    for _ in range(2):  # a rerun retries it, and says so again while the file is still damaged
+        failed = run_cli(*args)
+        assert failed.returncode == 1, failed.stderr
+        lines = stderr_lines(failed.stderr)
+        assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
+        assert str(saved) in lines[0] and "a rerun tries it again" in lines[0], lines
+    saved.unlink()
+    finished = run_cli(*args, "--json")
+    assert finished.returncode == 0, finished.stderr
+    assert_finished_once(out, 2)
+    for row in json.loads(finished.stdout)["points"]:
+        (folder,) = row["run_folders"]
+        summary = json.loads((out / folder / "summary.json").read_text())
+        assert row["seconds_mean"] == summary["wall_seconds"], "the whole training time, not the last process's"
 
 
-def test_run_folder_templates_that_could_mix_two_trials_are_refused(tmp_path):
-    cases = {
-        'run_folder = "{values}"\nseeds = [0, 1]': "needs {seed} when there are several seeds",
-        'run_folder = "all-in-one"': "needs {number}, or {point} or {values}",
-        'run_folder = "{values}-{colour}"': "may use only {number}, {point}, {values} and {seed}",
-        'run_folder = "../{values}"': "must be a folder inside the sweep's folder",
-        "run_folder = 3": "must be a string",
-    }
-    for lines, problem in cases.items():
-        with pytest.raises(ConfigError) as caught:
-            load_spec(spec_with(tmp_path, lines))
-        assert any(f"sweep.run_folder: {problem}" in message for message in caught.value.problems), (lines, caught)
-
-
-def test_trial_folders_follow_the_template(tmp_path):
-    spec = load_spec(spec_with(tmp_path, 'run_folder = "{values}-s{seed}"', "model.hidden = [[100, 100]]"))
-    assert spec.trial_folder(7, {"model.hidden": [100, 100]}, 2) == "100x100-s2"
-    default = load_spec(spec_with(tmp_path, ""))
-    assert default.trial_folder(7, {"model.activation": "relu"}, 0) == "trials/0007-activation=relu-seed0"
-
-
-def test_a_spec_written_out_reads_back_the_same(tmp_path):
-    from mnist_ffn.experiments.spec import spec_toml
-
-    spec = load_spec(spec_with(tmp_path, 'run_folder = "{values}"\npruner = "none"', "model.hidden = [[], [64]]"))
-    copy = tmp_path / "copy.toml"
-    copy.write_text(spec_toml(spec, "a copy"))
-    assert load_spec(copy).fingerprint() == spec.fingerprint()
-
-
-@pytest.mark.machine
-def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no_password_anywhere(
-    tiny_data, tmp_path, postgres_server
+def test_a_full_disk_fails_each_trial_with_its_reason_and_the_rerun_after_freeing_space_runs_them(
+    tiny_data, tmp_path, small_disk
 ):
-    """pg_ctl stop -m immediate mid-sweep: one line naming the server, exit 1, every finished trial kept. The
-    password given in the URL (the server trusts loopback, so any is accepted) is in no line and no file."""
-    password = "s3cret-Pa55"
-    url = postgres_server.url.replace("postgres@", f"postgres:{password}@")
-    spec = write_spec(
-        tmp_path, '[space]\nmodel.hidden = [[16], [24], [32]]\n[sweep]\nseeds = [0]\npruner = "none"\n', epochs=16
-    )
-    out = tmp_path / "sweep"
-    args = ["sweep", spec, "--out", out, "--storage", url, "--data-dir", tiny_data, "--quiet"]
-    process = start_forked(*args, new_session=True)  # its own process group, held still while the server stops
-    deadline = time.monotonic() + 120
-    while not any(out.glob("trials/*/summary.json")):
-        assert process.poll() is None, finish_process(process)
-        assert time.monotonic() < deadline, "no trial finished within 120 s"
-        time.sleep(0.01)
-    while True:  # each trial trains 16 epochs, each ending in a checkpoint: many looks while the second runs
-        assert process.poll() is None, finish_process(process)
-        assert time.monotonic() < deadline, "no second trial running within 120 s"
-        os.killpg(process.pid, signal.SIGSTOP)  # still while it looks: what it sees is what the stop finds
-        if _running_with_checkpoint(out):
-            break
-        os.killpg(process.pid, signal.SIGCONT)
-        time.sleep(0.005)
-    postgres_server.stop()
-    os.killpg(process.pid, signal.SIGCONT)
-    lost = finish_process(process, timeout=120)
-    assert_one_line_error(lost, 1, f"lost the connection to the study's database at 127.0.0.1:{postgres_server.port}")
-    finished = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("trials/*/summary.json")}
-    assert finished
-
-    postgres_server.start()
+    # checkpoints of a 784-512-10 network take 3.2 MB, on a 1 MiB disk
+    spec = write_spec(tmp_path, TWO_POINTS.replace("[[8], [12]]", "[[512], [400]]"), epochs=1)
+    out = small_disk / "sweep"
+    args = ["sweep", spec, "--out", out, "--data-dir", tiny_data, "--quiet"]
+    full = run_cli(*args)
+    assert full.returncode == 1, full.stderr
+    lines = stderr_lines(full.stderr)
+    assert len(lines) == 4 and "Traceback" not in full.stderr, full.stderr
+    assert all("No space left on device" in line and "a rerun tries it again" in line for line in lines), lines
+    grow(small_disk)
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
-    for name, stamp in finished.items():
-        assert (out / "trials" / name / "summary.json").stat().st_mtime_ns == stamp, f"{name} was trained again"
-    storage = optuna.storages.RDBStorage(postgres_server.url.replace("postgresql://", "postgresql+psycopg://"))
-    done = complete_points(optuna.load_study(study_name="spec", storage=storage).get_trials())
-    assert len(done) == 3 == len(set(done)), "every point once, none twice"
+    assert_finished_once(out)
 
-    assert json.loads((out / "sweep.json").read_text())["storage"] == postgres_server.url, "stored without it"
-    assert password not in lost.stderr + rerun.stderr + rerun.stdout
-    for path in out.rglob("*"):
-        if path.is_file():
-            assert password.encode() not in path.read_bytes(), path
-    with closed_port() as port:
-        refused = run_cli(
-            "sweep", spec, "--out", tmp_path / "b", "--storage", f"postgresql://me:{password}@127.0.0.1:{port}/none"
-        )
-    assert_one_line_error(refused, 1, "--storage postgresql://me@127.0.0.1:")
-    assert password not in refused.stderr
+
+def test_data_that_every_trial_would_miss_is_one_line_before_anything_is_queued(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[base]\ndata.download = false\n\n[space]\nmodel.activation = ["identity", "relu"]\n\n'
+                    "[sweep]\nseeds = [0, 1]\n")  # fmt: skip
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", spec, "--out", out, "--data-dir", tmp_path / "no-data")
+    assert_one_line_error(result, 1, "MNIST not found", "no-data")
+    assert not out.exists(), "nothing queued, nothing written"

@@ -1,4 +1,5 @@
-"""`train` then `eval` through the CLI, on tiny data the tests write themselves."""
+"""`mnist-ffn train` through the CLI, on tiny data the tests write themselves: the run folder, determinism,
+settings from files and --set, and the commands' help."""
 
 import csv
 import json
@@ -6,23 +7,9 @@ import json
 import pytest
 import torch
 
-from tests.helpers import TINY_FLAGS, run_cli
+from tests.helpers import TINY_FLAGS, invoke, run_cli, train_tiny
 
 RUN_FILES = {"config.toml", "metrics.csv", "last.pt", "best.pt", "summary.json"}
-
-
-def invoke(*args):
-    """Run the CLI in this process; returns (exit code, stdout, stderr)."""
-    result = run_cli(*args)
-    return result.returncode, result.stdout, result.stderr
-
-
-def train_tiny(tiny_data, out, *extra):
-    code, stdout, stderr = invoke(
-        "train", "--data-dir", tiny_data, "--out", out, *TINY_FLAGS, "--set", "train.epochs=3", *extra
-    )
-    assert code == 0, stderr
-    return stdout
 
 
 def test_train_writes_the_run_folder_and_eval_agrees_with_the_summary(tiny_data, tmp_path):
@@ -55,36 +42,6 @@ def test_train_writes_the_run_folder_and_eval_agrees_with_the_summary(tiny_data,
     report = json.loads(stdout)
     assert report["accuracy"] == summary["test_accuracy"]
     assert report["loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
-
-
-def test_eval_json_schema(tiny_data, tmp_path):
-    train_tiny(tiny_data, tmp_path / "run")
-    code, stdout, _ = invoke("eval", tmp_path / "run" / "best.pt", "--data-dir", tiny_data, "--json")
-    report = json.loads(stdout)
-    assert code == 0
-    assert report["n"] == 200 and report["split"] == "test" and report["dataset"] == "mnist"
-    assert len(report["per_class_accuracy"]) == 10 and all(0 <= value <= 1 for value in report["per_class_accuracy"])
-    matrix = report["confusion_matrix"]
-    assert len(matrix) == 10 and all(len(row) == 10 for row in matrix)
-    assert sum(map(sum, matrix)) == report["n"]
-    assert report["accuracy"] == sum(matrix[i][i] for i in range(10)) / report["n"]
-    assert report["classes"] == [str(digit) for digit in range(10)]
-
-
-def test_eval_other_splits(tiny_data, tmp_path):
-    train_tiny(tiny_data, tmp_path / "run")
-    for split, size in (("val", 100), ("train", 500)):
-        code, stdout, _ = invoke(
-            "eval", tmp_path / "run" / "last.pt", "--data-dir", tiny_data, "--split", split, "--json"
-        )
-        assert code == 0 and json.loads(stdout)["n"] == size
-
-
-def test_eval_prints_tables_for_people(tiny_data, tmp_path):
-    train_tiny(tiny_data, tmp_path / "run")
-    code, stdout, _ = invoke("eval", tmp_path / "run" / "best.pt", "--data-dir", tiny_data)
-    assert code == 0
-    assert "accuracy" in stdout and "Per-class accuracy" in stdout and "Confusion matrix" in stdout
 
 
 def test_same_seed_gives_the_same_metrics_and_weights(tiny_data, tmp_path):
@@ -153,19 +110,6 @@ def test_default_run_folder_is_under_runs(tiny_data, tmp_path, monkeypatch):
     (run,) = (tmp_path / "runs").iterdir()
     assert {path.name for path in run.iterdir()} == RUN_FILES
     assert stdout == ""  # --quiet
-
-
-def test_eval_json_stays_strict_for_a_model_with_nan_weights(tiny_run, tiny_data, tmp_path):
-    import torch
-
-    checkpoint = torch.load(tiny_run / "best.pt", weights_only=True)
-    for tensor in checkpoint["model"].values():
-        tensor.fill_(float("nan"))
-    torch.save(checkpoint, tmp_path / "nan.pt")
-    result = run_cli("eval", tmp_path / "nan.pt", "--data-dir", tiny_data, "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
-    assert report["loss"] is None
 
 
 def test_help_is_available_for_every_command():
