@@ -9,7 +9,7 @@ In one run, on one machine, for the same model (784-512-512-10 ReLU) and the sam
   (d) for the reader: a bare eager PyTorch step on random data already in memory (nn.Sequential forward,
       cross-entropy, autograd backward, the same fused torch.optim.SGD step), with no data pipeline and
       no bookkeeping: the best any eager nn.Sequential + torch.optim.SGD loop can do here,
-  (e) the hand-written backprop engine's step (mnist_ffn.backprop, what `train.engine = "auto"` picks) on
+  (e) the hand-written backprop engine's step (mnist_ffn.training.backprop, what `train.engine = "auto"` picks) on
       the same random data as (c) and (d): the like-for-like rival of (d),
   (f) mnist-ffn's own training loop with that engine: (b) with `train.engine = "backprop"`,
   (g) the products of (c) in bfloat16: the ceiling of a machine with fast bf16 (AMX, AVX512-BF16),

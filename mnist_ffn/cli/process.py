@@ -2,7 +2,7 @@
 
 - stdout outlives its reader (GuardedStdout): `train ... | head -1` must not stop training halfway;
 - stdout and stderr write what their encoding cannot show as escapes, never a UnicodeEncodeError;
-- SIGINT and SIGTERM become `Interrupted` (training defers them itself: mnist_ffn.signals);
+- SIGINT and SIGTERM become `Interrupted` (training defers them itself: training.signals);
 - the executable ends with os._exit after flushing (fast_exit): torch's teardown is skipped.
 """
 

@@ -1,5 +1,5 @@
 """`mnist-ffn predict`: classify people's own images with a trained network, each preprocessed as the data set
-was made (mnist_ffn.images); one that cannot be read gets its row with the reason, the others their classes."""
+was made (inference.images); one that cannot be read gets its row with the reason, the others their classes."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from mnist_ffn.training.model import architecture
 def evaluate_checkpoint(
     path: Path, data_dir: Path, *, split: str = "test", device: str = "auto", expected_dataset: str | None = None
 ) -> dict:
-    """Everything `mnist-ffn eval` reports, from the checkpoint (as mnist_ffn.network loads it) and the data alone."""
+    """Everything `mnist-ffn eval` reports, from the checkpoint (as inference.network loads it) and the data alone."""
     network = load(path, device=device)
     config, dataset = network.config, network.dataset
     if expected_dataset is not None and expected_dataset != dataset:

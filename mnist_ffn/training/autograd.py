@@ -1,5 +1,5 @@
 """The reference engine: forward through the module, loss.backward(), torch.optim.SGD's fused step; bf16 autocast
-and torch.compile are its alone. mnist_ffn.backprop writes the same step out by hand.
+and torch.compile are its alone. mnist_ffn.training.backprop writes the same step out by hand.
 
 It keeps the optimizer state in torch.optim.SGD's own format, as the hand-written engine does, so checkpoints do
 not say, or care, which engine wrote them.

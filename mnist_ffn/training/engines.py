@@ -1,5 +1,5 @@
-"""Which of the two engines takes a run's SGD steps, by hand (mnist_ffn.backprop) or with autograd
-(mnist_ffn.autograd), and building it. Both update the same nn.Sequential in place and keep the optimizer state in
+"""Which of the two engines takes a run's SGD steps, by hand (training.backprop) or with autograd
+(training.autograd), and building it. Both update the same nn.Sequential in place and keep the optimizer state in
 torch.optim.SGD's format, so checkpoints do not say, or care, which engine wrote them.
 """
 

@@ -78,7 +78,7 @@ class Answer:
 
 
 class DemoModel:
-    """A checkpoint ready to answer images: the trained network (mnist_ffn.network) and the page's names for it."""
+    """A checkpoint ready to answer images: the trained network (inference.network) and the page's names for it."""
 
     def __init__(self, checkpoint_path: Path, device: str = "auto"):
         network = load(checkpoint_path, device=device)  # one line and exit 1 for anything that is not a checkpoint

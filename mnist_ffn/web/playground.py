@@ -1,12 +1,12 @@
 """`mnist-ffn playground`'s sessions: TensorFlow Playground's lesson, trained by the CLI's own Trainer.
 
 A page's setting (data set, features, layers, activation, learning rate, ...) becomes an ordinary
-Config; a Session trains it with `mnist_ffn.training.Trainer`, the object `mnist-ffn train` runs, in a
+Config; a Session trains it with `training.trainer.Trainer`, the object `mnist-ffn train` runs, in a
 run folder of its own, epoch by epoch as the page asks. After each slice of training the page gets a
 Frame: the boundary over the plane, every hidden neuron's a = f(z) over the plane, the weights, and the
 train and test loss and accuracy.
 
-No web code here (mnist_ffn.playground_server serves it), so the tests drive a session directly.
+No web code here (web.playground_server serves it), so the tests drive a session directly.
 """
 
 from __future__ import annotations

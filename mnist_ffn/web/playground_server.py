@@ -5,7 +5,7 @@ the playground redraws dozens of neuron maps, the weights and two curves 10-20 t
 trains. A hand-written canvas page fed by one JSON call per picture does that, and FastAPI and uvicorn
 are what Gradio itself runs on: the same extra, nothing more to install.
 
-Every tab has its own Session (mnist_ffn.playground), kept until the tab has been idle for
+Every tab has its own Session (web.playground), kept until the tab has been idle for
 SESSION_IDLE_SECONDS or MAX_SESSIONS newer ones push it out. Bad input of any kind is one JSON
 `{"error": ...}` with status 400 (404 for a session that has ended), shown by the page in one line;
 the server goes on serving the other tabs.
