@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from mnist_ffn.catalog import DATASETS, IMAGE_SIDE, DatasetInfo, tensor_cache_dir
+from mnist_ffn.data.raw import RawDataset
 from mnist_ffn.errors import DataError, WriteError
 from mnist_ffn.files import open_regular, write_atomically
 from mnist_ffn.messages import reason
-from mnist_ffn.data.raw import RawDataset
 
 FILE_NAMES = {
     "train_images": "train-images-idx3-ubyte",

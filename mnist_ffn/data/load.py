@@ -11,8 +11,8 @@ import torch
 from mnist_ffn.catalog import DATASETS, POINTS, DatasetInfo
 from mnist_ffn.data.idx import load_dataset
 from mnist_ffn.data.plane import features, generate
-from mnist_ffn.points_csv import read_csv
 from mnist_ffn.data.raw import RawDataset
+from mnist_ffn.points_csv import read_csv
 
 if TYPE_CHECKING:
     from mnist_ffn.config import DataConfig

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mnist_ffn.errors import DataError
 from mnist_ffn.data.raw import RawDataset
+from mnist_ffn.errors import DataError
 
 
 @dataclass
