@@ -13,14 +13,19 @@ In one run, on one machine, for the same model (784-512-512-10 ReLU) and the sam
       the same random data as (c) and (d): the like-for-like rival of (d),
   (f) mnist-ffn's own training loop with that engine: (b) with `train.engine = "backprop"`,
   (g) the products of (c) in bfloat16: the ceiling of a machine with fast bf16 (AMX, AVX512-BF16),
+  (h) the backprop engine's step with bf16 products (`train.precision = "bf16"`) on the data of (e),
+  (i) mnist-ffn's own loop with it: (f) in bf16,
+  (j) mnist-ffn's own loop with autograd under bf16 autocast: (b) in bf16, the simple path's best,
 
-and prints b/a, b/c, b/d, d/c, then e/c and e/d (how close the engine's step comes to the ceiling, and
-how much it beats the best eager step), f/b (what it gives the whole loop) and g/c (how far above the fp32
-ceiling the machine's own bf16 one lies). Each figure is the best
+and prints b/a, b/c, b/d, d/c, then e/c, e/g and e/d (how close the engine's step comes to the ceilings, and
+how much it beats the best eager step), f/b (what it gives the whole loop), g/c (how far above the fp32
+ceiling the machine's own bf16 one lies), h/c and h/g (the bf16 step against both ceilings), i/f (the whole loop,
+bf16 against fp32) and i/j (the hand-written bf16 loop against autograd's). Each figure is the best
 of --rounds rounds, the rounds interleaved so that a noisy neighbour hurts all alike. With --profile
 it then shows where a step of the engine spends its time (matrix products against everything else).
-It then times whole default `mnist-ffn train` runs with each engine, back to back (process start to
-exit; test accuracy and peak resident memory), and `mnist-ffn --help`. The figures are written as
+It then times whole default `mnist-ffn train` runs, back to back (process start to exit; test accuracy and peak
+resident memory): as the defaults choose (`auto`, after one untimed run that fills the step-choice cache) and with
+each engine and precision forced, and `mnist-ffn --help`. The figures are written as
 JSON with the device they ran on.
 
     python scripts/bench.py --data-dir ../shared/data [--device cpu|cuda] [--profile] [--json-out bench.json]
@@ -95,20 +100,24 @@ def canonical_loop(torchvision_root: Path, batch_size: int, device: torch.device
     return seen / (time.perf_counter() - started)
 
 
-def bench_config(batch_size: int, engine: str):
+def bench_config(batch_size: int, engine: str, precision: str = "fp32"):
     """The bench's model and SGD as an mnist-ffn config."""
     settings = [f"model.hidden={WIDTHS[1:-1]}", "model.activation=relu", f"optim.lr={LR}", f"optim.momentum={MOMENTUM}"]
     settings += ["optim.nesterov=false", "optim.weight_decay=0", "optim.schedule=constant"]
-    return load_config(None, [*settings, f"train.batch_size={batch_size}", "train.epochs=1", f"train.engine={engine}"])
+    settings += [f"train.batch_size={batch_size}", "train.epochs=1", f"train.engine={engine}"]
+    return load_config(None, [*settings, f"train.precision={precision}"])
 
 
-def mnist_ffn_loop(data_dir: Path, batch_size: int, device: torch.device, workdir: Path, engine: str) -> float:
-    """(b), (e): one epoch of mnist-ffn's own loop, timed by the loop itself (steps only, not evaluation)."""
-    config = bench_config(batch_size, engine)
-    run = RunFolder(workdir / f"loop-{engine}-{batch_size}")
+def mnist_ffn_loop(
+    data_dir: Path, batch_size: int, device: torch.device, workdir: Path, engine: str, precision: str = "fp32"
+) -> float:
+    """(b), (f), (i), (j): one epoch of mnist-ffn's own loop, timed by the loop itself (steps only, not evaluation)."""
+    config = bench_config(batch_size, engine, precision)
+    run = RunFolder(workdir / f"loop-{engine}-{precision}-{batch_size}")
     trainer = Trainer(config, run, device, log=None, progress_bars=False, resume_command="")
     trainer.run_id = run.create(config, force=True)
     trainer.load_data(data_dir)
+    trainer.start_engine(None)
     with StopSignals() as stop:
         trainer.train_epoch(stop)
     return trainer.progress.samples_seen / trainer.progress.train_seconds
@@ -171,7 +180,7 @@ def bare_torch_step(batch_size: int, device: torch.device, samples: int) -> floa
 MATRIX_PRODUCTS = {"aten::addmm", "aten::addmm_", "aten::mm", "aten::mv", "aten::addmv_"}
 
 
-def profile_engine(batch_size: int, device: torch.device, steps: int = 200) -> dict:
+def profile_engine(batch_size: int, device: torch.device, precision: str, steps: int = 200) -> dict:
     """Where one step of the backprop engine spends its time: matrix products, and everything else."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -179,7 +188,8 @@ def profile_engine(batch_size: int, device: torch.device, steps: int = 200) -> d
     from mnist_ffn.training.model import build_model
 
     config = bench_config(batch_size, "backprop")
-    engine = BackpropEngine(build_model(config.model).to(device), config.model, config.optim, 0.0, batch_size)
+    model = build_model(config.model).to(device)
+    engine = BackpropEngine(model, config.model, config.optim, 0.0, batch_size, precision=precision)
     inputs = torch.randn(batch_size, WIDTHS[0], device=device)
     labels = torch.randint(0, WIDTHS[-1], (batch_size,), device=device)
     for _ in range(20):
@@ -198,17 +208,17 @@ def profile_engine(batch_size: int, device: torch.device, steps: int = 200) -> d
     total = sum(row[1] for row in rows)
     products = sum(row[1] for row in rows if row[0] in MATRIX_PRODUCTS)
     print(
-        f"profile, backprop engine, batch {batch_size}: {total:,.0f} us of operator time per step (profiled, so "
-        f"slower than unprofiled): matrix products {products:,.0f} us ({products / total:.0%}), everything else "
-        f"{total - products:,.0f} us; the top operators (us per step, calls per step):"
+        f"profile, backprop engine in {precision}, batch {batch_size}: {total:,.0f} us of operator time per step "
+        f"(profiled, so slower than unprofiled): matrix products {products:,.0f} us ({products / total:.0%}), "
+        f"everything else {total - products:,.0f} us; the top operators (us per step, calls per step):"
     )
     for name, micros, calls in rows[:12]:
         print(f"    {name:<24} {micros:>8,.1f}  x{calls}")
     return {"us_per_step": total, "matrix_product_us": products, "top": [list(row) for row in rows[:12]]}
 
 
-def backprop_step(batch_size: int, device: torch.device, samples: int) -> float:
-    """(e) The hand-written engine's step, on the same random data as (d)."""
+def backprop_step(batch_size: int, device: torch.device, samples: int, precision: str = "fp32") -> float:
+    """(e), (h): the hand-written engine's step, on the same random data as (d)."""
     from mnist_ffn.training.backprop import BackpropEngine
     from mnist_ffn.training.model import build_model
 
@@ -216,7 +226,8 @@ def backprop_step(batch_size: int, device: torch.device, samples: int) -> float:
     inputs = torch.randn(batch_size, WIDTHS[0], generator=generator, device=device)
     labels = torch.randint(0, WIDTHS[-1], (batch_size,), generator=generator, device=device)
     config = bench_config(batch_size, "backprop")
-    engine = BackpropEngine(build_model(config.model).to(device), config.model, config.optim, 0.0, batch_size)
+    model = build_model(config.model).to(device)
+    engine = BackpropEngine(model, config.model, config.optim, 0.0, batch_size, precision=precision)
     return samples_per_second(lambda: engine.step(inputs, labels, LR), batch_size, device, samples)
 
 
@@ -236,11 +247,16 @@ def prepare_torchvision_root(data_dir: Path, workdir: Path) -> Path:
     return workdir / "torchvision"
 
 
-def default_training_run(data_dir: Path, workdir: Path, device: str, engine: str) -> dict:
+FORCED = [(engine, precision) for engine in ("backprop", "autograd") for precision in ("fp32", "bf16")]
+DEFAULT_RUNS = [("auto", "auto"), *FORCED]  # as the defaults choose, then each engine and precision forced
+
+
+def default_training_run(data_dir: Path, workdir: Path, device: str, engine: str, precision: str) -> dict:
     """A whole `mnist-ffn train` with no config, as a user runs it: wall time, accuracy, peak RSS."""
-    out = workdir / f"default-run-{engine}"
+    out = workdir / f"default-run-{engine}-{precision}"
     command = [sys.executable, "-m", "mnist_ffn", "train", "--data-dir", str(data_dir), "--out", str(out)]
     command += ["--quiet", "--device", device, "--set", f"train.engine={engine}"]
+    command += ["--set", f"train.precision={precision}"]
     with tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -253,7 +269,9 @@ def default_training_run(data_dir: Path, workdir: Path, device: str, engine: str
     summary = json.loads((out / "summary.json").read_text())
     children_max_rss = usage.ru_maxrss * 1024  # kB on Linux
     return {
+        "asked": f"{engine}/{precision}",
         "engine": summary.get("engine", engine),
+        "precision": summary.get("precision", precision),
         "command_seconds": wall,
         "test_accuracy": summary["test_accuracy"],
         "train_samples_per_second": summary["train_samples_per_second"],
@@ -299,13 +317,16 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="mnist-ffn-bench-") as temp:
         workdir = Path(temp)
-        if not args.skip_default_run:  # back to back, before this process warms anything for either
+        if not args.skip_default_run:  # back to back, before this process warms anything for any of them
+            default_training_run(data_dir, workdir, args.device, "auto", "auto")  # times the step once, if not cached
             results["default_runs"] = [
-                default_training_run(data_dir, workdir, args.device, engine) for engine in ("autograd", "backprop")
+                default_training_run(data_dir, workdir, args.device, engine, precision)
+                for engine, precision in DEFAULT_RUNS
             ]
         torchvision_root = prepare_torchvision_root(data_dir, workdir)
         for batch_size in batch_sizes:
             figures = ["canonical", "mnist_ffn", "ceiling", "bare_torch_step", "backprop", "loop_backprop", "bf16"]
+            figures += ["backprop_bf16", "loop_backprop_bf16", "loop_autograd_bf16"]
             best = dict.fromkeys(figures, 0.0)
             for _ in range(args.rounds):
                 best["ceiling"] = max(best["ceiling"], ceiling(batch_size, device, samples=50_000))
@@ -321,6 +342,10 @@ def main() -> None:
                 best["loop_backprop"] = max(
                     best["loop_backprop"], mnist_ffn_loop(data_dir, batch_size, device, workdir, "backprop")
                 )
+                best["backprop_bf16"] = max(best["backprop_bf16"], backprop_step(batch_size, device, 50_000, "bf16"))
+                for engine in ("backprop", "autograd"):
+                    loop = mnist_ffn_loop(data_dir, batch_size, device, workdir, engine, "bf16")
+                    best[f"loop_{engine}_bf16"] = max(best[f"loop_{engine}_bf16"], loop)
             best["b_over_a"] = best["mnist_ffn"] / best["canonical"]
             best["b_over_c"] = best["mnist_ffn"] / best["ceiling"]
             best["b_over_d"] = best["mnist_ffn"] / best["bare_torch_step"]
@@ -329,6 +354,11 @@ def main() -> None:
             best["e_over_d"] = best["backprop"] / best["bare_torch_step"]
             best["f_over_b"] = best["loop_backprop"] / best["mnist_ffn"]
             best["g_over_c"] = best["bf16"] / best["ceiling"]
+            best["e_over_g"] = best["backprop"] / best["bf16"]
+            best["h_over_c"] = best["backprop_bf16"] / best["ceiling"]
+            best["h_over_g"] = best["backprop_bf16"] / best["bf16"]
+            best["i_over_f"] = best["loop_backprop_bf16"] / best["loop_backprop"]
+            best["i_over_j"] = best["loop_backprop_bf16"] / best["loop_autograd_bf16"]
             results["batch_sizes"][str(batch_size)] = best
             print(
                 f"batch {batch_size:>4}: (a) canonical {best['canonical']:>8,.0f}  "
@@ -340,8 +370,8 @@ def main() -> None:
             )
             print(
                 f"            (e) backprop engine's step {best['backprop']:>8,.0f}  e/c {best['e_over_c']:.2f}  "
-                f"e/d {best['e_over_d']:.2f}   (f) mnist-ffn loop with it {best['loop_backprop']:>8,.0f}  "
-                f"f/b {best['f_over_b']:.2f}",
+                f"e/g {best['e_over_g']:.2f}  e/d {best['e_over_d']:.2f}   (f) mnist-ffn loop with it "
+                f"{best['loop_backprop']:>8,.0f}  f/b {best['f_over_b']:.2f}",
                 flush=True,
             )
             print(
@@ -349,9 +379,18 @@ def main() -> None:
                 f"ceiling is not the machine's where g/c > 1)",
                 flush=True,
             )
+            print(
+                f"            (h) backprop engine's step in bf16 {best['backprop_bf16']:>8,.0f}  h/c "
+                f"{best['h_over_c']:.2f}  h/g {best['h_over_g']:.2f}   (i) mnist-ffn loop with it "
+                f"{best['loop_backprop_bf16']:>8,.0f}  i/f {best['i_over_f']:.2f}   (j) loop with autograd in bf16 "
+                f"{best['loop_autograd_bf16']:>8,.0f}  i/j {best['i_over_j']:.2f}",
+                flush=True,
+            )
         if args.profile:
             for batch_size in batch_sizes:
-                results["batch_sizes"][str(batch_size)]["profile"] = profile_engine(batch_size, device)
+                figures = results["batch_sizes"][str(batch_size)]
+                for precision in ("fp32", "bf16"):
+                    figures[f"profile_{precision}"] = profile_engine(batch_size, device, precision)
     results["help_seconds"] = help_seconds()
     print(
         f"device: {results['device']} ({results['device_name']}), {results['threads']} threads, "
@@ -359,7 +398,8 @@ def main() -> None:
     )
     for run in results.get("default_runs", []):
         print(
-            f"default `mnist-ffn train`, {run['engine']} engine: {run['command_seconds']:.1f} s process start to "
+            f"default `mnist-ffn train`, {run['asked']} -> {run['engine']} in {run['precision']}: "
+            f"{run['command_seconds']:.1f} s process start to "
             f"exit, test accuracy {run['test_accuracy']:.2%}, peak RSS {run['process_max_rss_bytes'] / 2**20:,.0f} "
             f"MiB ({run['process_max_rss_bytes'] / 1e9:.2f} GB)"
         )

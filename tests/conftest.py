@@ -55,7 +55,7 @@ assert all((Path(__file__).parent / name).is_file() for name in LONGEST_FIRST), 
 # anywhere else a test on real data (a trained network's numbers) or marked `machine` itself (timing, parallel work).
 MACHINE_FILES = {
     *("test_resilience.py", "test_integrity.py", "test_backprop.py", "test_plane.py", "test_playground.py"),
-    *("test_demo.py", "test_predict.py", "test_real_mnist.py", "test_notebook.py"),
+    *("test_demo.py", "test_predict.py", "test_real_mnist.py", "test_notebook.py", "test_choice.py"),
 }
 assert all((Path(__file__).parent / name).is_file() for name in MACHINE_FILES), "a file named here was renamed"
 

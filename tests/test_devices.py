@@ -34,8 +34,12 @@ def test_asking_for_cuda_without_it_is_a_clear_error():
         pick_device("cuda")
 
 
-def test_bf16_autocast_trains_on_the_cpu(tiny_data, tmp_path):
-    summary = train_summary(tiny_data, tmp_path / "bf16", "--device", "cpu", "--set", "train.precision=bf16")
+@pytest.mark.parametrize(("engine", "expected"), [("auto", "backprop"), ("autograd", "autograd")])
+def test_bf16_trains_on_the_cpu_with_either_engine(engine, expected, tiny_data, tmp_path):
+    """bfloat16 products run on any CPU (emulated where it has no bf16 units, only slower)."""
+    flags = ["--device", "cpu", "--set", "train.precision=bf16", "--set", f"train.engine={engine}"]
+    summary = train_summary(tiny_data, tmp_path / "bf16", *flags)
+    assert (summary["engine"], summary["precision"]) == (expected, "bf16")
     assert summary["test_accuracy"] > 0.9
 
 
@@ -68,7 +72,7 @@ def test_cuda_graph_engine_matches_autograd_on_the_gpu():
 
     from mnist_ffn.config import load_config
     from mnist_ffn.training.autograd import AutogradEngine
-    from mnist_ffn.training.engines import build_engine
+    from mnist_ffn.training.choice import StepChoice, build_engine
     from mnist_ffn.training.model import build_model
     from mnist_ffn.training.optim import learning_rate
 
@@ -77,7 +81,8 @@ def test_cuda_graph_engine_matches_autograd_on_the_gpu():
     torch.manual_seed(0)
     reference = build_model(config.model).to(cuda)
     model = copy.deepcopy(reference)
-    autograd, hand = AutogradEngine(reference, config, cuda), build_engine(model, config, cuda)
+    autograd = AutogradEngine(reference, config, cuda)
+    hand = build_engine(model, config, cuda, StepChoice("backprop", "fp32", ""))
     generator = torch.Generator(cuda).manual_seed(1)
     for step in range(50):
         n = 32 if step % 10 else 20  # a short batch now and then runs eagerly, beside the graph
@@ -93,6 +98,39 @@ def test_cuda_graph_engine_matches_autograd_on_the_gpu():
 
 @needs_cuda
 def test_cuda_training_uses_the_backprop_engine_with_dropout(tiny_data, tmp_path):
-    summary = train_summary(tiny_data, tmp_path / "cuda", "--device", "cuda", "--set", "model.dropout=0.2")
+    flags = ["--device", "cuda", "--set", "model.dropout=0.2", "--set", "train.engine=backprop"]
+    summary = train_summary(tiny_data, tmp_path / "cuda", *flags)
     assert summary["engine"] == "backprop"
     assert summary["test_accuracy"] > 0.9
+
+
+@needs_cuda
+def test_the_cuda_graph_captures_the_bf16_step():
+    """bf16 products on the GPU's tensor cores, full batches replayed as one graph: the same numbers as the eager
+    bf16 step (the same kernels on the same numbers), and the step runs in bfloat16."""
+    import copy
+
+    from mnist_ffn.config import load_config
+    from mnist_ffn.training.backprop import BackpropEngine
+    from mnist_ffn.training.model import build_model
+
+    cuda = torch.device("cuda")
+    config = load_config(None, ["model.hidden=[64,32]", "train.batch_size=32", "train.label_smoothing=0.1"])
+    torch.manual_seed(0)
+    eager_model = build_model(config.model).to(cuda)
+    graph_model = copy.deepcopy(eager_model)
+    engines = [
+        BackpropEngine(model, config.model, config.optim, 0.1, max_batch=32, cuda_graph=graph, precision="bf16")
+        for model, graph in ((eager_model, False), (graph_model, True))
+    ]
+    generator = torch.Generator(cuda).manual_seed(1)
+    for step in range(50):
+        n = 32 if step % 10 else 20
+        images = torch.randn(n, 784, device=cuda, generator=generator)
+        labels = torch.randint(0, 10, (n,), device=cuda, generator=generator)
+        for engine in engines:
+            engine.step(images, labels, 0.05)
+    assert engines[1].graph is not None, "full batches should replay a CUDA graph"
+    assert engines[1].buffers(32).z[0].dtype == torch.bfloat16
+    for expected, actual in zip(eager_model.parameters(), graph_model.parameters(), strict=True):
+        assert (expected - actual).abs().max().item() <= 1e-5

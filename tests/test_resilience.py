@@ -162,7 +162,9 @@ def test_resume_after_kill_matches_uninterrupted_run(resume_data, uninterrupted,
         command = ["train", "--resume", out, "--data-dir", resume_data, "--quiet"]
     finished = finish_process(start_forked(*command))
     assert finished.returncode == 0, finished.stderr
-    assert json.loads((out / "summary.json").read_text())["engine"] == "backprop"  # what auto picks
+    summary, uninterrupted_summary = (json.loads((run / "summary.json").read_text()) for run in (out, uninterrupted))
+    chosen = [(run["engine"], run["precision"]) for run in (summary, uninterrupted_summary)]
+    assert chosen[0] == chosen[1], "resumed runs keep the engine and precision the run started with"
     assert not list(out.glob(".*.mnist-ffn-partial")), "leftover temp files are cleaned on resume"
     assert_same_final_state(uninterrupted, out)
 

@@ -1,5 +1,5 @@
-"""The reference engine: forward through the module, loss.backward(), torch.optim.SGD's fused step; bf16 autocast
-and torch.compile are its alone. mnist_ffn.training.backprop writes the same step out by hand.
+"""The reference engine: forward through the module, loss.backward(), torch.optim.SGD's fused step; bf16 under
+autocast, and torch.compile, which is its alone. mnist_ffn.training.backprop writes the same step out by hand.
 
 It keeps the optimizer state in torch.optim.SGD's own format, as the hand-written engine does, so checkpoints do
 not say, or care, which engine wrote them.
@@ -22,14 +22,15 @@ class AutogradEngine:
 
     name = "autograd"
 
-    def __init__(self, model: nn.Sequential, config: Config, device: torch.device):
+    def __init__(self, model: nn.Sequential, config: Config, device: torch.device, *, precision: str = "fp32"):
         self.model = model
         self.forward = torch.compile(model) if config.train.compile else model
         self.optimizer = build_optimizer(model, config.optim)
         self.label_smoothing = config.train.label_smoothing
         self.l1 = config.optim.l1
         self.weights = [layer.weight for layer in model if isinstance(layer, nn.Linear)]
-        bf16 = config.train.precision == "bf16"
+        self.precision = precision  # "bf16": under autocast (the products in bfloat16, the loss in float32)
+        bf16 = precision == "bf16"
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     def step(self, images: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor]:

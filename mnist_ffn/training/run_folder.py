@@ -60,12 +60,16 @@ SUMMARY_KEYS = {
     "device": "cpu, cuda or mps",
     "device_name": "the processor or GPU",
     "engine": "what took the SGD steps: backprop (by hand) or autograd (train.engine)",
+    "precision": "the matrix products' precision, fp32 or bf16 (train.precision)",
+    "precision_why": "why this engine and precision: forced by the config, or what timing them found",
     "threads": "CPU threads torch used",
     "seed": "train.seed",
     "run_id": "the run's identity, as in config.toml and every checkpoint",
     "torch_version": "the torch that trained it",
     "mnist_ffn_version": "the mnist-ffn that trained it",
 }
+# absent from the summaries of earlier versions, which stay readable
+OPTIONAL_SUMMARY_KEYS = {"run_id", "precision", "precision_why"}
 
 
 def new_run_id() -> str:
@@ -197,7 +201,7 @@ class RunFolder:
         """summary.json as written; raises DamagedFile naming the file if it is damaged."""
         try:
             summary = json.loads(self.summary.read_text(encoding="utf-8"))
-            if not isinstance(summary, dict) or set(SUMMARY_KEYS) - {"run_id"} - set(summary):
+            if not isinstance(summary, dict) or set(SUMMARY_KEYS) - OPTIONAL_SUMMARY_KEYS - set(summary):
                 raise ValueError("keys missing")
             return summary
         except FileNotFoundError:

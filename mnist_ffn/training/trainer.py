@@ -44,8 +44,8 @@ from mnist_ffn.training.checkpoint import (
     save_checkpoint,
     training_contents,
 )
+from mnist_ffn.training.choice import StepChoice, build_engine, choose_step, legacy_choice
 from mnist_ffn.training.devices import device_name, peak_memory, pick_device
-from mnist_ffn.training.engines import build_engine
 from mnist_ffn.training.metrics import evaluate
 from mnist_ffn.training.model import architecture, build_model, count_parameters
 from mnist_ffn.training.optim import learning_rate
@@ -105,7 +105,6 @@ class Trainer:
         torch.manual_seed(config.train.seed)  # the initial weights
         info = self.raw.info
         self.model = build_model(config.model, num_classes=len(info.classes), inputs=info.inputs).to(self.device)
-        self.engine = build_engine(self.model, config, self.device)
         self.architecture = architecture(config.model, len(info.classes), info.inputs)
         batch_size = self.config.train.batch_size
         self.steps_per_epoch = math.ceil(len(self.splits["train"]) / batch_size)
@@ -116,6 +115,15 @@ class Trainer:
         if is_enabled(self.config.augment):
             background = (0.0 - self.raw.info.mean) / self.raw.info.std
             self.augmenter = Augmenter(self.config.augment, background, self.augment_generator)
+
+    def start_engine(self, checkpoint: dict | None) -> None:
+        """The engine and precision of the run: a resumed run's own (bit-exact resume), else chosen anew."""
+        if checkpoint is None:
+            choice = choose_step(self.config, self.model, self.device, points=self.raw.info.is_plane)
+        else:
+            choice = StepChoice.from_dict(checkpoint.get("step")) or legacy_choice(self.config, self.device)
+        self.choice = choice
+        self.engine = build_engine(self.model, self.config, self.device, choice)
 
     def restore(self, checkpoint: dict, state: TrainingState) -> None:
         check_same_points(self.raw, checkpoint.get("plane"), self.run.last_checkpoint)
@@ -218,6 +226,7 @@ class Trainer:
             unit="points" if self.raw.info.is_plane else "images",
             epochs=self.config.train.epochs,
             batch_size=self.config.train.batch_size,
+            choice=self.choice,
         )
 
     def _clock(self, started: float, training: bool = True) -> None:
@@ -310,7 +319,8 @@ class Trainer:
             step_losses=self.step_losses.cpu(),
             step_correct=self.step_correct.cpu(),
         )
-        save_checkpoint(path, {**model_contents(self.config, self.model, self.raw.info), **training_contents(state)})
+        contents = {**model_contents(self.config, self.model, self.raw.info), **training_contents(state)}
+        save_checkpoint(path, {**contents, "step": self.choice.as_dict()})
 
     def _stop(self, signal_number: int) -> None:
         name = signal.Signals(signal_number).name
@@ -352,7 +362,9 @@ class Trainer:
             "parameters": count_parameters(self.model),
             "device": str(self.device),
             "device_name": device_name(self.device),
-            "engine": self.engine.name,
+            "engine": self.choice.engine,
+            "precision": self.choice.precision,
+            "precision_why": self.choice.why,
             "threads": torch.get_num_threads(),
             "seed": self.config.train.seed,
             "run_id": self.run_id,
@@ -377,13 +389,16 @@ def start_line(
     unit: str,
     epochs: int,
     batch_size: int,
+    choice: StepChoice,
 ) -> str:
-    """The first line of `train`: what is trained, on what, for how long."""
+    """The first line of `train`: what is trained, on what, how, for how long."""
     where = f"resuming at epoch {resumed_at_epoch}" if resumed_at_epoch else "training"
     on = f"{device}, {threads} threads" if threads else device
+    engine = "hand-written backprop" if choice.engine == "backprop" else "autograd"
     return (
         f"{where} {architecture} ({parameters:,} parameters) on {on}: {train_images:,} train / "
-        f"{val_images:,} val {unit} of {dataset_title}, {epochs} epochs of batch {batch_size}"
+        f"{val_images:,} val {unit} of {dataset_title}, {epochs} epochs of batch {batch_size}; "
+        f"{engine} in {choice.precision} ({choice.why})"
     )
 
 
@@ -436,6 +451,7 @@ def train(
             )
             trainer.on_epoch = on_epoch
             trainer.load_data(data_dir)  # before the run folder is touched: bad data must destroy nothing
+            trainer.start_engine(checkpoint)
             if state is not None:
                 trainer.restore(checkpoint, state)
             else:

@@ -313,6 +313,7 @@ class Session:
             self.trainer = Trainer(self.config, self.run, torch.device("cpu"), log=None, progress_bars=False,
                                    resume_command="")  # fmt: skip
             self.trainer.load_data(folder)  # a 2-D set reads no files: generated from the seed, or the CSV
+            self.trainer.start_engine(None)  # 2-D points: the hand-written engine in fp32, untimed
             if self.trainer.steps_per_epoch > MAX_STEPS_PER_EPOCH:
                 raise UsageError(_too_many_steps(self.trainer.steps_per_epoch))
             self.trainer.run_id = self.run.create(self.config, force=False)
