@@ -24,9 +24,12 @@ buffer, so no gradient is ever written out and read back.
 With `precision="bf16"` the same equations run with their matrix products in bfloat16, as autocast computes
 them: the products' inputs are bfloat16 (the weights' bfloat16 copies, refreshed from the float32 masters at the
 start of each step; the activations and dL/dZ, kept in bfloat16 between the products) and each product accumulates
-in float32 inside the kernel before its result is rounded to bfloat16. The softmax, the loss and dL/dZ_L are float32,
-and so are the master weights, the biases' gradients (summed over the batch in float32), the momentum and the
-update. Where a CPU has bfloat16 units (AMX, AVX512-BF16) the products run two to four times as fast.
+in float32 inside the kernel before its result is rounded to bfloat16 (the biases' gradients too: sums over the
+batch in float32, rounded once). The softmax, the loss and dL/dZ_L are float32, and so are the master weights, the
+gradients handed to the update, the momentum and the update; so are f'(Z) (computed from Z and A read into float32,
+so that dL/dA * f'(Z) rounds once, as autograd's fused backward kernels round it) and the dropout masks (Bernoulli
+draws at exactly `keep`, scaled by exactly 1/keep). Where a CPU has bfloat16 units (AMX, AVX512-BF16) the products
+run two to four times as fast.
 
 The optimizer state is what torch.optim.SGD.state_dict() holds (its momentum buffers), so a run
 started with this engine resumes with the autograd one and back. The engine never builds a
@@ -79,7 +82,8 @@ def _leaky_relu_derivative(z, a, out, scratch):
 
 
 def _elu_derivative(z, a, out, scratch):
-    torch.clamp_max(a, 0, out=out).add_(1)  # 1 if z > 0 else e^z = a + 1
+    # 1 if z > 0 else e^z, from z: e^z = a + 1 would lose e^z's digits where a is close to -1
+    torch.clamp_max(z, 0, out=out).exp_()
 
 
 def _gelu_derivative(z, a, out, scratch):
@@ -143,10 +147,12 @@ class Buffers:
     z: list[Tensor]  # per layer: (N, out)
     a: list[Tensor]  # per hidden layer: f(z), (N, out)
     after_dropout: list[Tensor]  # per hidden layer with dropout: a * mask, the next layer's input (N, out)
-    mask: list[Tensor]  # per hidden layer with dropout: Bernoulli(keep) / keep, (N, out)
+    mask: list[Tensor]  # per hidden layer with dropout: Bernoulli(keep) / keep, (N, out), float32
     delta: list[Tensor]  # per hidden layer: dL/da, then in place dL/dz, (N, out)
-    slope: list[Tensor]  # per hidden layer: f'(z), (N, out)
-    scratch: list[Tensor]  # per hidden layer: (N, out)
+    slope: list[Tensor]  # per hidden layer: f'(z), (N, out), float32
+    scratch: list[Tensor]  # per hidden layer: (N, out), float32
+    z_master: list[Tensor]  # bf16 products with a written f'(z): z and a read into float32 for it, (N, out) each
+    a_master: list[Tensor]
     log_probs: Tensor  # (N, K)
     target: Tensor  # (N, K): (1 - eps) onehot(y) + eps / K
     logits_delta: Tensor  # dL/dz_L, (N, K), float32
@@ -215,19 +221,22 @@ class BackpropEngine:
         def empty(*shape: int, dtype: torch.dtype = compute) -> Tensor:
             return torch.empty(*shape, dtype=dtype, device=device)
 
-        def per_hidden(enabled: bool = True) -> list[Tensor]:
-            return [empty(max_batch, width) for width in hidden] if enabled else []
-
         master = self.weights[0].dtype
+
+        def per_hidden(enabled: bool = True, dtype: torch.dtype = compute) -> list[Tensor]:
+            return [empty(max_batch, width, dtype=dtype) for width in hidden] if enabled else []
+
         products_only = max_batch if self.bf16 else 0  # the bf16 step's own buffers: none in float32
         self._storage = Buffers(
             z=[empty(max_batch, width) for width in widths],
             a=per_hidden(),
             after_dropout=per_hidden(self.keep < 1.0),
-            mask=per_hidden(self.keep < 1.0),
+            mask=per_hidden(self.keep < 1.0, master),
             delta=per_hidden(),
-            slope=per_hidden(self.writes_slopes),
-            scratch=per_hidden(self.writes_slopes),
+            slope=per_hidden(self.writes_slopes, master),
+            scratch=per_hidden(self.writes_slopes, master),
+            z_master=per_hidden(self.writes_slopes and self.bf16, master),
+            a_master=per_hidden(self.writes_slopes and self.bf16, master),
             log_probs=empty(max_batch, classes, dtype=master),
             target=empty(max_batch, classes, dtype=master),
             logits_delta=empty(max_batch, classes, dtype=master),
@@ -416,8 +425,10 @@ class BackpropEngine:
                 if self.activation.gate is not None:
                     self.activation.gate(delta_below, buffers.z[below])  # dL/dZ = dL/dA * f'(Z): (N, in)
                 elif self.writes_slopes:
-                    slope = buffers.slope[below]
-                    self.activation.derivative(buffers.z[below], buffers.a[below], slope, buffers.scratch[below])
+                    slope, z, a = buffers.slope[below], buffers.z[below], buffers.a[below]
+                    if self.bf16:  # f'(Z) in float32, so that the product below rounds once
+                        z, a = buffers.z_master[below].copy_(z), buffers.a_master[below].copy_(a)
+                    self.activation.derivative(z, a, slope, buffers.scratch[below])
                     delta_below.mul_(slope)  # dL/dZ = dL/dA * f'(Z): (N, in)
                 delta = delta_below
         if self.bf16:
