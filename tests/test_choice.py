@@ -56,6 +56,8 @@ def test_nothing_is_timed_where_the_config_or_the_network_leaves_no_choice(no_ti
     assert (forced.engine, forced.precision, forced.why) == ("backprop", "bf16", "train.precision = bf16")
     assert chosen([BIG, "train.engine=autograd", "train.precision=fp32"]).engine == "autograd"
     assert chosen([BIG, "train.compile=true", "train.precision=fp32"]).engine == "autograd"  # compile is autograd's
+    compiled = chosen([BIG, "train.compile=true"])  # each candidate compiled would cost more than it saves
+    assert (compiled.engine, compiled.precision) == ("autograd", "fp32") and "torch.compile" in compiled.why
     apple = chosen([BIG], device=torch.device("mps"))
     assert (apple.engine, apple.precision) == ("autograd", "fp32")  # no hand-written step, no bf16 units probed
 
@@ -110,9 +112,38 @@ def test_a_timed_choice_leaves_the_run_untouched_and_is_cached_per_network_and_b
     assert choose_step(config, model, CPU, points=False) == first  # from the cache
     assert timings == []
     other_batch = load_config(None, [BIG, "train.batch_size=64"])
-    with pytest.raises(KeyError):  # timed anew (the fake times nothing, so picking fails)
-        choose_step(other_batch, model, CPU, points=False)
+    fallback = choose_step(other_batch, model, CPU, points=False)  # timed anew: the fake ran no candidate
     assert len(timings) == 1
+    assert (fallback.engine, fallback.precision) == ("backprop", "fp32") and "no candidate ran" in fallback.why
+    cache = json.loads((Path(os.environ["MNIST_FFN_CACHE"]) / choice.CACHE_FILE).read_text())
+    assert list(cache) == [choice.cache_key(config, model, CPU)], "a choice nothing ran for is not cached"
+
+
+def test_a_candidate_that_cannot_run_here_is_left_out_and_named(bf16_units, monkeypatch):
+    real_build = choice.build_engine
+
+    def build(model, config, device, step):
+        if step.engine == "autograd" and step.precision == "bf16":
+            raise RuntimeError("no bf16 kernel for this operation")
+        return real_build(model, config, device, step)
+
+    monkeypatch.setattr(choice, "build_engine", build)
+    result = chosen([BIG, "train.batch_size=32"])  # a real timing of the other three
+    assert result.why.startswith("timed ") and result.why.endswith("autograd in bf16 failed to run"), result.why
+    assert (result.engine, result.precision) != ("autograd", "bf16")
+
+
+def test_a_run_holding_the_timing_turn_too_long_is_not_waited_for_forever(bf16_units, monkeypatch):
+    import fcntl
+
+    monkeypatch.setattr(choice, "LOCK_WAIT", 0.3)
+    monkeypatch.setattr(choice, "time_candidates", times_favouring("backprop", "bf16"))
+    folder = Path(os.environ["MNIST_FFN_CACHE"])
+    folder.mkdir()
+    with open(folder / f"{choice.CACHE_FILE}.lock", "a") as held:  # another run, stuck mid-timing
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = chosen([BIG])
+    assert (result.engine, result.precision) == ("backprop", "bf16")
 
 
 @pytest.mark.parametrize("damage", ["garbage", "a list", "a folder where the cache goes"])
@@ -133,6 +164,8 @@ def test_a_damaged_or_unwritable_cache_costs_a_timing_not_the_run(damage, bf16_u
     assert (result.engine, result.precision) == ("backprop", "fp32")
     if damage != "a folder where the cache goes":
         assert list(json.loads(cache_file.read_text()).values()) == [result.as_dict()]  # replaced by a good one
+    else:
+        assert result.why.endswith(f"; not cached ({folder} is not writable)"), result.why
 
 
 def test_two_runs_starting_at_once_time_once(tiny_data, tmp_path):
@@ -211,6 +244,36 @@ def test_a_checkpoint_from_before_saved_choices_resumes_with_the_rule_of_its_tim
     resumed = train(None, out=tmp_path / "old", resume=True, **quiet)
     assert (resumed["engine"], resumed["precision"]) == ("backprop", "fp32")
     assert "predates" in resumed["precision_why"]
+
+
+def test_a_run_resumed_where_its_choice_cannot_run_says_so_and_changes_it(tiny_data, tmp_path, monkeypatch):
+    """bf16 chosen on a CPU with bf16 units; resumed on one without, it trains on in fp32 and says why."""
+    monkeypatch.setattr(choice, "has_bf16_units", lambda device: True)
+    monkeypatch.setattr(choice, "time_candidates", times_favouring("backprop", "bf16"))
+    quiet = {"data_dir": tiny_data, "log": None, "progress_bars": False}
+    with pytest.raises(StopAfterFirstEpoch):
+        train(load_config(None, RUN), out=tmp_path / "run", on_epoch=stop_after_first_epoch, **quiet)
+    monkeypatch.setattr(choice, "has_bf16_units", lambda device: False)
+    resumed = train(None, out=tmp_path / "run", resume=True, **quiet)
+    assert (resumed["engine"], resumed["precision"]) == ("backprop", "fp32")
+    assert "no bfloat16 units" in resumed["precision_why"], resumed["precision_why"]
+    forced = choice.resumed_choice(
+        StepChoice("backprop", "bf16", "train.precision = bf16").as_dict(),
+        load_config(None, [*RUN, "train.precision=bf16"]),
+        CPU,
+    )
+    assert forced.precision == "bf16", "a precision the config names is kept: it was asked for"
+    apple = choice.resumed_choice(
+        StepChoice("backprop", "fp32", "timed").as_dict(), load_config(None, RUN), torch.device("mps")
+    )
+    assert apple.engine == "autograd" and "no hand-written step" in apple.why
+
+
+def test_an_old_bf16_checkpoint_resumes_with_autograd_as_its_versions_trained_it():
+    """Before saved choices, bf16 was autograd's alone: `train.precision = "bf16"` with the engine left to auto."""
+    config = load_config(None, [*RUN, "train.precision=bf16"])
+    old = choice.resumed_choice(None, config, CPU)
+    assert (old.engine, old.precision) == ("autograd", "bf16") and "predates" in old.why
 
 
 def test_the_start_line_says_which_engine_and_precision_train_and_why(tiny_data, tmp_path):

@@ -19,14 +19,16 @@ stays bit-exact whatever the cache says later.
 
 No timing where there is nothing to choose: a forced engine and precision, 2-D points and networks under
 SMALL_NETWORK parameters (steps this short are Python's, not the products': fp32 and the hand-written engine), a
-device without bfloat16 units (fp32), torch.compile or an Apple GPU (autograd).
+device without bfloat16 units (fp32), torch.compile or an Apple GPU (autograd in fp32: compiling each candidate
+would cost more than it could save). A candidate that fails to run here is left out and named in the reason; if
+none runs, the hand-written engine trains in fp32. A resumed run on a device that cannot keep its choice (no
+bfloat16 units, no hand-written step) says so and changes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -49,6 +51,7 @@ AUTOGRAD_MARGIN = 0.95  # autograd's step must take <= 0.95x the hand-written on
 BF16_MARGIN = 0.90  # bf16's step must take <= 0.90x fp32's to be chosen
 SMALL_NETWORK = 100_000  # parameters; below this a step is too short for the products' precision to matter
 TIMING_ROUNDS = 5  # the candidates take turns, so a slow moment of the machine falls on all of them
+LOCK_WAIT = 60.0  # seconds to wait for another run's timing before timing alongside it
 CACHE_FILE = "step-choices.json"
 ENGINES = {"backprop": BackpropEngine, "autograd": AutogradEngine}
 
@@ -85,19 +88,38 @@ def build_engine(model: nn.Sequential, config: Config, device: torch.device, cho
 
 def choose_step(config: Config, model: nn.Sequential, device: torch.device, *, points: bool) -> StepChoice:
     """The engine and precision `config` asks for, timed where it leaves the choice to the machine."""
-    train = config.train
     engines = candidate_engines(config, device, model, points=points)
     precisions = candidate_precisions(config, device, model, points=points)
     if len(engines) == 1 and len(precisions) == 1:
         return StepChoice(engines[0], precisions[0], why_fixed(config, device, model, points=points))
     key = cache_key(config, model, device)
-    with cache_locked() as cache:
-        saved = StepChoice.from_dict(cache.entries.get(key)) if cache.entries is not None else None
-        if saved is not None and saved.engine in engines and saved.precision in precisions:
+    folder = tensor_cache_dir()  # mnist-ffn's cache, beside the decoded data sets
+    saved = Cache(folder / CACHE_FILE).choice(key, engines, precisions)
+    if saved is not None:  # the common case: no lock to take
+        return saved
+    with timing_turn(folder):
+        cache = Cache(folder / CACHE_FILE)  # read again: the run this one waited for may have timed it
+        saved = cache.choice(key, engines, precisions)
+        if saved is not None:
             return saved
         times = time_candidates(config, model, device, engines, precisions)
-        choice = pick(times, engines, precisions, train.batch_size)
-        cache.save(key, choice)
+        choice = pick(times, engines, precisions, config.train.batch_size)
+        if not any(name in times for name in ((e, p) for e in engines for p in precisions)):
+            return choice  # nothing ran: the next run tries again rather than read a guess
+        if not cache.save(key, choice):
+            choice = StepChoice(choice.engine, choice.precision, f"{choice.why}; not cached ({folder} is not writable)")
+    return choice
+
+
+def resumed_choice(saved, config: Config, device: torch.device) -> StepChoice:
+    """A resumed run's choice: its checkpoint's (bit-exact resume), unless this device cannot keep it."""
+    choice = StepChoice.from_dict(saved) or legacy_choice(config, device)
+    here = device_name(device)
+    if choice.engine == "backprop" and device.type not in ("cpu", "cuda"):
+        choice = StepChoice("autograd", choice.precision, f"autograd: {here} runs no hand-written step")
+    if choice.precision == "bf16" and config.train.precision == "auto" and not has_bf16_units(device):
+        why = f"fp32: the run started in bf16, but {here} has no bfloat16 units"
+        choice = StepChoice(choice.engine, "fp32", why)
     return choice
 
 
@@ -127,7 +149,7 @@ def candidate_precisions(config: Config, device: torch.device, model: nn.Sequent
     precision = config.train.precision
     if precision != "auto":
         return [precision]
-    if too_small_to_time(model, points=points) or not has_bf16_units(device):
+    if config.train.compile or too_small_to_time(model, points=points) or not has_bf16_units(device):
         return ["fp32"]
     return ["fp32", "bf16"]
 
@@ -140,6 +162,8 @@ def why_fixed(config: Config, device: torch.device, model: nn.Sequential, *, poi
     train = config.train
     if train.precision != "auto":
         return f"train.precision = {train.precision}"
+    if train.compile:
+        return 'fp32: torch.compile\'s step is not timed (train.precision = "bf16" asks for bf16)'
     if points:
         return "fp32 for 2-D points: their networks are too small for bf16 to gain anything"
     if parameter_count(model) < SMALL_NETWORK:
@@ -154,9 +178,11 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def has_bf16_units(device: torch.device) -> bool:
-    """Whether bfloat16 products can run natively (CPUs with AVX512-BF16 or AMX; GPUs from Ampere on)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+    """Whether bfloat16 products are worth timing here: GPUs from Ampere on, and CPUs where oneDNN runs bf16 products
+    (AVX-512 cores: natively with AVX512-BF16 or AMX, converted in registers on older ones, which the timing then
+    finds no faster). Elsewhere bf16 is emulated, slowly."""
+    if device.type == "cuda":  # Ampere (compute capability 8.0) and later; earlier GPUs emulate bf16, slowly
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
         return False
     with contextlib.suppress(AttributeError, RuntimeError):  # a private probe: absent, it says no
@@ -170,7 +196,8 @@ def has_bf16_units(device: torch.device) -> bool:
 def time_candidates(
     config: Config, model: nn.Sequential, device: torch.device, engines: list[str], precisions: list[str]
 ) -> dict[tuple[str, str], float]:
-    """Seconds per step of each (engine, precision): the best of TIMING_ROUNDS turns, each of a few steps."""
+    """Seconds per step of each (engine, precision): the best of TIMING_ROUNDS turns, each of a few steps. A
+    candidate that fails to build or step here (an operation its device lacks, memory) is left out."""
     batch = config.train.batch_size
     linears = [layer for layer in model if isinstance(layer, nn.Linear)]
     inputs, classes = linears[0].in_features, linears[-1].out_features
@@ -181,21 +208,26 @@ def time_candidates(
         steppers = {}
         for engine in engines:
             for precision in precisions:
-                candidate = build_engine(copy.deepcopy(model), config, device, StepChoice(engine, precision, ""))
-                steppers[engine, precision] = candidate
-        steps = steps_per_turn(steppers, x, y, device)
+                with contextlib.suppress(RuntimeError, ValueError, TypeError):  # torch's errors, OOM among them
+                    candidate = build_engine(copy.deepcopy(model), config, device, StepChoice(engine, precision, ""))
+                    timed(candidate, x, y, 2, device)  # the first steps warm the kernels and caches up
+                    steppers[engine, precision] = candidate
         best = dict.fromkeys(steppers, float("inf"))
-        for _ in range(TIMING_ROUNDS):
-            for name, stepper in steppers.items():
-                best[name] = min(best[name], timed(stepper, x, y, steps, device) / steps)
+        if steppers:
+            steps = steps_per_turn(steppers, x, y, device)
+            for _ in range(TIMING_ROUNDS):
+                for name, stepper in steppers.items():
+                    best[name] = min(best[name], timed(stepper, x, y, steps, device) / steps)
+        del steppers  # the copies' weights and optimizer state, before the run allocates its own
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return best
 
 
 def steps_per_turn(steppers: dict, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> int:
     """Enough steps for a turn to last about 20 ms, at most 10: the timing stays under a second or two."""
     slowest = 0.0
-    for stepper in steppers.values():  # the first steps warm the kernels and caches up
-        timed(stepper, x, y, 2, device)
+    for stepper in steppers.values():
         slowest = max(slowest, timed(stepper, x, y, 1, device))
     return max(1, min(10, round(0.02 / max(slowest, 1e-6))))
 
@@ -215,28 +247,35 @@ def synchronize(device: torch.device) -> None:
 
 
 def pick(times: dict[tuple[str, str], float], engines: list[str], precisions: list[str], batch: int) -> StepChoice:
-    """The rule of the module docstring, and a line that says what the timing found."""
+    """The rule of the module docstring among the candidates that ran, and a line that says what the timing found."""
+    ran = {name: seconds for name, seconds in times.items() if name[0] in engines and name[1] in precisions}
+    failed = [
+        f"{engine} in {precision}" for engine in engines for precision in precisions if (engine, precision) not in ran
+    ]
+    if not ran:
+        return StepChoice("backprop", "fp32", f"fp32, hand-written: no candidate ran here ({', '.join(failed)} failed)")
 
-    def engine_at(precision: str) -> str:
-        if "backprop" not in engines:
-            return engines[0]
-        if "autograd" in engines and times["autograd", precision] <= AUTOGRAD_MARGIN * times["backprop", precision]:
+    def engine_at(precision: str) -> str | None:
+        here = [engine for engine in engines if (engine, precision) in ran]
+        if len(here) == 2 and ran["autograd", precision] <= AUTOGRAD_MARGIN * ran["backprop", precision]:
             return "autograd"
-        return "backprop"
+        return "backprop" if "backprop" in here else (here[0] if here else None)
 
-    fp32 = ("fp32", engine_at("fp32")) if "fp32" in precisions else None
-    bf16 = ("bf16", engine_at("bf16")) if "bf16" in precisions else None
+    fp32 = ("fp32", engine_at("fp32")) if engine_at("fp32") else None
+    bf16 = ("bf16", engine_at("bf16")) if engine_at("bf16") else None
     found = []
     if fp32 and bf16:
-        ratio = times[bf16[1], "bf16"] / times[fp32[1], "fp32"]
+        ratio = ran[bf16[1], "bf16"] / ran[fp32[1], "fp32"]
         precision, engine = bf16 if ratio <= BF16_MARGIN else fp32
         found.append(f"bf16's step {ratio:.2f}x fp32's")
     else:
         precision, engine = fp32 or bf16
-    if "autograd" in engines and "backprop" in engines:
-        ratio = times["autograd", precision] / times["backprop", precision]
+    if ("autograd", precision) in ran and ("backprop", precision) in ran:
+        ratio = ran["autograd", precision] / ran["backprop", precision]
         found.append(f"autograd's {ratio:.2f}x the hand-written one's")
-    found.append(f"{batch / times[engine, precision]:,.0f} samples/s")
+    found.append(f"{batch / ran[engine, precision]:,.0f} samples/s")
+    if failed:
+        found.append(f"{', '.join(failed)} failed to run")
     return StepChoice(engine, precision, f"timed {date.today().isoformat()}: {', '.join(found)}")
 
 
@@ -250,10 +289,15 @@ def cache_key(config: Config, model: nn.Sequential, device: torch.device) -> str
     machine = device_name(device)
     if device.type == "cpu":
         machine += f", {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
-    train, model_config = config.train, config.model
+    train, model_config, optim = config.train, config.model, config.optim
     network = f"{first.in_features}-{shape} {model_config.activation} dropout {model_config.dropout}"
     run = f"batch {train.batch_size}, engine {train.engine}, precision {train.precision}, compile {train.compile}"
-    return f"{machine} | torch {torch.__version__}, mnist-ffn {__version__} | {network} | {run}"
+    # the update's own work: each of these adds passes over the weights to a step
+    update = (
+        f"momentum {optim.momentum > 0}, nesterov {optim.nesterov}, "
+        f"weight decay {optim.weight_decay > 0}, l1 {optim.l1 > 0}"
+    )
+    return f"{machine} | torch {torch.__version__}, mnist-ffn {__version__} | {network} | {run}, {update}"
 
 
 class Cache:
@@ -264,27 +308,48 @@ class Cache:
             entries = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
             self.entries = entries if isinstance(entries, dict) else {}
 
-    def save(self, key: str, choice: StepChoice) -> None:
+    def choice(self, key: str, engines: list[str], precisions: list[str]) -> StepChoice | None:
+        saved = StepChoice.from_dict(self.entries.get(key)) if self.entries is not None else None
+        if saved is not None and saved.engine in engines and saved.precision in precisions:
+            return saved
+        return None
+
+    def save(self, key: str, choice: StepChoice) -> bool:
         """Best effort: a cache that cannot be written costs the next run a timing, nothing more."""
         if self.entries is None:
             self.entries = {}
         self.entries[key] = choice.as_dict()
-        with contextlib.suppress(OSError, WriteError):
+        try:
             write_text_atomically(self.path, strict_json(self.entries) + "\n")
+        except (OSError, WriteError):
+            return False
+        return True
 
 
 @contextlib.contextmanager
-def cache_locked():
-    """The cache, held by this process alone: two runs starting at once time one after the other, not against
-    each other (each would slow the other's steps down), and the second reuses the first's choice."""
-    folder = tensor_cache_dir()  # mnist-ffn's cache, beside the decoded data sets
+def timing_turn(folder: Path):
+    """This process's turn to time: two runs starting at once time one after the other, not against each other
+    (each would slow the other's steps down), and the second reuses the first's choice. Where no lock can be had
+    (a read-only cache, no flock, a run timing for over LOCK_WAIT seconds) it times without one."""
     lock = None
-    with contextlib.suppress(OSError):
+    try:
+        import fcntl  # POSIX only; elsewhere runs may time at once, which costs speed, not correctness
+
         folder.mkdir(parents=True, exist_ok=True)
         lock = open(folder / f"{CACHE_FILE}.lock", "a")  # noqa: SIM115 - held until the timing is saved
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+    except (ImportError, OSError):
+        pass
     try:
-        yield Cache(folder / CACHE_FILE)
+        yield
     finally:
         if lock is not None:
             lock.close()

@@ -44,7 +44,7 @@ from mnist_ffn.training.checkpoint import (
     save_checkpoint,
     training_contents,
 )
-from mnist_ffn.training.choice import StepChoice, build_engine, choose_step, legacy_choice
+from mnist_ffn.training.choice import StepChoice, build_engine, choose_step, resumed_choice
 from mnist_ffn.training.devices import device_name, peak_memory, pick_device
 from mnist_ffn.training.metrics import evaluate
 from mnist_ffn.training.model import architecture, build_model, count_parameters
@@ -121,7 +121,7 @@ class Trainer:
         if checkpoint is None:
             choice = choose_step(self.config, self.model, self.device, points=self.raw.info.is_plane)
         else:
-            choice = StepChoice.from_dict(checkpoint.get("step")) or legacy_choice(self.config, self.device)
+            choice = resumed_choice(checkpoint.get("step"), self.config, self.device)
         self.choice = choice
         self.engine = build_engine(self.model, self.config, self.device, choice)
 
