@@ -42,7 +42,15 @@ if WORKERS > 1:  # before torch's first import here, and for every process a tes
 # one, so the long ones start first and the short ones fill in at the end, and the workers end together. The
 # demo needs the default run, which trains from the session's start: it comes after two long files.
 LONGEST_FIRST = [
-    *("test_playground.py", "test_storage.py", "test_demo.py", "test_sweep.py", "test_plane.py", "test_resilience.py"),
+    *(
+        "test_sweep_server.py",
+        "test_playground.py",
+        "test_storage.py",
+        "test_demo.py",
+        "test_sweep.py",
+        "test_plane.py",
+        "test_resilience.py",
+    ),
     *("test_integrity.py", "test_compare.py", "test_backprop.py", "test_notebook.py", "test_plot.py"),
     *("test_export.py", "test_output_safety.py", "test_bad_input.py", "test_exit.py", "test_points_csv.py"),
 ]

@@ -130,9 +130,11 @@ def running_with_checkpoint(out: Path) -> list[Path]:
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL server in a temp folder, on a free loopback port; stop() and start() it again."""
+    """A throwaway PostgreSQL server in a temp folder, on a free loopback port; stop() and start() it again.
+    `settings`: postgresql.conf's, e.g. {"max_connections": 20}."""
 
-    def __init__(self):
+    def __init__(self, settings: dict | None = None):
+        self.settings = "".join(f" -c {key}={value}" for key, value in (settings or {}).items())
         binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         if not binaries:
             message = "PostgreSQL's server binaries are not installed (Debian package postgresql)"
@@ -156,7 +158,7 @@ class PostgresServer:
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1{self.settings}"
         self._run("pg_ctl", "-D", self.data, "-o", options, "-l", self.root / "log", "-w", "start")
 
     def stop(self) -> None:

@@ -353,7 +353,8 @@ def sweep(
         str | None,
         typer.Option(
             "--storage",
-            help="postgresql://USER@HOST:PORT/DB to share the study among machines. Default: a journal file in --out.",
+            help="postgresql://USER@HOST:PORT/DB to share the study among machines, or grpc://HOST:PORT of a "
+            "sweep-server in front of it. Default: a journal file in --out.",
         ),
     ] = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name. Default: the spec's file name.")] = None,
@@ -432,6 +433,37 @@ def sweep(
             file=sys.stderr,
         )
     return 1 if results["failed"] else 0
+
+
+@app.command("sweep-server")
+def sweep_server(
+    storage: Annotated[
+        str,
+        typer.Option(
+            "--storage",
+            help="The study's database, postgresql://USER@HOST:PORT/DB (the password from ~/.pgpass or PGPASSWORD).",
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to serve on; the default is this machine only.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 13000,
+    connections: Annotated[
+        int, typer.Option("--connections", min=1, max=64, help="Database connections the server may hold.")
+    ] = 4,
+) -> None:
+    """Serve a study's PostgreSQL database to many sweep workers through a few connections (Optuna's gRPC proxy).
+
+    Workers join with mnist-ffn sweep SPEC --storage grpc://HOST:PORT. No TLS and no password: keep it on
+    loopback or a trusted network. Ctrl-C or SIGTERM stops it. Needs the sweep extra.
+    """
+    from mnist_ffn.web.sweep_server import serve
+
+    serve(storage, host, port, connections, log=_print_flushed, warn=_warn)
+
+
+def _print_flushed(line: str) -> None:
+    print(one_line(line), flush=True)  # a server's lines are read as they come, often through a pipe
 
 
 configs_app = typer.Typer(

@@ -1,14 +1,19 @@
 """Where a sweep's study lives, and what can go wrong with it.
 
 The default is a journal file in the sweep folder (Optuna's JournalFileBackend), written under an
-flock; with `--storage postgresql://...` it is a PostgreSQL database that many machines share.
-This module holds the workarounds each needs:
+flock; with `--storage postgresql://...` it is a PostgreSQL database that many machines share; with
+`--storage grpc://HOST:PORT` it is that database behind `mnist-ffn sweep-server` (Optuna's gRPC storage proxy),
+which holds a few connections for every worker. This module holds the workarounds each needs:
 
 - the journal's lock is an flock, which dies with its process (Optuna's own lock file outlives a kill -9);
 - a journal whose end was cut short (a full disk, a kill in the middle of a write) or holds garbage is
   repaired: the valid records are kept and the damaged tail is set aside in a file of its own;
 - machines starting together on an empty database race to create Optuna's tables;
-- a PostgreSQL worker proves it is alive by a heartbeat;
+- a PostgreSQL worker proves it is alive by Optuna's heartbeat; through the proxy, which does not forward
+  Optuna's heartbeat, by a time stamp in its trial's user attributes (BEAT_ATTR);
+- a worker holds a database connection only while it reads or writes the study (at most 2 at once: its trial's
+  and its heartbeat's), and a server that refuses more clients is asked again for BUSY_WAIT_SECONDS before the
+  one line that names its max_connections and the ways out;
 - a lost database or an unwritable journal is one line that says what to do, not a traceback;
 - a password in the URL is never printed nor stored: libpq's own ~/.pgpass or PGPASSWORD supply it.
 """
@@ -19,6 +24,8 @@ import contextlib
 import json
 import os
 import random
+import socket
+import sys
 import threading
 import time
 import warnings
@@ -26,13 +33,22 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from mnist_ffn.errors import MnistFfnError, UsageError
-from mnist_ffn.messages import reason
+from mnist_ffn.messages import one_line, reason
 
 JOURNAL_FILE = "journal.log"  # the study, without PostgreSQL
 JOURNAL_LOCK = "journal.lock"  # flock()ed by the process writing to the journal
 DAMAGED_SUFFIX = ".damaged"  # journal.log.damaged-1, -2, ...: what a repair set aside, for a person to look at
 HEARTBEAT_SECONDS = 5  # a PostgreSQL worker proves it is alive this often ...
 GRACE_SECONDS = 30  # ... and is declared dead after this long without a heartbeat
+BEAT_ATTR = "beat"  # through the proxy: the worker's clock (time.time()) at its last heartbeat
+BUSY_WAIT_SECONDS = 120  # how long "too many clients" is asked again before the sweep ends with one line
+CONNECT_TIMEOUT = 10  # seconds for one connection to a database or sweep server
+GRPC_SCHEME = "grpc://"
+BUSY_SIGNS = ("too many clients", "remaining connection slots are reserved")  # PostgreSQL's words for a full server
+
+
+class TooManyConnections(MnistFfnError):
+    """The database kept refusing connections for BUSY_WAIT_SECONDS: its max_connections is reached."""
 
 
 def optuna_module():
@@ -63,22 +79,39 @@ def _hidden(text: str, url: str) -> str:
 
 
 def open_storage(url: str | None, out: Path):
-    """The default journal file in the sweep folder, or a PostgreSQL database shared by many machines."""
+    """The default journal file in the sweep folder, a PostgreSQL database shared by many machines, or that
+    database behind a sweep server (grpc://HOST:PORT)."""
     optuna = optuna_module()
     if url is None:
         from optuna.storages.journal import JournalFileBackend
 
         backend = JournalFileBackend(str(out / JOURNAL_FILE), lock_obj=JournalLock(out / JOURNAL_LOCK))
         return optuna.storages.JournalStorage(backend)
+    if url.startswith(GRPC_SCHEME):
+        return _proxy_storage(optuna, url)
+    return rdb_storage(url)
+
+
+def rdb_storage(url: str, *, pool: int | None = None, heartbeat: bool = True, application: str | None = None):
+    """A PostgreSQL study storage. `pool=None` (a worker): no pool, a connection only while the study is read or
+    written; `pool=N` (the sweep server): N connections kept open, never more. `application` names its
+    connections in pg_stat_activity (default: this machine and process)."""
+    optuna = optuna_module()
     shown = without_password(url)
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, the sweep extra's driver
-    elif not url.startswith("postgresql+psycopg://"):
-        raise UsageError(f"--storage {shown}: expected postgresql://USER@HOST:PORT/DATABASE")
+        driver_url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, the sweep extra's
+    elif url.startswith("postgresql+psycopg://"):
+        driver_url = url
+    else:
+        raise UsageError(f"--storage {shown}: expected postgresql://USER@HOST:PORT/DATABASE or grpc://HOST:PORT")
+    application = application or f"mnist-ffn sweep {socket.gethostname()}:{os.getpid()}"
+    connect = patient_connect("postgresql://" + driver_url.removeprefix("postgresql+psycopg://"), application)
     attempts = 10
     for attempt in range(attempts):
         try:
-            return _rdb_storage(optuna, url)
+            return _rdb_storage(optuna, driver_url, connect, pool=pool, heartbeat=heartbeat)
+        except TooManyConnections:
+            raise
         except Exception as exc:  # SQLAlchemy and psycopg report a refused or misspelt server in many ways
             why = reason(exc, limit=10_000)
             # Machines starting together on an empty database race to create Optuna's tables: the winner's
@@ -90,7 +123,47 @@ def open_storage(url: str | None, out: Path):
     raise AssertionError("unreachable")
 
 
-def _rdb_storage(optuna, url: str):
+def patient_connect(conninfo: str, application: str):
+    """A psycopg connect() that asks a full server again, with growing random waits, for BUSY_WAIT_SECONDS."""
+
+    def connect():
+        import psycopg
+
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        wait = 0.05
+        while True:
+            try:
+                return psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT, application_name=application)
+            except psycopg.OperationalError as exc:
+                if not any(sign in str(exc) for sign in BUSY_SIGNS):
+                    raise
+                if time.monotonic() + wait > deadline:
+                    raise TooManyConnections(_too_many(conninfo)) from None
+                time.sleep(random.uniform(wait / 2, wait))  # apart: workers refused together retry apart
+                wait = min(wait * 2, 5.0)
+
+    return connect
+
+
+def _too_many(conninfo: str) -> str:
+    parts = urlsplit(conninfo)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    return (
+        f"the study's database at {where} refused more connections for {BUSY_WAIT_SECONDS:g} s (\"too many "
+        'clients": its max_connections is reached); every finished trial is kept: run fewer --workers, raise '
+        "max_connections, or start `mnist-ffn sweep-server` in front of it and sweep with --storage grpc://HOST:PORT"
+    )
+
+
+def _rdb_storage(optuna, url: str, connect, *, pool: int | None, heartbeat: bool):
+    from sqlalchemy.pool import NullPool
+
+    if pool is None:
+        engine = {"poolclass": NullPool, "creator": connect}
+    else:
+        engine = {"pool_size": pool, "max_overflow": 0, "pool_pre_ping": True, "creator": connect}
+    if not heartbeat:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna calls heartbeats experimental: no warning for every worker
         # A trial whose heartbeat stopped is enqueued again with its user attributes, so with its run folder.
@@ -101,11 +174,49 @@ def _rdb_storage(optuna, url: str):
             callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=None)}
         return optuna.storages.RDBStorage(
             url,
-            engine_kwargs={"connect_args": {"connect_timeout": 10}},
+            engine_kwargs=engine,
             heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS,
             **callback,
         )
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """HOST and PORT of grpc://HOST:PORT; one line for anything else."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None or parts.path not in ("", "/"):
+        raise UsageError(f"--storage {url}: expected grpc://HOST:PORT, the address of `mnist-ffn sweep-server`")
+    return host, port
+
+
+def _proxy_storage(optuna, url: str):
+    host, port = grpc_address(url)
+    try:
+        import grpc  # noqa: F401 - Optuna's proxy client needs it
+    except ImportError:
+        raise MnistFfnError("--storage grpc://: needs grpcio: pip install 'mnist-ffn[sweep]'") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna calls its proxy experimental
+        storage = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        storage.wait_server_ready(timeout=CONNECT_TIMEOUT)
+    except ConnectionError:
+        storage.close()
+        raise MnistFfnError(
+            f"--storage {url}: no sweep server answers at {host}:{port} within {CONNECT_TIMEOUT} s "
+            "(start one there with mnist-ffn sweep-server --storage postgresql://...)"
+        ) from None
+    return storage
+
+
+def beats_by_attribute(storage) -> bool:
+    """Whether the study's workers prove they live by BEAT_ATTR: through the proxy, which has no heartbeat."""
+    client = sys.modules.get("optuna.storages._grpc.client")  # only imported where a proxy was opened
+    return client is not None and isinstance(storage, client.GrpcStorageProxy)
 
 
 class JournalLock:
@@ -223,13 +334,26 @@ def storage_failure(exc: BaseException, url: str | None, out: Path) -> str | Non
         import psycopg
 
         lost.append(psycopg.OperationalError)
+    proxy_lost = ()
+    if "grpc" in sys.modules:  # imported where a proxy was opened
+        proxy_lost = (sys.modules["grpc"].RpcError,)
     seen = 0
     while exc is not None and seen < 10:
+        if isinstance(exc, TooManyConnections):
+            return str(exc)
         if url is None and isinstance(exc, OSError):
             return (
                 f"cannot write the study's journal {out / JOURNAL_FILE} ({reason(exc)}); every finished trial is "
                 "kept: free some space and rerun the same command"
             )
+        if url is not None and url.startswith(GRPC_SCHEME) and isinstance(exc, proxy_lost):
+            host, port = grpc_address(url)
+            if exc.code().name == "UNAVAILABLE":
+                what = f"lost the connection to the sweep server at {host}:{port}"
+            else:  # the server answered with an error: its database, most often (its log says)
+                details = one_line(exc.details() or exc.code().name)[:160]
+                what = f"the sweep server at {host}:{port} could not serve the study ({details})"
+            return f"{what}; every finished trial is kept: rerun the same command when it is back"
         if url is not None and isinstance(exc, tuple(lost)):
             parts = urlsplit(url)
             where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
@@ -242,26 +366,42 @@ def storage_failure(exc: BaseException, url: str | None, out: Path) -> str | Non
 
 
 class Heartbeat:
-    """Tells a PostgreSQL study every few seconds that this trial's worker is alive (Optuna's heartbeat)."""
+    """Tells the study every few seconds that this trial's worker is alive: Optuna's heartbeat on PostgreSQL,
+    BEAT_ATTR through the proxy (which does not forward Optuna's); nothing in a journal, whose workers share a
+    machine and are asked by process id."""
 
     def __init__(self, study, trial):
         from optuna.storages._heartbeat import is_heartbeat_enabled
 
         self.storage, self.trial_id = study._storage, trial._trial_id
-        self.enabled = is_heartbeat_enabled(self.storage)
+        self.optuna_beats = is_heartbeat_enabled(self.storage)
+        self.enabled = self.optuna_beats or beats_by_attribute(self.storage)
         self.stop = threading.Event()
 
     def __enter__(self):
         if self.enabled:
-            self.storage.record_heartbeat(self.trial_id)
+            self.beat()
             self.thread = threading.Thread(target=self._beat, daemon=True)
             self.thread.start()
         return self
 
+    def beat(self) -> None:
+        if self.optuna_beats:
+            self.storage.record_heartbeat(self.trial_id)
+        else:
+            self.storage.set_trial_user_attr(self.trial_id, BEAT_ATTR, time.time())
+
     def _beat(self) -> None:
         while not self.stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):  # a lost connection shows up as a missed beat
-                self.storage.record_heartbeat(self.trial_id)
+                self.beat()
 
     def __exit__(self, *exc_info) -> None:
         self.stop.set()
+
+
+def beat_is_stale(trial) -> bool:
+    """Whether a trial run through the proxy missed its worker's beats for longer than GRACE_SECONDS (the
+    machines' clocks must agree to within a few seconds of that, as NTP keeps them)."""
+    beat = trial.user_attrs.get(BEAT_ATTR)
+    return isinstance(beat, int | float) and time.time() - beat > GRACE_SECONDS

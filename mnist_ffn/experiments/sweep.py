@@ -11,7 +11,8 @@ only pop enqueued trials (Optuna hands a waiting trial to one worker only); Grid
 give two workers the same point. A trial whose worker died (kill -9, out of memory, a lost machine)
 is failed and enqueued again with the same run folder, so its rerun resumes from that folder's
 last.pt: the result is the same as if it had never died. Dead workers are found by process id on
-this machine and, with PostgreSQL, by Optuna's heartbeat from any machine.
+this machine and, with PostgreSQL, by Optuna's heartbeat from any machine (through the sweep server,
+by the time stamp each worker's heartbeat writes in its trial).
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ def _fixed_params(point: dict) -> dict:
 
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _on_this_machine(name: str) -> bool:
+    return name.rpartition(":")[0] == socket.gethostname()
 
 
 def _worker_alive(name: str) -> bool:
@@ -381,7 +386,10 @@ def _recover_dead_trials(study) -> None:
             age = (now - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
             if age < sweep_storage.GRACE_SECONDS:
                 continue
-        elif _worker_alive(worker):
+        elif _on_this_machine(worker):
+            if _worker_alive(worker):  # its process id says, whatever its beats
+                continue
+        elif not sweep_storage.beat_is_stale(trial):  # on another machine: alive while it beats (or no beats)
             continue
         try:
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
@@ -471,17 +479,29 @@ def _draw_and_train(job: dict) -> None:
     storage = open_storage(job["storage_url"], job["out"])
     study = optuna.load_study(study_name=job["study"], storage=storage, pruner=_pruner(spec), sampler=_sampler(spec))
     while _has_work(study, spec):
-        with warnings.catch_warnings():  # Optuna warns that its heartbeat expects optimize(); Heartbeat keeps it
-            warnings.simplefilter("ignore", UserWarning)
-            trial = study.ask()
-        trial.set_user_attr("worker", _worker_name())  # first: who to ask if it lives
-        if spec.sampler == "grid" and "point" not in trial.user_attrs:  # the queue emptied as we asked
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        trial = _draw(study, spec)
+        if trial is None:  # another worker took the last queued trial as we asked
             break
+        trial.set_user_attr("worker", _worker_name())  # first: who to ask if it lives
+        if sweep_storage.beats_by_attribute(study._storage):  # and that it lives, before anything can fail
+            trial.set_user_attr(sweep_storage.BEAT_ATTR, time.time())
         if _is_duplicate_retry(study, trial):  # another process queued the same retry first
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
         _run_trial(study, trial, spec, job)
+
+
+def _draw(study, spec: SweepSpec):
+    """The next queued trial, now running; for tpe a new one where none is queued. None where a grid's queue is
+    empty: study.ask() would create a trial there, which could only be failed, and the study would keep it."""
+    optuna = optuna_module()
+    with warnings.catch_warnings():  # Optuna warns that its heartbeat expects optimize(); Heartbeat keeps it
+        warnings.simplefilter("ignore", UserWarning)
+        if spec.sampler != "grid":
+            return study.ask()
+        study._thread_local.cached_all_trials = None  # as ask() does: read the queue as it is now
+        trial_id = study._pop_waiting_trial_id()  # what ask() pops, without the new trial it makes otherwise
+        return None if trial_id is None else optuna.Trial(study, trial_id)
 
 
 def _pruner(spec: SweepSpec):

@@ -1,0 +1,132 @@
+"""`mnist-ffn sweep-server`: Optuna's gRPC storage proxy in front of a study's PostgreSQL database.
+
+Each worker that talks to PostgreSQL directly holds its own connections, and PostgreSQL allows 100 by default:
+past a few dozen workers a sweep meets "too many clients". Workers started with `--storage grpc://HOST:PORT` talk
+to this server instead, and it alone talks to the database, through a pool of `--connections` (default 4) that it
+never exceeds: one server serves hundreds of workers. It also keeps the study in memory (Optuna's cached
+storage), so that the workers' reads of the study cost the database nothing.
+
+The proxy speaks gRPC without TLS and asks no password: anyone who reaches its port can read and change every
+study in the database. Loopback by default; any other address says so once. Ctrl-C or SIGTERM stops it, after the
+requests in flight are answered; a worker that then asks gets one line and its rerun continues the sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from mnist_ffn.errors import Interrupted, MnistFfnError
+from mnist_ffn.experiments.storage import (
+    TooManyConnections,
+    optuna_module,
+    rdb_storage,
+    storage_failure,
+    without_password,
+)
+from mnist_ffn.messages import cut, reason
+from mnist_ffn.web.serving import bound_addresses, check_port, is_loopback
+
+DEFAULT_PORT = 13000
+DEFAULT_CONNECTIONS = 4  # the study's reads are served from memory; 4 keep up with hundreds of workers' writes
+STOP_GRACE = 5.0  # seconds the requests in flight get to finish on Ctrl-C or SIGTERM
+
+
+def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> None:
+    """Serve the study storage at `url` on host:port until SIGINT or SIGTERM."""
+    optuna_module()
+    try:
+        from optuna.storages._grpc.server import make_server  # Optuna's own proxy (>= 4.2), as its server runs it
+    except ImportError:
+        raise MnistFfnError("sweep-server needs grpcio and Optuna >= 4.2: pip install 'mnist-ffn[sweep]'") from None
+    if not url.startswith(("postgresql://", "postgresql+psycopg://")):
+        raise MnistFfnError(f"--storage {cut(url)}: expected postgresql://USER@HOST:PORT/DATABASE")
+    check_port(host, port)
+    shown = without_password(url)
+    storage = rdb_storage(url, pool=connections, heartbeat=False, application="mnist-ffn sweep-server")
+    cached = optuna_module().storages.get_storage(storage)  # the study kept in memory, as Optuna's proxy docs advise
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # a failed request is our one line, not a traceback
+    server = make_server(
+        ReportedStorage(cached, url, warn), host, port, ThreadPoolExecutor(max_workers=connections)
+    )  # one thread per connection: a request never waits on the pool, it queues in gRPC instead
+    try:
+        server.start()
+    except RuntimeError as exc:  # gRPC could not bind after all (taken since check_port looked)
+        raise MnistFfnError(f"--port {port}: {host}:{port} cannot be used ({reason(exc)}); choose another") from None
+    try:
+        exposed = exposure(host, port, shown)
+        if exposed:
+            warn(exposed)
+        address = f"[{host}]" if ":" in host else host
+        log(
+            f"sweep server for {shown} on {address}:{port}, holding at most {connections} database connections; "
+            f"workers join with --storage grpc://{address}:{port}. Ctrl-C stops it."
+        )
+        while True:
+            time.sleep(3600)
+    except Interrupted as exc:
+        log(f"stopping (signal {exc.signal_number}): answering the requests in flight")
+    finally:
+        server.stop(STOP_GRACE).wait()
+        with contextlib.suppress(Exception):
+            storage.engine.dispose()
+    log("sweep server stopped")
+
+
+def exposure(host: str, port: int, shown: str) -> str | None:
+    """Who else can reach a sweep server on `host`, decided by the addresses it binds; None for this machine only."""
+    exposed = [address for address in bound_addresses(host, port) if not is_loopback(address)]
+    if not exposed:
+        return None
+    return (
+        f"--host {cut(host)}: the sweep server is open to everyone who can reach {', '.join(exposed)} over the "
+        f"network, unencrypted and without a password: they can read and change every study in {shown}"
+    )
+
+
+class ReportedStorage:
+    """The storage as the proxy serves it, which says on stderr when its database is lost and when it is back,
+    once each, instead of a traceback per failed request (each such request fails back to its worker)."""
+
+    def __init__(self, storage, url: str, warn):
+        self._storage, self._url, self._warn = storage, url, warn
+        self._lost = False
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._storage, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            try:
+                result = attribute(*args, **kwargs)
+            except Exception as exc:
+                self._failed(exc)
+                raise
+            self._served()
+            return result
+
+        return call
+
+    def _failed(self, exc: Exception) -> None:
+        exceptions = optuna_module().exceptions
+        if isinstance(exc, KeyError | exceptions.OptunaError) and not isinstance(exc, exceptions.StorageInternalError):
+            return  # the study's own answer (no such trial, a study of that name exists): the worker's to handle
+        line = str(exc) if isinstance(exc, TooManyConnections) else storage_failure(exc, self._url, None)
+        if line is None:
+            return
+        with self._lock:
+            if not self._lost:
+                self._lost = True
+                self._warn(f"{line.partition(';')[0]}; the workers' requests fail until it is back")
+
+    def _served(self) -> None:
+        if self._lost:
+            with self._lock:
+                if self._lost:
+                    self._lost = False
+                    self._warn(f"the study's database {without_password(self._url)} answers again")
