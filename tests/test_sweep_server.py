@@ -3,6 +3,7 @@
 the server mid-sweep, and each way the server or its address can be wrong. Every point x seed is trained once,
 and the connections each process holds are read from PostgreSQL's own pg_stat_activity."""
 
+import json
 import os
 import signal
 import threading
@@ -130,6 +131,23 @@ def test_forty_workers_through_one_sweep_server_run_every_trial_once_on_its_few_
     assert set(watch.peak_by_process) <= {SERVER}, f"only the server reached the database: {watch.peak_by_process}"
     assert 1 <= watch.peak <= CONNECTIONS, f"the server held {watch.peak} connections at once"
     print(f"\n40 workers through the sweep server: at most {watch.peak} database connections at once")
+
+    from mnist_ffn.experiments.results import collect_results
+    from mnist_ffn.experiments.spec import load_spec
+    from mnist_ffn.experiments.storage import rdb_storage
+    from mnist_ffn.files import strict_json
+
+    report = run_cli("sweep", "--report", tmp_path / "machine-0", "--json")  # through the server
+    assert report.returncode == 0, report.stderr
+    study = optuna.load_study(study_name="forty", storage=rdb_storage(small_postgres.url))
+    direct = collect_results(study, load_spec(tmp_path / "forty.toml"))
+    assert json.loads(report.stdout) == json.loads(strict_json(direct)), "the same table whichever storage"
+    other = forty_point_spec(tmp_path / "machine-0")  # another spec, the same study name
+    other.write_text(other.read_text().replace("seeds = [0, 1]", "seeds = [7]"))
+    refused = run_cli(
+        "sweep", other, "--out", tmp_path / "other", "--storage", f"grpc://127.0.0.1:{port}", "--study", "forty"
+    )
+    assert_one_line_error(refused, 2, "--study forty: exists with another spec")
 
     server.send_signal(signal.SIGTERM)
     stopped = finish_process(server, timeout=60)
@@ -335,3 +353,35 @@ def test_a_database_that_stays_full_is_asked_again_then_one_line_and_the_rerun_f
     assert rerun.returncode == 0, rerun.stderr
     done = complete_points(study_trials(small_postgres.url, "forty"))
     assert len(done) == 80 == len(set(done))
+
+
+@pytest.mark.machine
+def test_a_worker_lost_with_its_machine_is_found_through_the_server_by_its_stopped_beats(
+    small_postgres, tmp_path, monkeypatch
+):
+    """The proxy does not forward Optuna's heartbeat: a worker's beats are time stamps in its trial. Once they
+    stop for longer than the grace period, its trial is failed and queued again with its run folder."""
+    from mnist_ffn.experiments import storage as sweep_storage
+    from mnist_ffn.experiments import sweep
+
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 3)
+    port = free_port()
+    start_server(small_postgres.url, port)
+    proxy = sweep_storage.open_storage(f"grpc://127.0.0.1:{port}", tmp_path)
+    study = optuna.create_study(study_name="lost", storage=proxy, direction="maximize")
+    attrs = {"point": {"optim.lr": 0.1}, "seed": 0, "run_folder": "trials/0000"}
+    study.enqueue_trial({"optim.lr": 0.1}, user_attrs=attrs)
+    trial = study.ask()
+    trial.set_user_attr("worker", "another-machine:4242")  # not this host: its pid says nothing here
+    with sweep_storage.Heartbeat(study, trial) as heartbeat:  # the worker's beats, until its machine is lost
+        assert heartbeat.enabled and not heartbeat.optuna_beats
+    assert sweep_storage.BEAT_ATTR in study.get_trials()[0].user_attrs
+
+    sweep._recover_dead_trials(study)  # its last beat is within the grace period: it may still be running
+    assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
+    time.sleep(3.5)
+    sweep._recover_dead_trials(study)
+    trials = study.get_trials()
+    states = optuna.trial.TrialState
+    assert [trial.state for trial in trials] == [states.FAIL, states.WAITING], "failed, and queued again"
+    assert {key: trials[1].user_attrs[key] for key in attrs} == attrs, "queued again with its run folder"
