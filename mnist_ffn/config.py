@@ -107,6 +107,13 @@ class TrainConfig:
         "recent GPUs), else fp32",
     )
     compile: bool = documented(False, "`torch.compile` the model; pays off only for long runs on a GPU")
+    # ||dL/dz|| is what both engines have at hand each step (the hand-written one folds dL/dW into the momentum
+    # buffer under plain momentum); the norms cost about 1% of a step
+    grad_norms: bool = documented(
+        True,
+        "record each layer's gradient norm ||dL/dz|| (the mean over the epoch's steps) and update-to-weight ratio "
+        "in metrics.csv (`grad_norm_K`, `update_ratio_K`; not under `train.compile`)",
+    )
     engine: str = documented(
         "auto",
         "`backprop` (the lesson's equations, by hand), `autograd` (`loss.backward()` + `torch.optim.SGD`), "

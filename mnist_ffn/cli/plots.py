@@ -6,13 +6,14 @@ matplotlib is an optional extra (`pip install 'mnist-ffn[plot]'`): nothing else 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from mnist_ffn.cli.boundaries import is_plane_run, plot_boundaries, plot_boundary
 from mnist_ffn.cli.figures import pyplot, save
 from mnist_ffn.errors import DamagedFile, MnistFfnError, UsageError
 from mnist_ffn.experiments.results import RESULTS_JSON
-from mnist_ffn.training.run_folder import COMPARISON_FILE, RunFolder
+from mnist_ffn.training.run_folder import COMPARISON_FILE, RunFolder, gradient_means
 
 
 def plot_folder(folder: Path) -> list[Path]:
@@ -58,7 +59,38 @@ def plot_curves(run: RunFolder) -> list[Path]:
         axes.legend()
         written.append(save(figure, run.path / ("loss.png" if name == "loss" else "accuracy.png")))
         plt.close(figure)
+    layers = layer_count(rows)
+    if layers:
+        written.append(plot_gradients(run, rows, layers, plt))
     return written
+
+
+def layer_count(rows: list[dict]) -> int:
+    """How many layers the run's metrics.csv has gradient norms for (0: none recorded)."""
+    return sum(1 for key in rows[0] if key.startswith("grad_norm_")) if rows else 0
+
+
+def plot_gradients(run: RunFolder, rows: list[dict], layers: int, plt) -> Path:
+    """Each layer's ||dL/dz|| and update-to-weight ratio per epoch, on log scales: the gradient flow."""
+    epochs = [int(row["epoch"]) for row in rows]
+    figure, (norms, ratios) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    colours = plt.cm.viridis([k / max(1, layers - 1) for k in range(layers)])
+    for k in range(1, layers + 1):
+        label = f"layer {k}" + (" (output)" if k == layers else " (lowest)" if k == 1 else "")
+        for axes, key in ((norms, "grad_norm_"), (ratios, "update_ratio_")):
+            points = [(e, row[f"{key}{k}"]) for e, row in zip(epochs, rows, strict=True) if row.get(f"{key}{k}")]
+            axes.plot([e for e, _ in points], [v for _, v in points], marker="o", color=colours[k - 1], label=label)
+    norms.set(xlabel="epoch", ylabel="||dL/dz||, mean over the epoch's steps", title="Gradient norm per layer")
+    ratios.set(xlabel="epoch", ylabel="||W(end) - W(start)|| / ||W(start)||", title="Update-to-weight ratio per epoch")
+    for axes in (norms, ratios):
+        axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+    norms.legend(fontsize=8)
+    figure.suptitle(f"Gradient flow: {run.path.name}")
+    figure.tight_layout()
+    path = save(figure, run.path / "gradients.png")
+    plt.close(figure)
+    return path
 
 
 def plot_confusion(run: RunFolder) -> Path:
@@ -119,7 +151,10 @@ def plot_comparison(folder: Path) -> Path:
     rows = read_comparison(folder)
     histories = {row["activation"]: RunFolder(folder / row["activation"]).read_metrics() for row in rows}
     plt = pyplot()
-    figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    layers = min(layer_count(history) for history in histories.values())
+    panels = 3 if layers > 1 else 2
+    figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), dpi=120)
+    bars, curves = axes[0], axes[1]
     names = [row["activation"] for row in rows]
     accuracies = [row["test_accuracy"] * 100 for row in rows]
     bars.bar(names, accuracies, color="tab:blue")
@@ -134,6 +169,17 @@ def plot_comparison(folder: Path) -> Path:
     curves.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
     curves.grid(alpha=0.3)
     curves.legend()
+    if panels == 3:  # why some learn slowly: how much gradient reaches each layer
+        flow = axes[2]
+        for row in rows:
+            history = histories[row["activation"]]
+            means = [math.nan if mean is None else mean for mean in gradient_means(history)[:layers]]
+            flow.plot(range(1, layers + 1), means, marker="o", label=row["activation"])
+        flow.set_yscale("log")
+        flow.set_xticks(range(1, layers + 1))
+        flow.set(xlabel="layer (1: the lowest)", ylabel="||dL/dz||, mean over all epochs", title="Gradient per layer")
+        flow.grid(alpha=0.3)
+        flow.legend()
     figure.tight_layout()
     path = save(figure, folder / "compare.png")
     plt.close(figure)

@@ -105,16 +105,19 @@ def print_comparison(comparison: dict, folder: Path) -> None:
         ("activation", "left"),
         ("test accuracy", "right"),
         ("final train loss", "right"),
+        ("gradient, lowest / top layer", "right"),
         ("seconds", "right"),
     ):
         table.add_column(column, justify=justify)
     best = max(row["test_accuracy"] for row in comparison["results"])
     for row in comparison["results"]:
         accuracy = f"{row['test_accuracy']:.2%}"
+        ratio = row.get("gradient_lowest_over_top")  # None: no hidden layer, or a comparison from before
         table.add_row(
             row["activation"],
             f"[bold green]{accuracy}[/]" if row["test_accuracy"] == best else accuracy,
             f"{row['final_train_loss']:.4f}",
+            "-" if ratio is None else f"{ratio:.2g}",
             f"{row['seconds']:.1f}",
         )
     console.print(table)

@@ -23,9 +23,12 @@ from mnist_ffn.errors import ConfigError, TrainingInterrupted, UsageError
 from mnist_ffn.experiments.run_once import check_trained_on, train_into
 from mnist_ffn.files import write_text_atomically
 from mnist_ffn.points_csv import file_digest
-from mnist_ffn.training.run_folder import COMPARISON_FILE, RunFolder
+from mnist_ffn.training.run_folder import COMPARISON_FILE, RunFolder, gradient_means
 
-COLUMNS = ("activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds")
+COLUMNS = (
+    "activation", "test_accuracy", "test_loss", "final_train_loss", "best_val_accuracy", "seconds",
+    "gradient_lowest_over_top",
+)  # fmt: skip
 
 
 def parse_activations(text: str) -> list[str]:
@@ -93,6 +96,7 @@ def compare(
                 "final_train_loss": summary["final_train_loss"],
                 "best_val_accuracy": summary["best_val_accuracy"],
                 "seconds": summary["wall_seconds"],
+                "gradient_lowest_over_top": lowest_over_top(RunFolder(folder).read_metrics()),
             }
             results.append(row)
             if log:
@@ -116,6 +120,16 @@ def compare(
         writer.writerows(results)
         write_text_atomically(out / "compare.csv", buffer.getvalue())
     return comparison
+
+
+def lowest_over_top(rows: list[dict]) -> float | None:
+    """How much of the output layer's gradient reaches the lowest layer: the mean over all epochs of ||dL/dz_1||
+    over that of ||dL/dz_L||. Far below 1 where the activation's f'(z) shrinks the gradient at every layer (sigmoid's
+    is at most 1/4); None without hidden layers or without recorded norms."""
+    means = gradient_means(rows)
+    if len(means) < 2 or means[0] is None or not means[-1]:
+        return None
+    return means[0] / means[-1]
 
 
 def _must_replace(out: Path, activation: str, config: Config, force: bool, points_digest: str) -> bool:

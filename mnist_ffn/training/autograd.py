@@ -32,6 +32,25 @@ class AutogradEngine:
         self.precision = precision  # "bf16": under autocast (the products in bfloat16, the loss in float32)
         bf16 = precision == "bf16"
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        # ||dL/dZ_l|| of the last step, as the hand-written engine records it: read by a hook on each Linear's
+        # output as backward() passes it (compiled graphs run no such hooks)
+        self.grad_norms = None
+        if config.train.grad_norms and not config.train.compile:
+            linears = [layer for layer in model if isinstance(layer, nn.Linear)]
+            self.grad_norms = torch.zeros(len(linears), device=device)
+            self.hooks = [layer.register_forward_hook(self._watch(index)) for index, layer in enumerate(linears)]
+
+    def _watch(self, index: int):
+        norms = self.grad_norms
+
+        def record(grad: Tensor) -> None:  # returns None: the gradient flows on unchanged
+            torch.linalg.vector_norm(grad, dtype=torch.float32, out=norms[index])
+
+        def on_output(module, inputs, z: Tensor) -> None:
+            if z.requires_grad:  # training, not evaluation
+                z.register_hook(record)
+
+        return on_output
 
     def step(self, images: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor]:
         for group in self.optimizer.param_groups:

@@ -177,6 +177,7 @@ class BackpropEngine:
         max_batch: int,
         cuda_graph: bool | None = None,  # None: on a CUDA device (the tests simulate one on the CPU)
         precision: str = "fp32",  # or "bf16": the matrix products in bfloat16 (the module docstring)
+        grad_norms: bool = True,  # each step's ||dL/dZ_l|| per layer into self.grad_norms
     ):
         linears = [layer for layer in model if isinstance(layer, nn.Linear)]
         # detach(): the same storage as the model's parameters, without autograd's bookkeeping
@@ -214,6 +215,9 @@ class BackpropEngine:
         self.neg_lr: float | Tensor = 0.0
         self.neg_lr_momentum: float | Tensor = 0.0
         self.loss = torch.zeros((), dtype=self.weights[0].dtype, device=device)
+        # ||dL/dZ_l|| of the last step, layer l = 0 the lowest: (L,) float32, or None where not recorded
+        master = self.weights[0].dtype
+        self.grad_norms = torch.zeros(len(self.weights), dtype=master, device=device) if grad_norms else None
 
         widths = [layer.out_features for layer in linears]
         hidden, classes = widths[:-1], widths[-1]
@@ -409,6 +413,8 @@ class BackpropEngine:
             delta = buffers.logits_delta_products.copy_(delta)
         for layer in range(len(self.weights) - 1, -1, -1):
             weight, a_below = self.product_weights[layer], inputs[layer]  # (out, in), (N, in)
+            if self.grad_norms is not None:  # ||dL/dZ_l||: how strongly the loss reaches this layer
+                torch.linalg.vector_norm(delta, dtype=self.grad_norms.dtype, out=self.grad_norms[layer])
             if layer > 0:
                 below = layer - 1
                 delta_below = torch.mm(delta, weight, out=buffers.delta[below])  # dL/dA = dZ W: (N, out)(out, in)

@@ -77,6 +77,10 @@ class TrainingState:
     augment_rng: torch.Tensor
     step_losses: torch.Tensor  # (steps per epoch,) float32: the epoch in progress so far
     step_correct: torch.Tensor  # (steps per epoch,) int64
+    # (steps per epoch, layers) float32: each step's ||dL/dz|| per layer (NaN: not recorded); None in older files
+    step_grad_norms: torch.Tensor | None = None
+    # the weights at the start of the epoch in progress, for its update-to-weight ratios: saved mid-epoch only
+    epoch_start_weights: list[torch.Tensor] | None = None
 
 
 def training_contents(state: TrainingState) -> dict:
@@ -90,7 +94,12 @@ def training_contents(state: TrainingState) -> dict:
             "shuffle_epoch_start": state.shuffle_rng,
             "augment": state.augment_rng,
         },
-        "epoch_partial": {"step_losses": state.step_losses, "step_correct": state.step_correct},
+        "epoch_partial": {
+            "step_losses": state.step_losses,
+            "step_correct": state.step_correct,
+            "step_grad_norms": state.step_grad_norms,
+            "epoch_start_weights": state.epoch_start_weights,
+        },
     }
 
 
@@ -146,6 +155,16 @@ def read_training_state(path: Path, checkpoint: dict) -> TrainingState:
         fail("epoch_partial.step_correct", "does not match step_losses")
     if progress["step_in_epoch"] > len(losses):
         fail("progress.step_in_epoch", f"is past the {len(losses)} steps of an epoch")
+    norms, start_weights = partial.get("step_grad_norms"), partial.get("epoch_start_weights")
+    if norms is not None and not (
+        isinstance(norms, torch.Tensor) and norms.dtype == torch.float32 and norms.dim() == 2
+        and len(norms) == len(losses)
+    ):  # fmt: skip
+        fail("epoch_partial.step_grad_norms", "is not a (steps, layers) table of norms")
+    if start_weights is not None and not (
+        isinstance(start_weights, list) and all(isinstance(weight, torch.Tensor) for weight in start_weights)
+    ):
+        fail("epoch_partial.epoch_start_weights", "is not a list of weights")
     return TrainingState(
         run_id=run_id,
         optimizer=checkpoint["optimizer"],
@@ -156,6 +175,8 @@ def read_training_state(path: Path, checkpoint: dict) -> TrainingState:
         augment_rng=rng["augment"],
         step_losses=losses,
         step_correct=correct,
+        step_grad_norms=norms,
+        epoch_start_weights=start_weights,
     )
 
 

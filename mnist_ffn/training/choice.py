@@ -82,8 +82,9 @@ def build_engine(model: nn.Sequential, config: Config, device: torch.device, cho
         return AutogradEngine(model, config, device, precision=choice.precision)
     train = config.train
     return BackpropEngine(
-        model, config.model, config.optim, train.label_smoothing, max_batch=train.batch_size, precision=choice.precision
-    )
+        model, config.model, config.optim, train.label_smoothing, max_batch=train.batch_size,
+        precision=choice.precision, grad_norms=train.grad_norms,
+    )  # fmt: skip
 
 
 def choose_step(config: Config, model: nn.Sequential, device: torch.device, *, points: bool) -> StepChoice:

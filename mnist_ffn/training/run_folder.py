@@ -31,6 +31,8 @@ from mnist_ffn.quoting import command_line, quote
 COMPARISON_FILE = "compare.json"  # what `mnist-ffn compare` writes beside one run folder per activation
 LOCK_FILE = ".mnist-ffn.lock"  # flock()ed while a process trains in the folder; empty, removed at the end
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+# and per layer K = 1 (the lowest) ... L (the output layer), where recorded (train.grad_norms):
+LAYER_COLUMNS = ("grad_norm_", "update_ratio_")  # mean ||dL/dz_K|| over the epoch's steps; ||W_K change|| / ||W_K||
 RUN_ID_HEADER = re.compile(r"^# mnist-ffn run ([0-9a-f]{32})\b")
 
 # summary.json, key by key: what `train` writes and `plot`, `compare` and people read.
@@ -174,9 +176,10 @@ class RunFolder:
 
     def write_metrics(self, rows: list[dict]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        columns = [*METRIC_COLUMNS, *layer_columns(rows)]
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({key: _csv_value(row[key]) for key in METRIC_COLUMNS} for row in rows)
+        writer.writerows({key: _csv_value(row.get(key)) for key in columns} for row in rows)
         write_text_atomically(self.metrics, buffer.getvalue())
 
     def write_summary(self, summary: dict) -> None:
@@ -191,7 +194,8 @@ class RunFolder:
                 rows = list(csv.DictReader(file))
             if not rows or set(METRIC_COLUMNS) - set(rows[0]):
                 raise ValueError("missing columns")
-            return [{key: (float(row[key]) if row[key] else None) for key in METRIC_COLUMNS} for row in rows]
+            columns = [*METRIC_COLUMNS, *layer_columns(rows)]
+            return [{key: (float(row[key]) if row.get(key) else None) for key in columns} for row in rows]
         except FileNotFoundError:
             raise DamagedFile(f"{self.metrics}: missing; not a finished or running run folder") from None
         except (ValueError, TypeError, UnicodeDecodeError, csv.Error, OSError) as exc:
@@ -257,6 +261,24 @@ def _lock_holder(inode: int) -> str | None:
     except OSError:
         pass
     return None
+
+
+def layer_columns(rows: list[dict]) -> list[str]:
+    """The per-layer columns the rows hold, by kind and then by layer (grad_norm_1, grad_norm_2, ...)."""
+    found = {key for row in rows for key in row if key.startswith(LAYER_COLUMNS) and key.rpartition("_")[2].isdigit()}
+    return sorted(
+        found, key=lambda key: (LAYER_COLUMNS.index(key.rpartition("_")[0] + "_"), int(key.rpartition("_")[2]))
+    )
+
+
+def gradient_means(rows: list[dict]) -> list[float | None]:
+    """Each layer's ||dL/dz|| (grad_norm_K) averaged over the epochs that recorded it, K = 1 (the lowest) first."""
+    layers = sum(1 for key in rows[0] if key.startswith("grad_norm_")) if rows else 0
+    means = []
+    for k in range(1, layers + 1):
+        values = [row[f"grad_norm_{k}"] for row in rows if row.get(f"grad_norm_{k}") is not None]
+        means.append(sum(values) / len(values) if values else None)
+    return means
 
 
 def _csv_value(value: object) -> object:

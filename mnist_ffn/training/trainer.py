@@ -94,6 +94,8 @@ class Trainer:
         self.progress = Progress()
         self.last_epoch_save = -math.inf  # the first epoch's end always saves
         self.saved_epoch = 0
+        self.step_grad_norms: torch.Tensor | None = None  # (steps per epoch, layers): the epoch's ||dL/dz||
+        self.epoch_start_weights: list[torch.Tensor] | None = None  # for the epoch's update-to-weight ratios
 
     # -- setup -----------------------------------------------------------------------------------------
 
@@ -149,6 +151,19 @@ class Trainer:
         self.run_id = state.run_id
         self.step_losses = state.step_losses.to(self.device)
         self.step_correct = state.step_correct.to(self.device)
+        self.step_grad_norms = self._empty_grad_norms()
+        saved_norms = state.step_grad_norms
+        if (
+            self.step_grad_norms is not None
+            and saved_norms is not None
+            and saved_norms.shape == self.step_grad_norms.shape
+        ):
+            self.step_grad_norms.copy_(saved_norms)
+        self.epoch_start_weights = None
+        if state.epoch_start_weights is not None:
+            self.epoch_start_weights = [weight.to(self.device) for weight in state.epoch_start_weights]
+        elif self.progress.step_in_epoch == 0:
+            self.epoch_start_weights = self._weights_now()
 
     # -- the loop --------------------------------------------------------------------------------------
 
@@ -171,6 +186,9 @@ class Trainer:
         if progress.step_in_epoch == 0:
             self.step_losses = torch.zeros(self.steps_per_epoch, device=self.device)
             self.step_correct = torch.zeros(self.steps_per_epoch, dtype=torch.int64, device=self.device)
+            self.step_grad_norms = self._empty_grad_norms()
+            self.epoch_start_weights = self._weights_now()
+        grad_norms = getattr(self.engine, "grad_norms", None) if self.step_grad_norms is not None else None
         checkpoint_every = config.train.checkpoint_every
         self.model.train()
         bar = tqdm(
@@ -191,6 +209,8 @@ class Trainer:
             step = progress.step_in_epoch
             self.step_losses[step] = loss
             self.step_correct[step] = (logits.argmax(dim=1) == labels).sum()
+            if grad_norms is not None:
+                self.step_grad_norms[step] = grad_norms
             progress.step_in_epoch += 1
             progress.global_step += 1
             progress.samples_seen += len(labels)
@@ -276,6 +296,7 @@ class Trainer:
             "val_acc": val.accuracy if val else None,
             "lr": self.last_lr,
             "seconds": progress.epoch_seconds,
+            **self._layer_figures(),
         }
         progress.history.append(row)
         progress.epoch += 1
@@ -300,6 +321,36 @@ class Trainer:
         if self.on_epoch:
             self.on_epoch(row)  # e.g. a sweep reports to Optuna, whose pruner may stop the run here
 
+    # -- gradient flow ---------------------------------------------------------------------------------
+
+    def _empty_grad_norms(self) -> torch.Tensor | None:
+        """(steps per epoch, layers) of NaN (a step not recorded, as in an epoch resumed from an older file)."""
+        if not self.config.train.grad_norms:
+            return None
+        layers = sum(isinstance(layer, torch.nn.Linear) for layer in self.model)
+        return torch.full((self.steps_per_epoch, layers), math.nan, device=self.device)
+
+    def _weights_now(self) -> list[torch.Tensor] | None:
+        if not self.config.train.grad_norms:
+            return None
+        return [layer.weight.detach().clone() for layer in self.model if isinstance(layer, torch.nn.Linear)]
+
+    def _layer_figures(self) -> dict:
+        """grad_norm_K: the mean of the epoch's recorded ||dL/dz_K||; update_ratio_K: how far the epoch moved W_K,
+        ||W_K(end) - W_K(start)|| / ||W_K(start)||. K = 1 is the lowest layer. None where not known."""
+        if self.step_grad_norms is None:
+            return {}
+        means = self.step_grad_norms.nanmean(dim=0).tolist()  # NaN where no step was recorded
+        figures = {f"grad_norm_{k}": (mean if math.isfinite(mean) else None) for k, mean in enumerate(means, 1)}
+        linears = [layer for layer in self.model if isinstance(layer, torch.nn.Linear)]
+        for k, layer in enumerate(linears, 1):
+            ratio = None
+            if self.epoch_start_weights is not None:
+                start = self.epoch_start_weights[k - 1]
+                ratio = float((layer.weight.detach() - start).norm() / start.norm().clamp_min(1e-12))
+            figures[f"update_ratio_{k}"] = ratio
+        return figures
+
     def save_epoch_end(self) -> None:
         """last.pt and metrics.csv as of the end of the epoch just finished."""
         self._save(self.run.last_checkpoint)
@@ -318,6 +369,13 @@ class Trainer:
             augment_rng=self.augment_generator.get_state().cpu(),
             step_losses=self.step_losses.cpu(),
             step_correct=self.step_correct.cpu(),
+            step_grad_norms=None if self.step_grad_norms is None else self.step_grad_norms.cpu(),
+            # mid-epoch only: at an epoch's end the next epoch starts from the weights saved beside them
+            epoch_start_weights=(
+                [weight.cpu() for weight in self.epoch_start_weights]
+                if self.progress.step_in_epoch and self.epoch_start_weights is not None
+                else None
+            ),
         )
         contents = {**model_contents(self.config, self.model, self.raw.info), **training_contents(state)}
         save_checkpoint(path, {**contents, "step": self.choice.as_dict()})
