@@ -111,8 +111,8 @@ class TrainConfig:
     # buffer under plain momentum); the norms cost about 1% of a step
     grad_norms: bool = documented(
         True,
-        "record each layer's gradient norm ||dL/dz|| (the mean over the epoch's steps) and update-to-weight ratio "
-        "in metrics.csv (`grad_norm_K`, `update_ratio_K`; not under `train.compile`)",
+        "record each layer's gradient norm, the norm of dL/dz (the mean over the epoch's steps), and update-to-weight "
+        "ratio in metrics.csv (`grad_norm_K`, `update_ratio_K`; not under `train.compile`)",
     )
     engine: str = documented(
         "auto",
