@@ -16,11 +16,13 @@ In one run, on one machine, for the same model (784-512-512-10 ReLU) and the sam
   (h) the backprop engine's step with bf16 products (`train.precision = "bf16"`) on the data of (e),
   (i) mnist-ffn's own loop with it: (f) in bf16,
   (j) mnist-ffn's own loop with autograd under bf16 autocast: (b) in bf16, the simple path's best,
+  (k) (i) without recording each layer's gradient norm (`train.grad_norms = false`): i/k is what recording costs,
 
 and prints b/a, b/c, b/d, d/c, then e/c, e/g and e/d (how close the engine's step comes to the ceilings, and
 how much it beats the best eager step), f/b (what it gives the whole loop), g/c (how far above the fp32
 ceiling the machine's own bf16 one lies), h/c and h/g (the bf16 step against both ceilings), i/f (the whole loop,
-bf16 against fp32) and i/j (the hand-written bf16 loop against autograd's). Each figure is the best
+bf16 against fp32), i/j (the hand-written bf16 loop against autograd's) and 1 - i/k (the share of an epoch the
+gradient norms take; --grad-norms-only measures that alone, with (f) and its fp32 twin). Each figure is the best
 of --rounds rounds, the rounds interleaved so that a noisy neighbour hurts all alike. With --profile
 it then shows where a step of the engine spends its time (matrix products against everything else).
 It then times whole default `mnist-ffn train` runs, back to back (process start to exit; test accuracy and peak
@@ -100,20 +102,28 @@ def canonical_loop(torchvision_root: Path, batch_size: int, device: torch.device
     return seen / (time.perf_counter() - started)
 
 
-def bench_config(batch_size: int, engine: str, precision: str = "fp32"):
+def bench_config(batch_size: int, engine: str, precision: str = "fp32", grad_norms: bool = True):
     """The bench's model and SGD as an mnist-ffn config."""
     settings = [f"model.hidden={WIDTHS[1:-1]}", "model.activation=relu", f"optim.lr={LR}", f"optim.momentum={MOMENTUM}"]
     settings += ["optim.nesterov=false", "optim.weight_decay=0", "optim.schedule=constant"]
     settings += [f"train.batch_size={batch_size}", "train.epochs=1", f"train.engine={engine}"]
+    settings += [f"train.grad_norms={str(grad_norms).lower()}"]
     return load_config(None, [*settings, f"train.precision={precision}"])
 
 
 def mnist_ffn_loop(
-    data_dir: Path, batch_size: int, device: torch.device, workdir: Path, engine: str, precision: str = "fp32"
+    data_dir: Path,
+    batch_size: int,
+    device: torch.device,
+    workdir: Path,
+    engine: str,
+    precision: str = "fp32",
+    grad_norms: bool = True,
 ) -> float:
-    """(b), (f), (i), (j): one epoch of mnist-ffn's own loop, timed by the loop itself (steps only, not evaluation)."""
-    config = bench_config(batch_size, engine, precision)
-    run = RunFolder(workdir / f"loop-{engine}-{precision}-{batch_size}")
+    """(b), (f), (i), (j), (k): one epoch of mnist-ffn's own loop, timed by the loop itself (steps only, not
+    evaluation)."""
+    config = bench_config(batch_size, engine, precision, grad_norms)
+    run = RunFolder(workdir / f"loop-{engine}-{precision}-{batch_size}-{grad_norms}")
     trainer = Trainer(config, run, device, log=None, progress_bars=False, resume_command="")
     trainer.run_id = run.create(config, force=True)
     trainer.load_data(data_dir)
@@ -292,6 +302,31 @@ def help_seconds(repeats: int = 3) -> float:
     return best
 
 
+def grad_norms_cost(data_dir: Path, device: torch.device, batch_sizes: list[int], rounds: int, results: dict) -> None:
+    """(f) and (i), each with and without recording gradient norms, interleaved; the best of `rounds` each."""
+    with tempfile.TemporaryDirectory(prefix="mnist-ffn-bench-") as temp:
+        for batch_size in batch_sizes:
+            best: dict[str, float] = {}
+            for _ in range(rounds):
+                for precision, grad_norms in itertools.product(("fp32", "bf16"), (True, False)):
+                    name = f"loop_backprop_{precision}_{'norms' if grad_norms else 'no_norms'}"
+                    loop = mnist_ffn_loop(data_dir, batch_size, device, Path(temp), "backprop", precision, grad_norms)
+                    best[name] = max(best.get(name, 0.0), loop)
+            for precision in ("fp32", "bf16"):
+                with_norms, without = (
+                    best[f"loop_backprop_{precision}_norms"],
+                    best[f"loop_backprop_{precision}_no_norms"],
+                )
+                best[f"{precision}_with_over_without"] = with_norms / without
+                print(
+                    f"batch {batch_size:>4}, {precision}: mnist-ffn's loop {with_norms:>8,.0f} samples/s with gradient "
+                    f"norms, {without:>8,.0f} without: {with_norms / without:.3f}, recording costs "
+                    f"{1 - with_norms / without:.1%} of an epoch",
+                    flush=True,
+                )
+            results["batch_sizes"][str(batch_size)] = best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $MNIST_FFN_DATA or ~/.cache/mnist-ffn")
@@ -302,6 +337,7 @@ def main() -> None:
     parser.add_argument("--skip-default-run", action="store_true")
     parser.add_argument("--profile", action="store_true", help="show where a step of the backprop engine goes")
     parser.add_argument("--json-out", type=Path, default=Path("bench.json"))
+    parser.add_argument("--grad-norms-only", action="store_true", help="only what recording gradient norms costs")
     args = parser.parse_args()
 
     data_dir = resolve_data_dir(args.data_dir)
@@ -317,6 +353,11 @@ def main() -> None:
         "rounds": args.rounds,
         "batch_sizes": {},
     }
+    if args.grad_norms_only:
+        grad_norms_cost(data_dir, device, batch_sizes, args.rounds, results)
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json_out}")
+        return
     with tempfile.TemporaryDirectory(prefix="mnist-ffn-bench-") as temp:
         workdir = Path(temp)
         if not args.skip_default_run:  # back to back, before this process warms anything for any of them
@@ -329,9 +370,11 @@ def main() -> None:
         torchvision_root = prepare_torchvision_root(data_dir, workdir)
         for batch_size in batch_sizes:
             figures = ["canonical", "mnist_ffn", "ceiling", "bare_torch_step", "backprop", "loop_backprop", "bf16"]
-            figures += ["backprop_bf16", "loop_backprop_bf16", "loop_autograd_bf16"]
+            figures += ["backprop_bf16", "loop_backprop_bf16", "loop_autograd_bf16", "loop_backprop_bf16_no_norms"]
             best = dict.fromkeys(figures, 0.0)
             for _ in range(args.rounds):
+                unrecorded = mnist_ffn_loop(data_dir, batch_size, device, workdir, "backprop", "bf16", False)
+                best["loop_backprop_bf16_no_norms"] = max(best["loop_backprop_bf16_no_norms"], unrecorded)
                 best["ceiling"] = max(best["ceiling"], ceiling(batch_size, device, samples=50_000))
                 best["bf16"] = max(best["bf16"], ceiling(batch_size, device, 50_000, torch.bfloat16))
                 best["bare_torch_step"] = max(best["bare_torch_step"], bare_torch_step(batch_size, device, 50_000))
@@ -362,6 +405,7 @@ def main() -> None:
             best["h_over_g"] = best["backprop_bf16"] / best["bf16"]
             best["i_over_f"] = best["loop_backprop_bf16"] / best["loop_backprop"]
             best["i_over_j"] = best["loop_backprop_bf16"] / best["loop_autograd_bf16"]
+            best["i_over_k"] = best["loop_backprop_bf16"] / best["loop_backprop_bf16_no_norms"]
             results["batch_sizes"][str(batch_size)] = best
             print(
                 f"batch {batch_size:>4}: (a) canonical {best['canonical']:>8,.0f}  "
@@ -387,6 +431,11 @@ def main() -> None:
                 f"{best['h_over_c']:.2f}  h/g {best['h_over_g']:.2f}   (i) mnist-ffn loop with it "
                 f"{best['loop_backprop_bf16']:>8,.0f}  i/f {best['i_over_f']:.2f}   (j) loop with autograd in bf16 "
                 f"{best['loop_autograd_bf16']:>8,.0f}  i/j {best['i_over_j']:.2f}",
+                flush=True,
+            )
+            print(
+                f"            (k) (i) without gradient norms {best['loop_backprop_bf16_no_norms']:>8,.0f}  i/k "
+                f"{best['i_over_k']:.3f}: recording them costs {1 - best['i_over_k']:.1%} of an epoch",
                 flush=True,
             )
         if args.profile:

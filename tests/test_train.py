@@ -35,7 +35,10 @@ def test_train_writes_the_run_folder_and_eval_agrees_with_the_summary(tiny_data,
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert [row["epoch"] for row in rows] == ["1", "2", "3"]
-    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    fixed = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    layers = summary["architecture"].count("-")  # 784-32-10 relu: 2 layers
+    per_layer = [f"grad_norm_{k}" for k in range(1, layers + 1)] + [f"update_ratio_{k}" for k in range(1, layers + 1)]
+    assert list(rows[0]) == fixed + per_layer
 
     code, stdout, stderr = invoke("eval", out / "best.pt", "--data-dir", tiny_data, "--json")
     assert code == 0, stderr

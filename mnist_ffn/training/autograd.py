@@ -35,6 +35,7 @@ class AutogradEngine:
         # ||dL/dZ_l|| of the last step, as the hand-written engine records it: read by a hook on each Linear's
         # output as backward() passes it (compiled graphs run no such hooks)
         self.grad_norms = None
+        self.record_grad_norms = True  # this step's: the trainer records every GRAD_NORM_EVERY-th step
         if config.train.grad_norms and not config.train.compile:
             linears = [layer for layer in model if isinstance(layer, nn.Linear)]
             self.grad_norms = torch.zeros(len(linears), device=device)
@@ -47,7 +48,7 @@ class AutogradEngine:
             torch.linalg.vector_norm(grad, dtype=torch.float32, out=norms[index])
 
         def on_output(module, inputs, z: Tensor) -> None:
-            if z.requires_grad:  # training, not evaluation
+            if z.requires_grad and self.record_grad_norms:  # training, not evaluation
                 z.register_hook(record)
 
         return on_output

@@ -218,6 +218,7 @@ class BackpropEngine:
         # ||dL/dZ_l|| of the last step, layer l = 0 the lowest: (L,) float32, or None where not recorded
         master = self.weights[0].dtype
         self.grad_norms = torch.zeros(len(self.weights), dtype=master, device=device) if grad_norms else None
+        self.record_grad_norms = True  # this step's: the trainer records every GRAD_NORM_EVERY-th step
 
         widths = [layer.out_features for layer in linears]
         hidden, classes = widths[:-1], widths[-1]
@@ -413,7 +414,7 @@ class BackpropEngine:
             delta = buffers.logits_delta_products.copy_(delta)
         for layer in range(len(self.weights) - 1, -1, -1):
             weight, a_below = self.product_weights[layer], inputs[layer]  # (out, in), (N, in)
-            if self.grad_norms is not None:  # ||dL/dZ_l||: how strongly the loss reaches this layer
+            if self.grad_norms is not None and self.record_grad_norms:  # ||dL/dZ_l||: how much reaches layer l
                 torch.linalg.vector_norm(delta, dtype=self.grad_norms.dtype, out=self.grad_norms[layer])
             if layer > 0:
                 below = layer - 1
