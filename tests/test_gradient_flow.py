@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -106,11 +109,11 @@ def test_compare_shows_the_sigmoid_gradient_vanishing_on_a_deep_network_and_relu
     """The lesson's reason, measured: 2-8-8-8-8-2 on the circle. Sigmoid's f'(z) is at most 1/4, so each layer
     down passes on a fraction of the gradient: the lowest layer's ||dL/dz|| is orders of magnitude below the
     top's. ReLU's f'(z) is 1 where a unit is on: its lowest layer gets about as much as its top. (Measured over
-    seeds 0-4, 100 epochs: sigmoid 1.9e-4 to 4.5e-4, ReLU 1.2 to 2.3; the bounds leave 20x and 10x.)"""
+    seeds 0-4, 100 epochs: sigmoid 1.9e-4 to 4.5e-4, ReLU 1.2 to 2.3; the bounds leave 20x and 10x.) With
+    MNIST_FFN_FIGURE=docs/gradient-flow.png it remakes the lesson page's picture."""
     out = tmp_path / "compare"
     result = run_cli(
-        "compare", "--dataset", "circle", "--set", "model.hidden=[8,8,8,8]", "--activations", "sigmoid,relu",
-        "--out", out, "--json",
+        "compare", "--dataset", "circle", "--set", "model.hidden=[8,8,8,8]", "--out", out, "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     ratios = {row["activation"]: row["gradient_lowest_over_top"] for row in json.loads(result.stdout)["results"]}
@@ -118,3 +121,7 @@ def test_compare_shows_the_sigmoid_gradient_vanishing_on_a_deep_network_and_relu
     assert ratios["relu"] > 0.1, ratios
     assert ratios["sigmoid"] == pytest.approx(lowest_over_top(RunFolder(out / "sigmoid").read_metrics()))
     assert "gradient_lowest_over_top" in (out / "compare.csv").read_text().splitlines()[0]
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert run_cli("plot", out).returncode == 0
+        if "MNIST_FFN_FIGURE" in os.environ:  # docs/lesson.md's picture: MNIST_FFN_FIGURE=docs/gradient-flow.png
+            shutil.copyfile(out / "compare.png", os.environ["MNIST_FFN_FIGURE"])
