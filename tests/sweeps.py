@@ -189,3 +189,29 @@ def assert_finished_once(out: Path, count: int = 4) -> None:
 
 def grow(mount: Path) -> None:
     subprocess.run(["mount", "-o", "remount,size=64m", mount], check=True)
+
+
+LOST_TRIAL = {"point": {"optim.lr": 0.1}, "seed": 0, "run_folder": "trials/0000"}
+
+
+def trial_of_a_lost_machine(study):
+    """A queued trial drawn by a worker on another machine (its pid says nothing here): (the trial, its attrs)."""
+    study.enqueue_trial({"optim.lr": 0.1}, user_attrs=LOST_TRIAL)
+    trial = study.ask()
+    trial.set_user_attr("worker", "another-machine:4242")
+    return trial
+
+
+def assert_found_dead_once_its_beats_stop(study) -> None:
+    """Within the grace period (3 s in these tests) it may still run; after it, it is failed and queued again
+    with its run folder."""
+    from mnist_ffn.experiments import sweep
+
+    sweep._recover_dead_trials(study)
+    assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
+    time.sleep(3.5)
+    sweep._recover_dead_trials(study)
+    trials = study.get_trials()
+    states = optuna.trial.TrialState
+    assert [trial.state for trial in trials] == [states.FAIL, states.WAITING], "failed, and queued again"
+    assert {key: trials[1].user_attrs[key] for key in LOST_TRIAL} == LOST_TRIAL, "queued again with its run folder"

@@ -29,11 +29,13 @@ from tests.sweeps import (
     TWO_POINTS,
     PostgresServer,
     assert_finished_once,
+    assert_found_dead_once_its_beats_stop,
     complete_points,
     grow,
     running_with_checkpoint,
     stamps,
     stderr_lines,
+    trial_of_a_lost_machine,
     write_spec,
 )
 
@@ -210,7 +212,6 @@ def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgr
     """A worker on another machine cannot be asked by pid: when its heartbeat stops for longer than the grace
     period, its trial is failed and queued again with its run folder, so that any machine resumes it."""
     from mnist_ffn.experiments import storage as sweep_storage
-    from mnist_ffn.experiments import sweep
 
     # 30 s in use; the storage reads it when it is opened. 3 s: the check right after the last beat comes within
     # it even on a loaded machine
@@ -218,22 +219,10 @@ def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgr
     study = optuna.create_study(
         study_name="lost", storage=sweep_storage.open_storage(postgres, tmp_path), direction="maximize"
     )
-    attrs = {"point": {"optim.lr": 0.1}, "seed": 0, "run_folder": "trials/0000"}
-    study.enqueue_trial({"optim.lr": 0.1}, user_attrs=attrs)
-    trial = study.ask()
-    trial.set_user_attr("worker", "another-machine:4242")  # not this host: its pid says nothing here
+    trial = trial_of_a_lost_machine(study)
     with sweep_storage.Heartbeat(study, trial):  # the worker's own heartbeat, until its machine is lost
         pass
-
-    sweep._recover_dead_trials(study)  # its last beat is within the grace period: it may still be running
-    assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
-    time.sleep(3.5)
-    sweep._recover_dead_trials(study)
-    trials = study.get_trials()
-    states = optuna.trial.TrialState
-    assert [trial.state for trial in trials] == [states.FAIL, states.WAITING], "failed, and queued again"
-    retry = trials[1]
-    assert {key: retry.user_attrs[key] for key in attrs} == attrs, "queued again with its run folder"
+    assert_found_dead_once_its_beats_stop(study)
 
 
 @pytest.mark.machine

@@ -202,15 +202,32 @@ def _proxy_storage(optuna, url: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna calls its proxy experimental
         storage = optuna.storages.GrpcStorageProxy(host=host, port=port)
-    try:
-        storage.wait_server_ready(timeout=CONNECT_TIMEOUT)
-    except ConnectionError:
+    if not _answers(host, port):
         storage.close()
         raise MnistFfnError(
-            f"--storage {url}: no sweep server answers at {host}:{port} within {CONNECT_TIMEOUT} s "
+            f"--storage {url}: no sweep server answers at {host}:{port} "
             "(start one there with mnist-ffn sweep-server --storage postgresql://...)"
         ) from None
     return storage
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether a gRPC server answers at host:port: ready, or refused (a closed port answers at once, not after
+    CONNECT_TIMEOUT as Optuna's wait_server_ready would)."""
+    import grpc
+
+    settled, ready = threading.Event(), []
+
+    def watch(state) -> None:
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            ready.append(state == grpc.ChannelConnectivity.READY)
+            settled.set()
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        channel.subscribe(watch, try_to_connect=True)
+        settled.wait(CONNECT_TIMEOUT)
+        channel.unsubscribe(watch)
+    return bool(ready) and ready[0]
 
 
 def beats_by_attribute(storage) -> bool:
