@@ -279,3 +279,27 @@ def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no
         )
     assert_one_line_error(refused, 1, "--storage postgresql://me@127.0.0.1:")
     assert password not in refused.stderr
+
+
+def test_a_trial_whose_worker_stopped_before_naming_itself_is_run_by_the_rerun_not_left_running(
+    tiny_data, tmp_path, postgres, monkeypatch
+):
+    """A worker that drew a trial and stopped before it could name itself in it (the database refused the second
+    write, or a kill in that instant) leaves a running trial that no process id or heartbeat vouches for. The
+    rerun waits out the grace period for it, queues it again and runs it: it does not end with it still running."""
+    from mnist_ffn.experiments import storage as sweep_storage
+    from mnist_ffn.experiments.spec import load_spec
+    from mnist_ffn.experiments.sweep import open_study
+
+    # longer than the other three trials take here, so that the sweep would end before it without the wait (on a
+    # machine where they take longer, the trial is recovered after them: the promise holds either way)
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 10)
+    spec = write_spec(tmp_path, TWO_POINTS, epochs=1)
+    study = open_study(load_spec(spec), sweep_storage.open_storage(postgres, tmp_path), "spec")
+    assert study._pop_waiting_trial_id() is not None  # drawn, and its worker gone before it named itself
+    rerun = run_cli("sweep", spec, "--out", tmp_path / "sweep", "--storage", postgres, "--data-dir", tiny_data)
+    assert rerun.returncode == 0, rerun.stderr
+    done = complete_points(
+        optuna.load_study(study_name="spec", storage=sweep_storage.open_storage(postgres, tmp_path)).get_trials()
+    )
+    assert len(done) == 4 == len(set(done)), "every point x seed once, the unnamed one too"

@@ -217,8 +217,17 @@ def run_sweep(
             "threads": threads,
         }
         try:
-            while _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
-                _run_workers(study, spec, job, workers, log)
+            while True:
+                if _has_work(study, spec):  # again if trials of workers that died meanwhile were queued again
+                    _run_workers(study, spec, job, workers, log)
+                    _recover_dead_trials(study)
+                    continue
+                wait = _unnamed_trials_wait(study)
+                if wait is None:
+                    break
+                if log:
+                    log(f"a trial's worker stopped before it named itself; it is queued again in {wait:.0f} s")
+                time.sleep(wait)
                 _recover_dead_trials(study)
         except Interrupted as exc:
             name = signal.Signals(exc.signal_number).name
@@ -397,6 +406,24 @@ def _recover_dead_trials(study) -> None:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process recovered it first
         _requeue(study, trial._trial_id)
+
+
+def _unnamed_trials_wait(study) -> float | None:
+    """Seconds until the youngest running trial that no worker has named passes the grace period, or None where
+    there is none. Such a trial's worker stopped between drawing it and naming itself (a database that refused the
+    second write, a kill in that instant), or is another machine's in those milliseconds: only the grace period
+    tells them apart, and a sweep that ended before it would leave the trial unrun."""
+    from optuna.trial import TrialState
+
+    now = datetime.datetime.now()
+    ages = [
+        (now - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if "worker" not in trial.user_attrs
+    ]
+    if not ages:
+        return None
+    return max(0.0, sweep_storage.GRACE_SECONDS - min(ages)) + 0.5
 
 
 def _retry_failed_trials(study) -> None:
