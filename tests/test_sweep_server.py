@@ -276,6 +276,17 @@ def test_a_sweep_server_that_is_not_there_or_a_wrong_address_is_one_line(tmp_pat
     assert_one_line_error(refused, 2, "expected postgresql://USER@HOST:PORT/DATABASE or grpc://HOST:PORT")
 
 
+def test_an_ipv6_address_is_written_as_grpc_reads_it():
+    """An IPv6 sweep server is reached as [::1]:PORT: without brackets gRPC reads ::1:13005 as a name."""
+    from mnist_ffn.experiments.storage import grpc_address, grpc_target
+
+    assert grpc_address("grpc://[::1]:13005") == ("::1", 13005)
+    for host in ("::1", "[::1]"):
+        assert grpc_target(host, 13005) == "[::1]:13005"
+    assert grpc_target("127.0.0.1", 13005) == "127.0.0.1:13005"
+    assert grpc_target("sweeps.lan", 13005) == "sweeps.lan:13005"
+
+
 def test_a_sweep_server_without_its_database_or_its_port_is_one_line(small_postgres, tmp_path):
     with closed_port() as port:
         password = "s3cret-Pa55"
@@ -287,7 +298,7 @@ def test_a_sweep_server_without_its_database_or_its_port_is_one_line(small_postg
     taken = run_cli("sweep-server", "--storage", small_postgres.url, "--port", port)
     assert_one_line_error(taken, 2, f"--port {port}: 127.0.0.1:{port} is in use")
     not_postgres = run_cli("sweep-server", "--storage", f"grpc://127.0.0.1:{port}")
-    assert_one_line_error(not_postgres, 1, "expected postgresql://USER@HOST:PORT/DATABASE")
+    assert_one_line_error(not_postgres, 2, "expected postgresql://USER@HOST:PORT/DATABASE")
     server.send_signal(signal.SIGTERM)
     assert finish_process(server, timeout=60).returncode == 0
 

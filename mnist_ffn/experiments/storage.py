@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from mnist_ffn.errors import MnistFfnError, UsageError
-from mnist_ffn.messages import one_line, reason
+from mnist_ffn.messages import reason
 
 JOURNAL_FILE = "journal.log"  # the study, without PostgreSQL
 JOURNAL_LOCK = "journal.lock"  # flock()ed by the process writing to the journal
@@ -193,15 +193,22 @@ def grpc_address(url: str) -> tuple[str, int]:
     return host, port
 
 
+def grpc_target(host: str, port: int) -> str:
+    """host:port as gRPC reads it: an IPv6 address in brackets ([::1]:13000), however it was written."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _proxy_storage(optuna, url: str):
     host, port = grpc_address(url)
+    bracketed = grpc_target(host, port).rpartition(":")[0]  # what Optuna's client puts before ":PORT"
     try:
         import grpc  # noqa: F401 - Optuna's proxy client needs it
     except ImportError:
         raise MnistFfnError("--storage grpc://: needs grpcio: pip install 'mnist-ffn[sweep]'") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna calls its proxy experimental
-        storage = optuna.storages.GrpcStorageProxy(host=host, port=port)
+        storage = optuna.storages.GrpcStorageProxy(host=bracketed, port=port)
     if not _answers(host, port):
         storage.close()
         raise MnistFfnError(
@@ -223,7 +230,7 @@ def _answers(host: str, port: int) -> bool:
             ready.append(state == grpc.ChannelConnectivity.READY)
             settled.set()
 
-    with grpc.insecure_channel(f"{host}:{port}") as channel:
+    with grpc.insecure_channel(grpc_target(host, port)) as channel:
         channel.subscribe(watch, try_to_connect=True)
         settled.wait(CONNECT_TIMEOUT)
         channel.unsubscribe(watch)
@@ -367,9 +374,11 @@ def storage_failure(exc: BaseException, url: str | None, out: Path) -> str | Non
             host, port = grpc_address(url)
             if exc.code().name == "UNAVAILABLE":
                 what = f"lost the connection to the sweep server at {host}:{port}"
-            else:  # the server answered with an error: its database, most often (its log says)
-                details = one_line(exc.details() or exc.code().name)[:160]
-                what = f"the sweep server at {host}:{port} could not serve the study ({details})"
+            else:  # the server answered with an error: its database, most often; its own output says which
+                what = (
+                    f"the sweep server at {host}:{port} could not serve the study (its database may be down: the "
+                    "server's output says)"
+                )
             return f"{what}; every finished trial is kept: rerun the same command when it is back"
         if url is not None and isinstance(exc, tuple(lost)):
             parts = urlsplit(url)

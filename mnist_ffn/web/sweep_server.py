@@ -19,9 +19,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from mnist_ffn.errors import Interrupted, MnistFfnError
+from mnist_ffn.errors import Interrupted, MnistFfnError, UsageError
 from mnist_ffn.experiments.storage import (
     TooManyConnections,
+    grpc_target,
     optuna_module,
     rdb_storage,
     storage_failure,
@@ -43,27 +44,27 @@ def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> Non
     except ImportError:
         raise MnistFfnError("sweep-server needs grpcio and Optuna >= 4.2: pip install 'mnist-ffn[sweep]'") from None
     if not url.startswith(("postgresql://", "postgresql+psycopg://")):
-        raise MnistFfnError(f"--storage {cut(url)}: expected postgresql://USER@HOST:PORT/DATABASE")
+        raise UsageError(f"--storage {cut(url)}: expected postgresql://USER@HOST:PORT/DATABASE")
+    host = host.strip("[]")  # --host "[::1]" as URLs write it, or ::1
     check_port(host, port)
     shown = without_password(url)
     storage = rdb_storage(url, pool=connections, heartbeat=False, application="mnist-ffn sweep-server")
     cached = optuna_module().storages.get_storage(storage)  # the study kept in memory, as Optuna's proxy docs advise
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # a failed request is our one line, not a traceback
-    server = make_server(
-        ReportedStorage(cached, url, warn), host, port, ThreadPoolExecutor(max_workers=connections)
-    )  # one thread per connection: a request never waits on the pool, it queues in gRPC instead
-    try:
+    bracketed = grpc_target(host, port).rpartition(":")[0]
+    try:  # one thread per connection: a request never waits on the pool, it queues in gRPC instead
+        server = make_server(ReportedStorage(cached, url, warn), bracketed, port, ThreadPoolExecutor(connections))
         server.start()
-    except RuntimeError as exc:  # gRPC could not bind after all (taken since check_port looked)
-        raise MnistFfnError(f"--port {port}: {host}:{port} cannot be used ({reason(exc)}); choose another") from None
+    except RuntimeError as exc:  # gRPC could not bind after all (taken since check_port looked, or refused)
+        storage.engine.dispose()
+        raise UsageError(f"--port {port}: {bracketed}:{port} cannot be used ({reason(exc)}); choose another") from None
     try:
         exposed = exposure(host, port, shown)
         if exposed:
             warn(exposed)
-        address = f"[{host}]" if ":" in host else host
         log(
-            f"sweep server for {shown} on {address}:{port}, holding at most {connections} database connections; "
-            f"workers join with --storage grpc://{address}:{port}. Ctrl-C stops it."
+            f"sweep server for {shown} on {bracketed}:{port}, holding at most {connections} database connections; "
+            f"workers join with --storage grpc://{bracketed}:{port}. Ctrl-C stops it."
         )
         while True:
             time.sleep(3600)
