@@ -13,7 +13,7 @@ from mnist_ffn.cli.boundaries import is_plane_run, plot_boundaries, plot_boundar
 from mnist_ffn.cli.figures import pyplot, save
 from mnist_ffn.errors import DamagedFile, MnistFfnError, UsageError
 from mnist_ffn.experiments.results import RESULTS_JSON
-from mnist_ffn.training.run_folder import COMPARISON_FILE, RunFolder, gradient_means
+from mnist_ffn.training.run_folder import COMPARISON_FILE, RunFolder, gradient_layers, gradient_means
 
 
 def plot_folder(folder: Path) -> list[Path]:
@@ -59,15 +59,10 @@ def plot_curves(run: RunFolder) -> list[Path]:
         axes.legend()
         written.append(save(figure, run.path / ("loss.png" if name == "loss" else "accuracy.png")))
         plt.close(figure)
-    layers = layer_count(rows)
+    layers = gradient_layers(rows)
     if layers:
         written.append(plot_gradients(run, rows, layers, plt))
     return written
-
-
-def layer_count(rows: list[dict]) -> int:
-    """How many layers the run's metrics.csv has gradient norms for (0: none recorded)."""
-    return sum(1 for key in rows[0] if key.startswith("grad_norm_")) if rows else 0
 
 
 def plot_gradients(run: RunFolder, rows: list[dict], layers: int, plt) -> Path:
@@ -151,7 +146,7 @@ def plot_comparison(folder: Path) -> Path:
     rows = read_comparison(folder)
     histories = {row["activation"]: RunFolder(folder / row["activation"]).read_metrics() for row in rows}
     plt = pyplot()
-    layers = min(layer_count(history) for history in histories.values())
+    layers = min(gradient_layers(history) for history in histories.values())
     panels = 3 if layers > 1 else 2
     figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), dpi=120)
     bars, curves = axes[0], axes[1]

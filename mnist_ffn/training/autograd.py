@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnist_ffn.config import Config
+from mnist_ffn.training.model import linear_layers
 from mnist_ffn.training.optim import build_optimizer
 
 
@@ -28,7 +29,7 @@ class AutogradEngine:
         self.optimizer = build_optimizer(model, config.optim)
         self.label_smoothing = config.train.label_smoothing
         self.l1 = config.optim.l1
-        self.weights = [layer.weight for layer in model if isinstance(layer, nn.Linear)]
+        self.weights = [layer.weight for layer in linear_layers(model)]
         self.precision = precision  # "bf16": under autocast (the products in bfloat16, the loss in float32)
         bf16 = precision == "bf16"
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -37,7 +38,7 @@ class AutogradEngine:
         self.grad_norms = None
         self.record_grad_norms = True  # this step's: the trainer records every GRAD_NORM_EVERY-th step
         if config.train.grad_norms and not config.train.compile:
-            linears = [layer for layer in model if isinstance(layer, nn.Linear)]
+            linears = linear_layers(model)
             self.grad_norms = torch.zeros(len(linears), device=device)
             self.hooks = [layer.register_forward_hook(self._watch(index)) for index, layer in enumerate(linears)]
 

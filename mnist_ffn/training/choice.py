@@ -45,6 +45,7 @@ from mnist_ffn.files import strict_json, write_text_atomically
 from mnist_ffn.training.autograd import AutogradEngine
 from mnist_ffn.training.backprop import BackpropEngine
 from mnist_ffn.training.devices import device_name
+from mnist_ffn.training.model import count_parameters, linear_layers
 from mnist_ffn.version import __version__
 
 AUTOGRAD_MARGIN = 0.95  # autograd's step must take <= 0.95x the hand-written one's to be chosen
@@ -105,7 +106,7 @@ def choose_step(config: Config, model: nn.Sequential, device: torch.device, *, p
             return saved
         times = time_candidates(config, model, device, engines, precisions)
         choice = pick(times, engines, precisions, config.train.batch_size)
-        if not any(name in times for name in ((e, p) for e in engines for p in precisions)):
+        if not times:
             return choice  # nothing ran: the next run tries again rather than read a guess
         if not cache.save(key, choice):
             choice = StepChoice(choice.engine, choice.precision, f"{choice.why}; not cached ({folder} is not writable)")
@@ -156,7 +157,7 @@ def candidate_precisions(config: Config, device: torch.device, model: nn.Sequent
 
 
 def too_small_to_time(model: nn.Sequential, *, points: bool) -> bool:
-    return points or parameter_count(model) < SMALL_NETWORK
+    return points or count_parameters(model) < SMALL_NETWORK
 
 
 def why_fixed(config: Config, device: torch.device, model: nn.Sequential, *, points: bool) -> str:
@@ -167,15 +168,11 @@ def why_fixed(config: Config, device: torch.device, model: nn.Sequential, *, poi
         return 'fp32: torch.compile\'s step is not timed (train.precision = "bf16" asks for bf16)'
     if points:
         return "fp32 for 2-D points: their networks are too small for bf16 to gain anything"
-    if parameter_count(model) < SMALL_NETWORK:
+    if count_parameters(model) < SMALL_NETWORK:
         return f"fp32: under {SMALL_NETWORK:,} parameters a step is too short for bf16 to gain anything"
     if not has_bf16_units(device):
         return f"fp32: {device_name(device)} has no bfloat16 units"
     return "fp32: the only precision this engine offers here"
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
 
 
 def has_bf16_units(device: torch.device) -> bool:
@@ -200,7 +197,7 @@ def time_candidates(
     """Seconds per step of each (engine, precision): the best of TIMING_ROUNDS turns, each of a few steps. A
     candidate that fails to build or step here (an operation its device lacks, memory) is left out."""
     batch = config.train.batch_size
-    linears = [layer for layer in model if isinstance(layer, nn.Linear)]
+    linears = linear_layers(model)
     inputs, classes = linears[0].in_features, linears[-1].out_features
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's streams untouched
         generator = torch.Generator(device).manual_seed(0)
@@ -285,8 +282,9 @@ def pick(times: dict[tuple[str, str], float], engines: list[str], precisions: li
 
 def cache_key(config: Config, model: nn.Sequential, device: torch.device) -> str:
     """What a step's speed depends on: the machine, its software, the network and the batch."""
-    shape = "-".join(str(layer.out_features) for layer in model if isinstance(layer, nn.Linear))
-    first = next(layer for layer in model if isinstance(layer, nn.Linear))
+    linears = linear_layers(model)
+    shape = "-".join(str(layer.out_features) for layer in linears)
+    first = linears[0]
     machine = device_name(device)
     if device.type == "cpu":
         machine += f", {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"

@@ -56,6 +56,11 @@ def forward_with_activations(model: nn.Sequential, x: Tensor) -> tuple[Tensor, l
     return x, activations
 
 
+def linear_layers(model: nn.Sequential) -> list[nn.Linear]:
+    """The network's z = Wx + b layers, the lowest first."""
+    return [layer for layer in model if isinstance(layer, nn.Linear)]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 

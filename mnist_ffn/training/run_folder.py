@@ -271,11 +271,15 @@ def layer_columns(rows: list[dict]) -> list[str]:
     )
 
 
+def gradient_layers(rows: list[dict]) -> int:
+    """How many layers metrics rows hold gradient norms for (0: none recorded)."""
+    return sum(1 for key in rows[0] if key.startswith("grad_norm_")) if rows else 0
+
+
 def gradient_means(rows: list[dict]) -> list[float | None]:
     """Each layer's ||dL/dz|| (grad_norm_K) averaged over the epochs that recorded it, K = 1 (the lowest) first."""
-    layers = sum(1 for key in rows[0] if key.startswith("grad_norm_")) if rows else 0
     means = []
-    for k in range(1, layers + 1):
+    for k in range(1, gradient_layers(rows) + 1):
         values = [row[f"grad_norm_{k}"] for row in rows if row.get(f"grad_norm_{k}") is not None]
         means.append(sum(values) / len(values) if values else None)
     return means

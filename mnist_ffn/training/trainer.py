@@ -47,7 +47,7 @@ from mnist_ffn.training.checkpoint import (
 from mnist_ffn.training.choice import StepChoice, build_engine, choose_step, resumed_choice
 from mnist_ffn.training.devices import device_name, peak_memory, pick_device
 from mnist_ffn.training.metrics import evaluate
-from mnist_ffn.training.model import architecture, build_model, count_parameters
+from mnist_ffn.training.model import architecture, build_model, count_parameters, linear_layers
 from mnist_ffn.training.optim import learning_rate
 from mnist_ffn.training.run_folder import RunFolder, resume_command
 from mnist_ffn.training.signals import StopSignals
@@ -331,13 +331,13 @@ class Trainer:
         """(steps per epoch, layers) of NaN (a step not recorded, as in an epoch resumed from an older file)."""
         if not self.config.train.grad_norms:
             return None
-        layers = sum(isinstance(layer, torch.nn.Linear) for layer in self.model)
+        layers = len(linear_layers(self.model))
         return torch.full((self.steps_per_epoch, layers), math.nan, device=self.device)
 
     def _weights_now(self) -> list[torch.Tensor] | None:
         if not self.config.train.grad_norms:
             return None
-        return [layer.weight.detach().clone() for layer in self.model if isinstance(layer, torch.nn.Linear)]
+        return [layer.weight.detach().clone() for layer in linear_layers(self.model)]
 
     def _layer_figures(self) -> dict:
         """grad_norm_K: the mean of ||dL/dz_K|| over the epoch's recorded steps (every GRAD_NORM_EVERY-th);
@@ -347,8 +347,7 @@ class Trainer:
             return {}
         means = self.step_grad_norms.nanmean(dim=0).tolist()  # NaN where no step was recorded
         figures = {f"grad_norm_{k}": (mean if math.isfinite(mean) else None) for k, mean in enumerate(means, 1)}
-        linears = [layer for layer in self.model if isinstance(layer, torch.nn.Linear)]
-        for k, layer in enumerate(linears, 1):
+        for k, layer in enumerate(linear_layers(self.model), 1):
             ratio = None
             if self.epoch_start_weights is not None:
                 start = self.epoch_start_weights[k - 1]
