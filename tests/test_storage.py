@@ -222,7 +222,7 @@ def test_a_worker_lost_with_its_machine_is_found_by_its_stopped_heartbeat(postgr
     trial = trial_of_a_lost_machine(study)
     with sweep_storage.Heartbeat(study, trial):  # the worker's own heartbeat, until its machine is lost
         pass
-    assert_found_dead_once_its_beats_stop(study)
+    assert_found_dead_once_its_beats_stop(study, grace=3)
 
 
 @pytest.mark.machine

@@ -389,4 +389,4 @@ def test_a_worker_lost_with_its_machine_is_found_through_the_server_by_its_stopp
     with sweep_storage.Heartbeat(study, trial) as heartbeat:  # the worker's beats, until its machine is lost
         assert heartbeat.enabled and not heartbeat.optuna_beats
     assert sweep_storage.BEAT_ATTR in study.get_trials()[0].user_attrs
-    assert_found_dead_once_its_beats_stop(study)
+    assert_found_dead_once_its_beats_stop(study, grace=3)
