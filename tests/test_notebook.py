@@ -55,6 +55,12 @@ def test_the_notebook_executes_and_reaches_its_numbers(monkeypatch, tmp_path):
     w, b = map(float, re.search(r"fitted: w = ([\d.]+), b = ([\d.]+)", text).groups())
     assert abs(w - 3) < 0.05 and abs(b - 2) < 0.05
     assert float(re.search(r"chain rule against autograd: largest gradient difference (\S+)", text)[1]) < 1e-6
+    by_hand = re.search(r"one point's chain rule by hand against mnist-ffn's: largest difference (\S+)", text)
+    assert float(by_hand[1]) < 1e-12
+    assert re.search(r"gradient check: \d+ weights and biases, all agree: True", text)
+    flow = re.search(r"output layer, mean over the epochs: sigmoid (\S+), relu (\S+)", text)
+    sigmoid, relu = float(flow[1]), float(flow[2])
+    assert sigmoid < 0.01 and relu > 0.1
     identity, relu = (float(value) for value in re.search(r"identity ([\d.]+)%, relu ([\d.]+)%", text).groups())
     assert identity <= 75 and relu >= 95
     assert float(re.search(r"test accuracy ([\d.]+)% on 10,000 images", text)[1]) >= 90

@@ -21,6 +21,7 @@ from mnist_ffn.messages import shown
 from mnist_ffn.training.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from mnist_ffn.training.devices import pick_device
 from mnist_ffn.training.model import forward_with_activations
+from mnist_ffn.training.trace import GradientCheck, Trace, finite_differences, trace
 
 
 class Network(nn.Sequential):
@@ -78,6 +79,17 @@ class Network(nn.Sequential):
         with torch.inference_mode():
             _, found = forward_with_activations(self, inputs)
             return [a.float().cpu() for a in found]
+
+    def chain_rule(self, inputs: torch.Tensor, labels) -> Trace:
+        """Every number of the chain rule for a batch of inputs (N, features or 784) and labels (N,), in float64,
+        as the playground shows them: each layer's x, z, a = f(z), f'(z), dL/da, dL/dz, dL/dW, dL/db and what one
+        SGD step with the run's learning rate would change W and b by; formed by the training engine itself, on a
+        copy (the network is not changed)."""
+        return trace(self, self.config, inputs, torch.as_tensor(labels))
+
+    def gradient_check(self, inputs: torch.Tensor, labels) -> GradientCheck:
+        """dL/dW and dL/db estimated by central differences of the loss, for chain_rule's to be checked against."""
+        return finite_differences(self, self.config, inputs, torch.as_tensor(labels))
 
     def probabilities(self, frames: torch.Tensor) -> torch.Tensor:
         """Class probabilities for 28x28 frames with pixel values 0-255, shape (N, 28, 28), as predict makes them."""

@@ -219,6 +219,9 @@ class BackpropEngine:
         master = self.weights[0].dtype
         self.grad_norms = torch.zeros(len(self.weights), dtype=master, device=device) if grad_norms else None
         self.record_grad_norms = True  # this step's: the trainer records every GRAD_NORM_EVERY-th step
+        # training.trace's: per layer, copies of what the backward pass forms ("grad_z", "grad_a", "grad_weight",
+        # "grad_bias") as it forms them; None (training) copies nothing
+        self.trace: list[dict[str, Tensor]] | None = None
 
         widths = [layer.out_features for layer in linears]
         hidden, classes = widths[:-1], widths[-1]
@@ -416,9 +419,13 @@ class BackpropEngine:
             weight, a_below = self.product_weights[layer], inputs[layer]  # (out, in), (N, in)
             if self.grad_norms is not None and self.record_grad_norms:  # ||dL/dZ_l||: how much reaches layer l
                 torch.linalg.vector_norm(delta, dtype=self.grad_norms.dtype, out=self.grad_norms[layer])
+            if self.trace is not None:
+                self.trace[layer]["grad_z"] = delta.clone()
             if layer > 0:
                 below = layer - 1
                 delta_below = torch.mm(delta, weight, out=buffers.delta[below])  # dL/dA = dZ W: (N, out)(out, in)
+                if self.trace is not None:
+                    self.trace[below]["grad_a"] = delta_below.clone()
             # dL/dW = delta^T A: (out, N)(N, in); dL/db = delta^T 1: (out, N)(N,)
             delta_t = delta.t()  # (out, N)
             if self.bf16:  # the gradients now, the update of all parameters at the end
@@ -465,6 +472,8 @@ class BackpropEngine:
             return
         grad = self.gradients[index]
         (torch.mm if matrix else torch.mv)(delta_t, right, out=grad)  # dL/dp
+        if self.trace is not None:
+            self.trace[index // 2]["grad_weight" if matrix else "grad_bias"] = grad.clone()
         if wd:
             grad.add_(param, alpha=wd)  # g = dL/dp + wd p
         if l1:

@@ -39,7 +39,8 @@ from mnist_ffn.training.checkpoint import load_checkpoint, save_checkpoint
 from mnist_ffn.training.devices import GLOBAL_RANDOM
 from mnist_ffn.training.metrics import evaluate
 from mnist_ffn.training.model import forward_with_activations
-from mnist_ffn.training.run_folder import RunFolder
+from mnist_ffn.training.run_folder import RunFolder, gradient_layers
+from mnist_ffn.training.trace import ABSOLUTE, RELATIVE, STEP, Trace, finite_differences, trace
 from mnist_ffn.training.trainer import Trainer
 
 # What the page offers, each control's range: out of it, the page and the server refuse the setting.
@@ -73,6 +74,7 @@ MAX_UPLOADS = 64  # uploaded CSVs kept at once (5 MB each at most)
 UPLOAD_IDLE_SECONDS = 30 * 60  # as long as an idle tab's session is kept
 MAX_STEPS_PER_EPOCH = 1_000  # a picture waits for an epoch: more steps than this and play stops being live
 POINTS_FILE = "points.csv"  # a saved run's copy of the CSV it trained on
+SHOWN_WIDTH = 16  # a chain rule's matrices: the first 16 rows and columns are sent, with the whole one's summary
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,12 @@ class Frame:
     boundary_confidence: bytes  # (BOUNDARY_CELLS^2,) uint8: its probability, 0-255
     neurons: list[dict]  # per hidden layer: {"width", "scale": [max |a| per neuron], "maps": int8 bytes}
     weights: list[dict]  # per Linear layer: {"rows", "columns", "values": float32 bytes}, rows = out
+    # per Linear layer, the lowest first: the last epoch's mean ||dL/dz|| (metrics.csv's grad_norm_K); [] before one
+    gradient_norms: list[float | None]
+    # the backward view (asked for): per hidden layer dL/dz over the plane, as `neurons`; per Linear layer dL/dW of
+    # the training loss, as `weights`. None when not asked for
+    backward: list[dict] | None = None
+    weight_gradients: list[dict] | None = None
 
     def to_json(self) -> dict:
         def encoded(value):
@@ -324,6 +332,9 @@ class Session:
         self.extent = extent
         self.boundary_inputs = self._grid_inputs(BOUNDARY_CELLS, extent)
         self.neuron_inputs = self._grid_inputs(NEURON_CELLS, extent)
+        # the backward view's labels over the plane: each cell's nearest training point's
+        nearest = torch.cdist(plane_grid(extent, NEURON_CELLS), self.raw.train_points.float()).argmin(dim=1)
+        self.neuron_labels = self.raw.train_labels[nearest]
 
     @property
     def epoch(self) -> int:
@@ -392,7 +403,7 @@ class Session:
                 return
             done += 1
 
-    def frame(self) -> Frame:
+    def frame(self, backward: bool = False) -> Frame:
         model = self.trainer.model
         classes = len(self.raw.info.classes)
         splits = self.trainer.splits
@@ -411,8 +422,70 @@ class Session:
             boundary_class=winner.to(torch.uint8).numpy().tobytes(),
             boundary_confidence=(confidence * 255).round().to(torch.uint8).numpy().tobytes(),
             neurons=neurons,
-            weights=[_weights(layer) for layer in model if isinstance(layer, nn.Linear)],
+            weights=[_weights(layer.weight) for layer in model if isinstance(layer, nn.Linear)],
+            gradient_norms=self._gradient_norms(),
+            **(self._backward_view() if backward else {}),
         )
+
+    def _gradient_norms(self) -> list[float | None]:
+        history = self.trainer.progress.history
+        last = history[-1] if history else {}
+        norms = [last.get(f"grad_norm_{k}") for k in range(1, gradient_layers(history[-1:]) + 1)]
+        return [None if norm is None else _number(norm) for norm in norms]
+
+    def _backward_view(self) -> dict:
+        """dL/dz of every hidden neuron over the plane (each cell labelled as its nearest training point, the loss
+        of that one point: the mean's dL/dz times the cells) and dL/dW of the training loss: one step of the engine
+        each, on copies (training.trace)."""
+        model = self.trainer.model
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters()):
+            return {"backward": [], "weight_gradients": []}
+        grid = trace(model, self.config, self.neuron_inputs, self.neuron_labels)
+        maps = [_neuron_maps(layer.grad_z * len(self.neuron_labels)) for layer in grid.layers[:-1]]
+        inputs, labels = self.trainer.splits["train"].slice(0, len(self.trainer.splits["train"]))
+        whole = trace(model, self.config, inputs, labels)
+        return {"backward": maps, "weight_gradients": [_weights(layer.grad_weight) for layer in whole.layers]}
+
+    def chain_rule(self, values: dict) -> dict:
+        """Every number of the chain rule for one point, the clicked `point` [x1, x2] (labelled `label`, or as its
+        nearest training point) or the training point `index`; with the gradient check of every weight."""
+        point, label, labelled = self._chosen_point(values)
+        self._check_finite()
+        inputs = features(point.reshape(1, 2), list(self.raw.info.features), self.raw.info.scale)
+        labels = torch.tensor([label])
+        traced = trace(self.trainer.model, self.config, inputs, labels)
+        check = finite_differences(self.trainer.model, self.config, inputs, labels)
+        return _chain_rule_json(traced, check, point, label, labelled, self)
+
+    def _chosen_point(self, values: dict) -> tuple[torch.Tensor, int, str]:
+        classes = len(self.raw.info.classes)
+        if values.get("index") is not None:
+            index = values["index"]
+            count = len(self.raw.train_labels)
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+                raise UsageError(f"index: a training point's number, 0 to {count - 1}, got {cut(repr(index))}")
+            return self.raw.train_points[index].float(), int(self.raw.train_labels[index]), "its own"
+        point = values.get("point")
+        if (
+            not isinstance(point, list)
+            or len(point) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in point)
+            or not all(math.isfinite(v) for v in point)
+        ):
+            raise UsageError("point: two numbers [x1, x2], the place clicked on the plane")
+        if max(abs(v) for v in point) > self.extent:
+            raise UsageError(
+                f"the point ({point[0]:.3g}, {point[1]:.3g}) is outside the plane, which runs from "
+                f"{-self.extent:.3g} to {self.extent:.3g}: click inside the picture"
+            )
+        xy = torch.tensor(point, dtype=torch.float32)
+        label = values.get("label")
+        if label is None:
+            nearest = int((self.raw.train_points - xy).pow(2).sum(dim=1).argmin())
+            return xy, int(self.raw.train_labels[nearest]), "its nearest training point's"
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < classes:
+            raise UsageError(f"label: a class number, 0 to {classes - 1}, got {cut(repr(label))}")
+        return xy, label, "chosen"
 
     def checkpoint_bytes(self, path: Path) -> bytes:
         """The network as it is now, as a checkpoint `eval`, `export` and `train --resume` read (a last.pt)."""
@@ -463,9 +536,70 @@ def _points(xy: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"xy": [round(value, 4) for value in xy.flatten().tolist()], "labels": labels.tolist()}
 
 
-def _weights(layer: nn.Linear) -> dict:
-    rows, columns = layer.weight.shape
-    return {"rows": rows, "columns": columns, "values": layer.weight.detach().float().contiguous().numpy().tobytes()}
+def _weights(matrix: torch.Tensor) -> dict:
+    rows, columns = matrix.shape
+    return {"rows": rows, "columns": columns, "values": matrix.detach().float().contiguous().numpy().tobytes()}
+
+
+def _vector(tensor: torch.Tensor | None) -> list[float] | None:
+    return None if tensor is None else tensor.reshape(-1).tolist()
+
+
+def _shown_matrix(tensor: torch.Tensor) -> list[list[float]]:
+    return tensor[:SHOWN_WIDTH, :SHOWN_WIDTH].tolist()
+
+
+def _chain_rule_json(traced: Trace, check, point: torch.Tensor, label: int, labelled: str, session: Session) -> dict:
+    """The chain rule for the page: vectors whole (a layer has at most MAX_WIDTH neurons), matrices cut to their
+    first SHOWN_WIDTH rows and columns, each with its whole one's largest |value| and worst relative difference."""
+    differences, agreements = check.relative_differences(traced), check.agreements(traced)
+    layers = []
+    for number, (layer, estimate_w, estimate_b, (rel_w, rel_b), (ok_w, ok_b)) in enumerate(
+        zip(traced.layers, check.weight, check.bias, differences, agreements, strict=True), 1
+    ):
+        vector, matrix = _vector, _shown_matrix
+        layers.append({
+            "layer": number,
+            "rows": layer.weight.shape[0],
+            "columns": layer.weight.shape[1],
+            "x": vector(layer.x), "z": vector(layer.z), "a": vector(layer.a), "slope": vector(layer.slope),
+            "grad_a": vector(layer.grad_a), "grad_z": vector(layer.grad_z),
+            "weight": matrix(layer.weight), "bias": vector(layer.bias),
+            "grad_weight": matrix(layer.grad_weight), "grad_bias": vector(layer.grad_bias),
+            "estimate_weight": matrix(estimate_w), "estimate_bias": vector(estimate_b),
+            "relative_weight": matrix(rel_w), "relative_bias": vector(rel_b),
+            "weight_update": matrix(layer.weight_update), "bias_update": vector(layer.bias_update),
+            "worst_relative": float(max(rel_w.max(), rel_b.max())),
+            "disagreements": int((~ok_w).sum() + (~ok_b).sum()),
+            "grad_z_norm": float(layer.grad_z.norm()),
+            "grad_weight_norm": float(layer.grad_weight.norm()),
+        })  # fmt: skip
+    disagreements = sum(layer["disagreements"] for layer in layers)
+    return {
+        "point": [float(v) for v in point],
+        "label": label,
+        "labelled": labelled,
+        "features": list(session.raw.info.features),
+        "classes": list(session.raw.info.classes),
+        "activation": session.setting.activation,
+        "epoch": session.epoch,
+        "lr": traced.lr,
+        "l1": session.setting.l1,
+        "l2": session.setting.l2,
+        "loss": traced.loss,
+        "probabilities": [float(v) for v in traced.probabilities[0]],
+        "target": [float(v) for v in traced.target[0]],
+        "layers": layers,
+        "shown_width": SHOWN_WIDTH,
+        "check": {
+            "step": STEP,
+            "relative": RELATIVE,
+            "absolute": ABSOLUTE,
+            "disagreements": disagreements,
+            "weights": sum(layer["rows"] * (layer["columns"] + 1) for layer in layers),
+        },
+        "note": "" if len(layers) > 1 else "no hidden layer: softmax regression, a chain rule of one link",
+    }
 
 
 def _neuron_maps(a: torch.Tensor) -> dict:

@@ -228,15 +228,23 @@ def build_app(playground: Playground, allowed: set[str]):
 
     @json_call("/api/frame")
     def frame(values: dict) -> dict:
-        mode = values.get("train", "none")
+        mode, view = values.get("train", "none"), values.get("view", "forward")
         if mode not in ("play", "step", "none"):
             raise UsageError(f"train: play, step or none, not {str(mode)[:20]!r}")
+        if view not in ("forward", "backward"):
+            raise UsageError(f"view: forward or backward, not {str(view)[:20]!r}")
         with playground.session(values.get("session")) as session:
             if mode == "play":
                 session.train(epochs=1, seconds=TRAIN_SLICE_SECONDS)
             elif mode == "step":
                 session.train(epochs=1)
-            return {**session.frame().to_json(), "stopped": session.stopped}
+            return {**session.frame(backward=view == "backward").to_json(), "stopped": session.stopped}
+
+    @json_call("/api/point")
+    def point(values: dict) -> dict:
+        """One point's chain rule through the tab's network as it is now, with the gradient check."""
+        with playground.session(values.get("session")) as session:
+            return session.chain_rule(values)
 
     @json_call("/api/upload")
     def upload(values: dict) -> dict:
