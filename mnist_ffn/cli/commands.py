@@ -83,6 +83,7 @@ DatasetOption = Annotated[DatasetName | None, typer.Option("--dataset", help="Th
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")]
 DeviceOption = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then Apple MPS, then the CPU.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts instead of tables.")]
+CHECKPOINT_OR_FOLDER = "A best.pt or last.pt written by mnist-ffn train, or a folder from export --format safetensors."
 AllowHostOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -154,7 +155,7 @@ def train(
 
 @app.command("eval")
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
+    checkpoint: Annotated[Path, typer.Argument(help=CHECKPOINT_OR_FOLDER)],
     data_dir: DataDirOption = None,
     split: Annotated[
         SplitName, typer.Option("--split", help="test: the 10k test images; val: the held-out training images.")
@@ -177,7 +178,7 @@ def evaluate_command(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
+    checkpoint: Annotated[Path, typer.Argument(help=CHECKPOINT_OR_FOLDER)],
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one object each, any size.")],
     as_json: JsonOption = False,
     save_preprocessed: Annotated[
@@ -200,7 +201,7 @@ def predict(
 
 @app.command()
 def demo(
-    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
+    checkpoint: Annotated[Path, typer.Argument(help=CHECKPOINT_OR_FOLDER)],
     host: Annotated[
         str, typer.Option("--host", help="Address to serve on; the default is this machine only.")
     ] = "127.0.0.1",
@@ -249,6 +250,7 @@ def playground(
 
 class ExportFormat(StrEnum):
     onnx = "onnx"
+    safetensors = "safetensors"
 
 
 @app.command("export")
@@ -256,17 +258,23 @@ def export_command(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mnist-ffn train.")],
     out: Annotated[
         str | None,  # not a Path, which turns "dir/." into "dir": a name written as a folder is refused
-        typer.Option("--out", "-o", help="The file to write. Default: the checkpoint's, as .onnx."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="The file (onnx) or folder (safetensors) to write. Default: beside the checkpoint, as best.onnx "
+            "or best-safetensors/.",
+        ),
     ] = None,
     file_format: Annotated[ExportFormat, typer.Option("--format", help="The file format.")] = ExportFormat.onnx,
     force: Annotated[
         bool, typer.Option("--force", help="Replace the file if it exists (never the checkpoint).")
     ] = False,
 ) -> None:
-    """Write the network as an ONNX file: float32 pixels in [0, 1], (N, 1, 28, 28) in; logits out.
+    """Write the network as an ONNX file, or as a model folder of safetensors weights, config.json and a model card.
 
-    The normalization is inside the graph; the class names are in its metadata. Needs the export extra:
-    pip install 'mnist-ffn[export]'.
+    ONNX: float32 pixels in [0, 1], (N, 1, 28, 28) in, logits out; the normalization is inside the graph and the
+    class names in its metadata. safetensors: the Hugging Face layout, loaded by mnist_ffn.load, eval, predict and
+    demo, or by plain torch (the model card shows how). Needs the export extra: pip install 'mnist-ffn[export]'.
     """
     from mnist_ffn.inference.export import export
 

@@ -1,4 +1,5 @@
-"""`mnist-ffn export`: a trained network as an ONNX file, to run wherever onnxruntime runs.
+"""`mnist-ffn export`: a trained network as an ONNX file, to run wherever onnxruntime runs, or as a model folder
+of safetensors weights, config.json and a model card (inference.model_folder), the layout people share weights in.
 
 The file takes what torchvision's ToTensor gives: float32 pixels in [0, 1], shaped (N, 1, 28, 28), any
 N, light ink on dark as the data set's images are. The checkpoint's normalization is inside the graph,
@@ -22,7 +23,7 @@ from mnist_ffn.files import names_a_folder, write_atomically
 from mnist_ffn.messages import cut
 from mnist_ffn.version import __version__
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "safetensors")
 INPUT, OUTPUT = "pixels", "logits"
 INPUT_DOC = "float32 pixels in [0, 1], shape (N, 1, 28, 28), light on dark (torchvision's ToTensor of the images)"
 POINTS_INPUT, POINTS_DOC = "points", "float32 points (x1, x2) of the plane, shape (N, 2), in the data's coordinates"
@@ -65,6 +66,8 @@ def export(checkpoint: Path, out: Path | str | None = None, *, file_format: str 
     An existing file is replaced only with `force`, and never the checkpoint itself."""
     if file_format not in FORMATS:
         raise UsageError(f"--format {file_format}: choose one of {', '.join(FORMATS)}")
+    if file_format == "safetensors":
+        return export_model_folder(checkpoint, out, force=force)
     written_as = str(out) if out is not None else ""
     out = Path(out) if out is not None else default_output(checkpoint)
     check_target(out, checkpoint, force=force, example="model.onnx", written_as=written_as)
@@ -137,3 +140,51 @@ def _onnx_proto(model: nn.Module, example: torch.Tensor | None = None, input_nam
             verbose=False,
         )
     return program.model_proto
+
+
+def export_model_folder(checkpoint: Path, out: Path | str | None, *, force: bool) -> Path:
+    """The checkpoint as a model folder (inference.model_folder), its model card's test accuracy measured now, as
+    `mnist-ffn eval` measures it, when the data is here."""
+    from mnist_ffn.inference.model_folder import (
+        check_folder_target,
+        default_folder,
+        refuse_folder_name,
+        write_model_folder,
+    )
+    from mnist_ffn.inference.network import load
+
+    refuse_folder_name(str(out) if out is not None else "")
+    folder = Path(out) if out is not None else default_folder(checkpoint)
+    check_folder_target(folder, checkpoint, force=force)
+    network = load(checkpoint, device="cpu")
+    return write_model_folder(network, folder, test_accuracy(checkpoint, network.dataset), force=force)
+
+
+def test_accuracy(checkpoint: Path, dataset: str) -> str:
+    """The model card's line: the accuracy on the whole test split, or why it was not measured."""
+    from mnist_ffn.catalog import resolve_data_dir
+    from mnist_ffn.errors import DataError
+    from mnist_ffn.inference.scores import evaluate_checkpoint
+
+    try:
+        report = evaluate_checkpoint(checkpoint, resolve_data_dir(None), split="test", device="cpu")
+    except DataError as exc:
+        return f"not measured at export ({exc}); `mnist-ffn eval` on this folder measures it"
+    return (
+        f"{report['accuracy']:.2%} on the {report['n']:,} test examples of {dataset} (loss {report['loss']:.4f}), "
+        f"measured at export by `mnist-ffn eval` on {processor()} with torch {torch.__version__}"
+    )
+
+
+def processor() -> str:
+    """The CPU's model name, as `lscpu` says it (the figure names its machine)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "this machine"

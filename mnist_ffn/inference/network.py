@@ -17,6 +17,7 @@ from mnist_ffn.data.plane import features
 from mnist_ffn.data.splits import normalize
 from mnist_ffn.errors import ImageError, UsageError
 from mnist_ffn.inference.images import decode_image, preprocess, read_image, to_pil
+from mnist_ffn.inference.model_folder import read_model_folder
 from mnist_ffn.messages import shown
 from mnist_ffn.training.checkpoint import checkpoint_config, load_checkpoint, restore_model
 from mnist_ffn.training.devices import pick_device
@@ -158,9 +159,11 @@ def _pixel_images(array) -> list[Image.Image]:
 
 
 def load(checkpoint: str | Path, *, device: str = "auto") -> Network:
-    """The network in a best.pt or last.pt that `mnist-ffn train` wrote, ready to predict."""
+    """The network in a best.pt or last.pt that `mnist-ffn train` wrote, or in a model folder that
+    `mnist-ffn export --format safetensors` wrote, ready to predict."""
     path = Path(checkpoint)
-    contents = load_checkpoint(path)  # CheckpointError, one line, for anything that is not one
+    # a model folder (model.safetensors and config.json), or a checkpoint; CheckpointError, one line, for anything else
+    contents = read_model_folder(path) if path.is_dir() else load_checkpoint(path)
     network = Network(*restore_model(path, contents))
     network.config = checkpoint_config(path, contents)
     network.classes = list(contents["classes"])
