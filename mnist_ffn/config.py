@@ -114,6 +114,13 @@ class TrainConfig:
         "record each layer's gradient norm, the norm of dL/dz (the mean over the epoch's steps), and update-to-weight "
         "ratio in metrics.csv (`grad_norm_K`, `update_ratio_K`; not under `train.compile`)",
     )
+    # as Lightning does: TensorBoard's files whenever its package is there (CSV always), once per epoch
+    tensorboard: bool = documented(
+        True,
+        "write TensorBoard event files into the run folder, once per epoch (losses, accuracies, learning rate, time, "
+        "gradient norms; the config as text; the hyperparameters with the final metrics), when the `tensorboard` "
+        "package is installed (the tensorboard extra)",
+    )
     engine: str = documented(
         "auto",
         "`backprop` (the lesson's equations, by hand), `autograd` (`loss.backward()` + `torch.optim.SGD`), "

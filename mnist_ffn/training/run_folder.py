@@ -96,6 +96,10 @@ class RunFolder:
     def run_files(self) -> list[Path]:
         return [self.config, self.metrics, self.last_checkpoint, self.best_checkpoint, self.summary]
 
+    def event_files(self) -> list[Path]:
+        """TensorBoard's event files of the run (training.event_log)."""
+        return [path for path in self.path.glob("events.out.tfevents.*") if path.is_file()]
+
     def holds_a_run(self) -> bool:
         return any(path.exists() for path in self.run_files())
 
@@ -138,7 +142,7 @@ class RunFolder:
     def create(self, config: Config, *, force: bool) -> str:
         """Start a new run: with `force`, the files of the run already there are removed. Returns its identity."""
         self.check_can_create(force=force)
-        for path in self.run_files():
+        for path in [*self.run_files(), *self.event_files()]:  # an old run's TensorBoard curves go with it
             path.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         remove_leftover_temp_files(self.path, self.written_names())
@@ -150,7 +154,7 @@ class RunFolder:
         """Remove a run that never reached its first checkpoint, so that `train --out` can start it again: all of
         it, best.pt too (a signal can land between the epoch's best.pt and its last.pt), since nothing resumes it."""
         if not self.last_checkpoint.exists():
-            for path in (self.config, self.metrics, self.best_checkpoint, self.summary):
+            for path in (self.config, self.metrics, self.best_checkpoint, self.summary, *self.event_files()):
                 path.unlink(missing_ok=True)
 
     def open_for_resume(self) -> None:

@@ -46,6 +46,7 @@ from mnist_ffn.training.checkpoint import (
 )
 from mnist_ffn.training.choice import StepChoice, build_engine, choose_step, resumed_choice
 from mnist_ffn.training.devices import device_name, peak_memory, pick_device
+from mnist_ffn.training.event_log import EventLog
 from mnist_ffn.training.metrics import evaluate
 from mnist_ffn.training.model import architecture, build_model, count_parameters, linear_layers
 from mnist_ffn.training.optim import learning_rate
@@ -86,6 +87,7 @@ class Trainer:
         self.run_id: str | None = None  # set when the run folder is created, or read from last.pt on resume
         self.finished = False  # every epoch trained; only the final evaluation is left
         self.on_epoch = None  # callable(metrics row) after each epoch is saved
+        self.events: EventLog | None = None  # TensorBoard's event file, where written (training.event_log)
         train = config.train
         if train.threads:
             torch.set_num_threads(train.threads)
@@ -320,6 +322,8 @@ class Trainer:
         due = time.perf_counter() - self.last_epoch_save >= MIN_SECONDS_BETWEEN_EPOCH_SAVES
         if due or is_best or progress.epoch == self.config.train.epochs or self.on_epoch is not None:
             self.save_epoch_end()
+        if self.events is not None:
+            self.events.epoch(row)
         if self.log:
             self.log(epoch_line(row, self.config.train.epochs))
         if self.on_epoch:
@@ -520,10 +524,13 @@ def train(
                 trainer.run_id = run.create(config, force=force)
             if log:
                 log(trainer.start_line(resumed=state is not None))
+            trainer.events = EventLog.open(run.path, config, trainer.progress.history if state is not None else None)
             trainer.fit(stop)
             trainer.finished = True
             summary = trainer.summarize()
             run.write_summary(summary)
+            if trainer.events is not None:
+                trainer.events.finish(summary)
             return summary
     except Interrupted as exc:
         raise TrainingInterrupted(_interrupted(run, trainer, exc.signal_number, command), exc.signal_number) from None
@@ -536,6 +543,8 @@ def train(
             f"{config.train.batch_size}; use smaller model.hidden or train.batch_size"
         ) from None
     finally:
+        if trainer is not None and trainer.events is not None:
+            trainer.events.close()
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
