@@ -22,7 +22,8 @@ and prints b/a, b/c, b/d, d/c, then e/c, e/g and e/d (how close the engine's ste
 how much it beats the best eager step), f/b (what it gives the whole loop), g/c (how far above the fp32
 ceiling the machine's own bf16 one lies), h/c and h/g (the bf16 step against both ceilings), i/f (the whole loop,
 bf16 against fp32), i/j (the hand-written bf16 loop against autograd's) and 1 - i/k (the share of an epoch the
-gradient norms take; --grad-norms-only measures that alone, with (f) and its fp32 twin). Each figure is the best
+gradient norms take; --grad-norms-only measures that alone, with (f) and its fp32 twin; --tensorboard-only times
+whole runs with and without TensorBoard's event files). Each figure is the best
 of --rounds rounds, the rounds interleaved so that a noisy neighbour hurts all alike. With --profile
 it then shows where a step of the engine spends its time (matrix products against everything else).
 It then times whole default `mnist-ffn train` runs, back to back (process start to exit; test accuracy and peak
@@ -39,6 +40,7 @@ import argparse
 import gzip
 import itertools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -327,6 +329,49 @@ def grad_norms_cost(data_dir: Path, device: torch.device, batch_sizes: list[int]
             results["batch_sizes"][str(batch_size)] = best
 
 
+def whole_run_seconds(data_dir: Path, out: Path, flags: list[str]) -> tuple[float, dict]:
+    """One whole `mnist-ffn train` process, start to exit: its wall seconds and summary."""
+    command = [sys.executable, "-m", "mnist_ffn", "train", "--data-dir", str(data_dir), "--out", str(out), "--quiet"]
+    started = time.perf_counter()
+    subprocess.run([*command, "--force", *flags], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started, json.loads((out / "summary.json").read_text())
+
+
+TENSORBOARD_RUNS = {  # the default run, and a 2-D one whose epochs last milliseconds: the per-epoch write's worst case
+    "default MNIST run (5 epochs)": [],
+    "circle, 300 epochs": ["--set", "data.dataset=circle", "--set", "train.epochs=300"],
+}
+
+
+def tensorboard_cost(data_dir: Path, rounds: int, results: dict) -> None:
+    """Whole runs with TensorBoard's event files (`train.tensorboard = true`, the default where the package is
+    installed) and without, interleaved; the best of `rounds` each: wall time and training samples/s."""
+    with tempfile.TemporaryDirectory(prefix="mnist-ffn-bench-") as temp:
+        for name, flags in TENSORBOARD_RUNS.items():
+            best: dict[str, list[float]] = {"on": [math.inf, 0.0], "off": [math.inf, 0.0]}
+            for _ in range(rounds):
+                for key, value in (("on", "true"), ("off", "false")):
+                    seconds, summary = whole_run_seconds(
+                        data_dir, Path(temp) / key, [*flags, "--set", f"train.tensorboard={value}"]
+                    )
+                    best[key][0] = min(best[key][0], seconds)
+                    best[key][1] = max(best[key][1], summary["train_samples_per_second"])
+            (on_seconds, on_rate), (off_seconds, off_rate) = best["on"], best["off"]
+            results["tensorboard"][name] = {
+                "seconds_with": on_seconds,
+                "seconds_without": off_seconds,
+                "samples_per_second_with": on_rate,
+                "samples_per_second_without": off_rate,
+                "seconds_with_over_without": on_seconds / off_seconds,
+            }
+            print(
+                f"{name}: {on_seconds:.2f} s with TensorBoard's event files, {off_seconds:.2f} s without: "
+                f"{on_seconds / off_seconds:.3f}; training {on_rate:,.0f} against {off_rate:,.0f} samples/s "
+                f"({on_rate / off_rate:.3f})",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $MNIST_FFN_DATA or ~/.cache/mnist-ffn")
@@ -338,6 +383,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="show where a step of the backprop engine goes")
     parser.add_argument("--json-out", type=Path, default=Path("bench.json"))
     parser.add_argument("--grad-norms-only", action="store_true", help="only what recording gradient norms costs")
+    parser.add_argument("--tensorboard-only", action="store_true", help="only what TensorBoard's event files cost")
     args = parser.parse_args()
 
     data_dir = resolve_data_dir(args.data_dir)
@@ -353,6 +399,12 @@ def main() -> None:
         "rounds": args.rounds,
         "batch_sizes": {},
     }
+    if args.tensorboard_only:
+        results["tensorboard"] = {}
+        tensorboard_cost(data_dir, args.rounds, results)
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json_out}")
+        return
     if args.grad_norms_only:
         grad_norms_cost(data_dir, device, batch_sizes, args.rounds, results)
         args.json_out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,9 +1,9 @@
 """TensorBoard event files in a run folder: what metrics.csv holds, per epoch, for `tensorboard --logdir`.
 
 Written as Lightning writes them: whenever the `tensorboard` package is installed (`train.tensorboard` turns them
-off), by torch's own SummaryWriter, once per epoch (never inside the training loop's steps), into the run folder
-itself, so that `tensorboard --logdir runs` names each run by its folder and `--logdir` on a compare or sweep folder
-shows its activations or trials side by side.
+off), once per epoch (never inside the training loop's steps), into the run folder itself, so that
+`tensorboard --logdir runs` names each run by its folder and `--logdir` on a compare or sweep folder shows its
+activations or trials side by side.
 
     loss/train, loss/val, accuracy/train, accuracy/val     per epoch (step = the epoch, 1 the first)
     learning_rate, time/epoch_seconds                      the last step's rate; the epoch's seconds
@@ -11,7 +11,13 @@ shows its activations or trials side by side.
     config                                                 the resolved config, as text (TOML)
     hparams (HParams view)                                 every config key, with the final test and val metrics
 
-A resumed run appends a new file whose first event purges every epoch logged before (SummaryWriter's purge_step),
+The events are TensorBoard's own protocol buffers, made by torch's summary functions, written by TensorBoard's own
+record writer in this thread: torch's SummaryWriter would hand each one to a thread of its own, which on a small
+machine takes turns with the training itself (scripts/bench.py --tensorboard-only measured 5-28% of the training
+rate on 2 cores; this way, no thread, one write and one flush an epoch).
+
+A resumed run appends a new file whose first event purges every epoch logged before (the purge SummaryWriter's
+purge_step writes),
 then writes again the epochs its last.pt holds (metrics.csv's rows) and goes on: whatever moment the killed process
 died at (after an epoch's event and before its checkpoint, or the other way round), every epoch is read once, with
 the numbers metrics.csv holds. Event files that were deleted are written again the same way: the run resumes.
@@ -20,6 +26,9 @@ the numbers metrics.csv holds. Event files that were deleted are written again t
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
 from pathlib import Path
 
 from mnist_ffn.config import Config, to_toml
@@ -52,19 +61,25 @@ class EventLog:
     """One process's event file in a run folder."""
 
     def __init__(self, folder: Path, config: Config, history: list[dict] | None):
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.summary.writer.record_writer import RecordWriter
 
         self.config = config
         # resumed: every epoch logged before (steps >= 1) is purged and written again; the config's text (step 0,
         # which TensorBoard's readers keep through a purge) only where no event file holds it any more
         logged = any(path.is_file() for path in folder.glob(EVENT_FILES))
-        purge = 1 if history is not None else None
-        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge, flush_secs=3600)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.0"  # SummaryWriter's
+        self.records = RecordWriter(open(folder / name, "ab"))  # noqa: SIM115 (closed by close())
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if history is not None:
+            self._write(Event(wall_time=time.time(), step=1, session_log=SessionLog(status=SessionLog.START)))
         if history is None or not logged:
-            self.writer.add_text("config", "```toml\n" + to_toml(config) + "```", global_step=0)
+            from torch.utils.tensorboard.summary import text
+
+            self._summary(text("config", "```toml\n" + to_toml(config) + "```"), step=0)
         for row in history or []:
             self.epoch(row, flush=False)
-        self.writer.flush()
+        self.records.flush()
 
     @classmethod
     def open(cls, folder: Path, config: Config, history: list[dict] | None) -> EventLog | None:
@@ -74,32 +89,40 @@ class EventLog:
             return None
         return cls(folder, config, history)
 
+    def _write(self, event) -> None:
+        self.records.write(event.SerializeToString())
+
+    def _summary(self, summary, step: int) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        self._write(Event(wall_time=time.time(), step=step, summary=summary))
+
     def epoch(self, row: dict, flush: bool = True) -> None:
         """One epoch's row of metrics.csv, written and flushed (a kill loses at most the epoch in progress)."""
+        from torch.utils.tensorboard.summary import scalar
+
         step = int(row["epoch"])
         for key, value in row.items():
             tag = TAGS.get(key) or _layer_tag(key)
             if tag is not None and value is not None and math.isfinite(value):
-                self.writer.add_scalar(tag, value, global_step=step)
+                self._summary(scalar(tag, value), step)
         if flush:
-            self.writer.flush()
+            self.records.flush()
 
     def finish(self, summary: dict) -> None:
         """The HParams view's row: every config key with the run's final metrics."""
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import hparams, scalar
 
         metrics = {tag: summary[key] for key, tag in FINAL_METRICS.items() if _number(summary.get(key))}
-        experiment, start, end = hparams(hyperparameters(self.config), metrics)
-        file_writer = self.writer._get_file_writer()
-        for event in (experiment, start, end):
-            file_writer.add_summary(event)
         step = int(summary.get("epochs") or self.config.train.epochs)
+        for part in hparams(hyperparameters(self.config), metrics):  # the experiment, the session's start and end
+            self._summary(part, step=0)
         for tag, value in metrics.items():
-            self.writer.add_scalar(tag, value, global_step=step)
-        self.writer.flush()
+            self._summary(scalar(tag, value), step)
+        self.records.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        self.records.close()
 
 
 def _layer_tag(key: str) -> str | None:
