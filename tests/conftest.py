@@ -50,8 +50,10 @@ LONGEST_FIRST = [
         "test_sweep.py",
         "test_plane.py",
         "test_resilience.py",
+        "test_backprop_view.py",
     ),
     *("test_integrity.py", "test_compare.py", "test_backprop.py", "test_notebook.py", "test_plot.py"),
+    *("test_model_folder.py", "test_event_log.py", "test_dashboard.py"),
     *("test_export.py", "test_output_safety.py", "test_bad_input.py", "test_exit.py", "test_points_csv.py"),
 ]
 assert all((Path(__file__).parent / name).is_file() for name in LONGEST_FIRST), "a file named here was renamed"

@@ -120,7 +120,9 @@ def test_kill_9_then_resume_leaves_every_epoch_once_with_metrics_csvs_numbers(ki
         process.communicate()
         command = ["train", "--resume", out, "--data-dir", kill_data, "--quiet"]
     assert finish_process(start_forked(*command)).returncode == 0
-    assert len(list(out.glob("events.out.tfevents.*"))) == 3  # one a process
+    # the first process's and the last one's: the second died inside its first save, before an epoch's end, and a
+    # process makes its file at its first epoch's end
+    assert len(list(out.glob("events.out.tfevents.*"))) == 2
     assert_events_are_the_metrics(out)
     assert len(accumulator(out).Tensors("config/text_summary")) == 1
 
@@ -181,3 +183,20 @@ def test_logdir_on_a_sweep_folder_shows_one_run_per_trial(tiny_template, tmp_pat
     for run in runs.Runs():
         assert [event.step for event in runs.Scalars(run, "loss/train")] == [1, 2]
         assert runs.Scalars(run, "hparam/test_accuracy")
+
+
+def test_an_event_file_that_cannot_be_written_is_one_warning_and_the_run_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RecordWriter, "write", full_disk)
+    out = tmp_path / "run"
+    result = run_cli("train", "--set", "data.dataset=circle", "--set", "train.epochs=4", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot write TensorBoard's event file" in lines[0] and "No space left" in lines[0]
+    assert (out / "summary.json").is_file() and len(metrics(out)) == 4

@@ -18,7 +18,8 @@ from mnist_ffn.errors import CheckpointError
 from tests.helpers import PROJECT_ROOT, assert_one_line_error, real_data_dir, require_modules, run_cli, snapshot
 
 # The model card's plain-torch code runs here with mnist_ffn made unimportable: what it computes comes from torch
-# and safetensors alone. It prints the logits of the inputs in inputs.pt as JSON.
+# and safetensors alone. It prints, as JSON, the logits of the data in data.pt (raw pixels or raw points) through the
+# card's own inputs() and logits().
 FRESH = """
 import sys
 
@@ -30,10 +31,32 @@ class NoMnistFfn:
 sys.meta_path.insert(0, NoMnistFfn())
 CARD_CODE
 import json
-inputs = torch.load(sys.argv[1], weights_only=True)
-print(json.dumps(logits(inputs).tolist()))
+data = torch.load(sys.argv[1], weights_only=True)
+print(json.dumps(logits(inputs(data)).tolist()))
 assert not any(name.split(".")[0] == "mnist_ffn" for name in sys.modules)
 """
+
+
+def card_code(folder) -> str:
+    """The model card's plain-torch block, up to its example."""
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Load it with plain torch and safetensors.*?```python\n(.*?)```", text, re.S)[1]
+    assert "# an example" in block
+    return block.split("# an example")[0]
+
+
+def fresh_logits(folder, data: torch.Tensor, tmp_path) -> torch.Tensor:
+    torch.save(data, tmp_path / "data.pt")
+    script = FRESH.replace("CARD_CODE", card_code(folder))
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(tmp_path / "data.pt")],
+        cwd=folder,  # the card's code reads config.json and model.safetensors from the folder it runs in
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return torch.tensor(json.loads(result.stdout))
 
 
 def assert_same_logits(got: torch.Tensor, expected: torch.Tensor) -> None:
@@ -52,34 +75,14 @@ def _needs_safetensors():
     require_modules("safetensors", install="pip install -e '.[export]'")
 
 
-def card_code(folder) -> str:
-    """The model card's plain-torch block, without its example lines (the test feeds its own inputs)."""
-    text = (folder / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"## Load it with plain torch and safetensors.*?```python\n(.*?)```", text, re.S)[1]
-    return block.split("\nx = torch.zeros")[0].split("\npixels = torch.zeros")[0]
-
-
-def fresh_logits(folder, inputs: torch.Tensor, tmp_path) -> torch.Tensor:
-    torch.save(inputs, tmp_path / "inputs.pt")
-    script = FRESH.replace("CARD_CODE", card_code(folder))
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", script, str(tmp_path / "inputs.pt")],
-        cwd=folder,  # the card's code reads config.json and model.safetensors from the folder it runs in
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return torch.tensor(json.loads(result.stdout))
-
-
 @pytest.fixture(scope="module")
 def plane_run(tmp_path_factory):
-    """A tanh network with dropout on xor's features x1, x2 and x1*x2: the card's plain torch must skip dropout and
-    use the features as given."""
+    """A tanh network with dropout on xor's features x1, x2, x1*x2 and sin(x1): the card's plain torch must skip
+    dropout and compute every feature as training did."""
     out = tmp_path_factory.mktemp("plane") / "run"
     flags = ["--set", "data.dataset=xor", "--set", "model.activation=tanh", "--set", "model.dropout=0.2"]
-    flags += ["--set", 'data.features=["x1","x2","x1*x2"]', "--set", "train.epochs=3", "--set", "model.hidden=[8,5]"]
+    flags += ["--set", 'data.features=["x1","x2","x1*x2","sin_x1"]', "--set", "train.epochs=3"]
+    flags += ["--set", "model.hidden=[8,5]"]
     result = run_cli("train", *flags, "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
     return out
@@ -92,13 +95,12 @@ def test_a_plane_networks_folder_loads_in_plain_torch_to_the_checkpoints_logits(
     assert sorted(path.name for path in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     network = mnist_ffn.load(plane_run / "best.pt", device="cpu")
     points = torch.tensor([[0.5, -1.0], [2.0, 3.0], [-4.0, 0.1]])
-    inputs = network.inputs_of_points(points)
     with torch.inference_mode():
-        expected = network(inputs)
-    assert_same_logits(fresh_logits(folder, inputs, tmp_path), expected)
+        expected = network(network.inputs_of_points(points))
+    assert_same_logits(fresh_logits(folder, points, tmp_path), expected)  # the card's features, then its network
     config = json.loads((folder / "config.json").read_text())
-    assert config["layers"] == [3, 8, 5, 2] and config["activation"] == "tanh" and config["dropout"] == 0.2
-    assert config["plane"]["features"] == ["x1", "x2", "x1*x2"] and config["dataset"] == "xor"
+    assert config["layers"] == [4, 8, 5, 2] and config["activation"] == "tanh" and config["dropout"] == 0.2
+    assert config["plane"]["features"] == ["x1", "x2", "x1*x2", "sin_x1"] and config["dataset"] == "xor"
     card = (folder / "README.md").read_text()
     assert re.search(r"\*\*Test accuracy\*\*: \d+\.\d\d% on the \d+ test examples of xor", card), card
     assert re.search(r'```toml\n(.|\n)*dataset = "xor"(.|\n)*```', card) and "predict_points" in card
@@ -127,7 +129,7 @@ def test_an_mnist_folder_gives_the_checkpoints_logits_in_plain_torch_and_to_eval
     inputs = normalize(raw.test_images[:256], network.normalization["mean"], network.normalization["std"])
     with torch.inference_mode():
         expected = network(inputs)
-    assert_same_logits(fresh_logits(folder, inputs, tmp_path), expected)
+    assert_same_logits(fresh_logits(folder, raw.test_images[:256], tmp_path), expected)  # from the pixels
     card = (folder / "README.md").read_text()
     report = mnist_ffn.evaluate(default_run / "best.pt", data_dir=real_data_dir(), device="cpu")
     assert f"**Test accuracy**: {report['accuracy']:.2%} on the 10,000 test examples of mnist" in card
@@ -173,6 +175,18 @@ def damaged_copies(folder, tmp_path):
     config["activation"] = "relu"
     (claims / "config.json").write_text(json.dumps(config))
     cases.append((claims, "disagree with the config it holds"))
+    for name, key, value, expected in (
+        ("bogus-dataset", "dataset", "bogus", "unknown data set"),
+        ("image-dataset", "dataset", "mnist", "plane is given for mnist"),  # a 2-D network called an MNIST one
+        ("bogus-plane", "plane", "bogus", "plane.features"),
+        ("zero-std", "normalization", {"mean": 0.5, "std": 0}, "normalization.std"),
+        ("odd-classes", "classes", [{"a": 1}, 2], "classes is not a list of class names"),
+    ):
+        odd = copy(name)
+        config = json.loads((odd / "config.json").read_text())
+        config[key] = value
+        (odd / "config.json").write_text(json.dumps(config))
+        cases.append((odd, expected))
     not_json = copy("not-json")
     (not_json / "config.json").write_text("{layers: ")
     cases.append((not_json, "not a readable JSON config"))
@@ -206,9 +220,20 @@ def test_export_writes_a_new_folder_replaces_only_an_earlier_export_and_never_ot
     folder = tmp_path / "model"
     assert run_cli("export", best, "--format", "safetensors", "--out", folder).returncode == 0
     assert_one_line_error(run_cli("export", best, "--format", "safetensors", "--out", folder), 2, "add --force")
-    (folder / "config.json").write_text("stale")
+    (folder / "README.md").write_text("stale")
     assert run_cli("export", best, "--format", "safetensors", "--out", folder, "--force").returncode == 0
-    assert json.loads((folder / "config.json").read_text())["format"] == "mnist-ffn model folder"
+    assert (folder / "README.md").read_text().startswith("---\nlibrary_name: mnist-ffn")
+    mine = tmp_path / "mine"  # a person's own README.md and config.json: not an export, never replaced
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    (mine / "config.json").write_text('{"my": "settings"}')
+    mine_before = snapshot(mine)
+    for flags in ((), ("--force",)):
+        refused = run_cli("export", best, "--format", "safetensors", "--out", mine, *flags)
+        assert_one_line_error(refused, 2, "holding other files")
+    assert snapshot(mine) == mine_before
+    here = run_cli("export", best, "--format", "safetensors", "--out", ".")  # the folder the command runs in
+    assert_one_line_error(here, 2, "is the folder you are in")
     before = snapshot(plane_run)
     assert_one_line_error(
         run_cli("export", best, "--format", "safetensors", "--out", plane_run, "--force"), 2, "holding other files"

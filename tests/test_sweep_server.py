@@ -54,7 +54,12 @@ def small_postgres():
 class ConnectionWatch:
     """The client connections to the study's database, read from pg_stat_activity every few milliseconds by a
     connection of its own (not counted): the most at once in all, and the most each process held at once
-    (mnist-ffn names each process's connections by application_name)."""
+    (mnist-ffn names each process's connections by application_name).
+
+    A process's count is what two samples in a row both see: a backend that a client has just closed stays in
+    pg_stat_activity until it has exited, a moment later (longer on a loaded machine), and one that is being
+    refused for "too many clients" shows while it starts; neither is a connection held, and neither lasts from one
+    sample to the next 5 ms later, while a held one does. The total counts every sample, the server's own view."""
 
     def __init__(self, url: str):
         self.connection = psycopg.connect(url, autocommit=True, application_name="test watch")
@@ -69,11 +74,14 @@ class ConnectionWatch:
             "SELECT application_name, count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
             "AND pid <> pg_backend_pid() GROUP BY application_name"
         )
+        previous: dict[str, int] = {}
         while not self.stop.is_set():
             rows = self.connection.execute(query).fetchall()
             self.peak = max(self.peak, sum(count for _, count in rows))
             for name, count in rows:
-                self.peak_by_process[name] = max(self.peak_by_process[name], count)
+                held = min(count, previous.get(name, 0))
+                self.peak_by_process[name] = max(self.peak_by_process[name], held)
+            previous = dict(rows)
             time.sleep(0.005)
 
     def finish(self) -> "ConnectionWatch":

@@ -20,7 +20,7 @@ from torch import nn
 
 from mnist_ffn.errors import MnistFfnError, UsageError
 from mnist_ffn.files import names_a_folder, write_atomically
-from mnist_ffn.messages import cut
+from mnist_ffn.messages import cut, one_line
 from mnist_ffn.version import __version__
 
 FORMATS = ("onnx", "safetensors")
@@ -157,19 +157,25 @@ def export_model_folder(checkpoint: Path, out: Path | str | None, *, force: bool
     folder = Path(out) if out is not None else default_folder(checkpoint)
     check_folder_target(folder, checkpoint, force=force)
     network = load(checkpoint, device="cpu")
-    return write_model_folder(network, folder, test_accuracy(checkpoint, network.dataset), force=force)
+    return write_model_folder(network, folder, model_card_accuracy(checkpoint, network.dataset), force=force)
 
 
-def test_accuracy(checkpoint: Path, dataset: str) -> str:
+def model_card_accuracy(checkpoint: Path, dataset: str) -> str:
     """The model card's line: the accuracy on the whole test split, or why it was not measured."""
-    from mnist_ffn.catalog import resolve_data_dir
+    from mnist_ffn.catalog import DATASETS, resolve_data_dir
+    from mnist_ffn.data.idx import find_files
     from mnist_ffn.errors import DataError
     from mnist_ffn.inference.scores import evaluate_checkpoint
 
+    data_dir = resolve_data_dir(None)
+    later = "`mnist-ffn eval` on this folder measures it where the data is"
+    info = DATASETS.get(dataset)
     try:
-        report = evaluate_checkpoint(checkpoint, resolve_data_dir(None), split="test", device="cpu")
+        if info is not None and find_files(data_dir, info) is None:  # never a download for a model card
+            return f"not measured at export (the {info.title} files were not on the machine); {later}"
+        report = evaluate_checkpoint(checkpoint, data_dir, split="test", device="cpu")
     except DataError as exc:
-        return f"not measured at export ({exc}); `mnist-ffn eval` on this folder measures it"
+        return f"not measured at export ({one_line(str(exc))[:200]}); {later}"
     return (
         f"{report['accuracy']:.2%} on the {report['n']:,} test examples of {dataset} (loss {report['loss']:.4f}), "
         f"measured at export by `mnist-ffn eval` on {processor()} with torch {torch.__version__}"

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import torch
 
+from mnist_ffn.catalog import PLAYGROUND_SCALE
 from mnist_ffn.config import Config, ConfigError, config_from_dict, to_toml
 from mnist_ffn.errors import CheckpointError, MnistFfnError, UsageError
 from mnist_ffn.files import names_a_folder
 from mnist_ffn.messages import cut, reason
+from mnist_ffn.training.checkpoint import check_model_fields
 from mnist_ffn.version import __version__
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -60,15 +62,29 @@ def check_folder_target(out: Path, checkpoint: Path, *, force: bool) -> None:
         raise UsageError(f"--out {cut(str(out), 300)}: not a folder; give the folder to write, e.g. {example}")
     if not out.parent.is_dir():
         raise UsageError(f"--out {cut(str(out), 300)}: no such folder {cut(str(out.parent), 300)}")
+    here = Path.cwd()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise UsageError(f"--out {cut(str(out), 300)}: is the folder you are in; name a new folder to write")
     if out.is_dir():
-        found = {path.name for path in out.iterdir()}
-        if found and not found <= {WEIGHTS, CONFIG, CARD}:
+        found = sorted(path.name for path in out.iterdir())
+        if found and not _an_export(out, found):
             raise UsageError(
-                f"--out {out}: a folder holding other files ({', '.join(sorted(found)[:3])}); "
+                f"--out {out}: a folder holding other files ({', '.join(found[:3])}); "
                 "give a new folder, or an earlier export's to replace it with --force"
             )
         if found and not force:
             raise UsageError(f"--out {out}: holds an earlier export; add --force to replace it")
+
+
+def _an_export(folder: Path, found: list[str]) -> bool:
+    """Only an earlier export's files, its config.json ours: what --force may replace (never a person's files)."""
+    if not set(found) <= {WEIGHTS, CONFIG, CARD} or CONFIG not in found:
+        return False
+    try:
+        with open(folder / CONFIG, encoding="utf-8") as file:
+            return json.loads(file.read(MAX_CONFIG_BYTES)).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_model_folder(network, out: Path, accuracy: str, *, force: bool) -> Path:
@@ -162,15 +178,33 @@ def logits(x):  # x: (N, inputs) as config["input"] says; dropout is off once tr
 """
 
 PLANE_INPUT = """
-x = torch.zeros(1, config["layers"][0])  # a point's features: config["plane"] names them and their scale
-print(logits(x).softmax(dim=1))
+scale, sin_scale = config["plane"]["scale"], {sin_scale!r}
+
+
+def inputs(xy):  # points (N, 2) in the data's coordinates -> the network's input, config["plane"]["features"]
+    u = torch.as_tensor(xy, dtype=torch.float32).reshape(-1, 2) / scale
+    u1, u2 = u[:, 0], u[:, 1]
+    columns = {{
+        "x1": u1, "x2": u2, "x1^2": u1 * u1, "x2^2": u2 * u2, "x1*x2": u1 * u2,
+        "sin_x1": torch.sin(u1 * sin_scale), "sin_x2": torch.sin(u2 * sin_scale),
+    }}
+    return torch.stack([columns[name] for name in config["plane"]["features"]], dim=1)
+
+
+# an example: the class probabilities of one point
+print(logits(inputs([[0.5, -1.0]])).softmax(dim=1))
 """
 
 MNIST_INPUT = """
-pixels = torch.zeros(1, 28, 28)  # an image: 0-255, light ink on a dark background, as MNIST's
 mean, std = config["normalization"]["mean"], config["normalization"]["std"]
-x = (pixels.reshape(len(pixels), -1) / 255 - mean) / std
-print(logits(x).softmax(dim=1))
+
+
+def inputs(pixels):  # images (N, 28, 28), 0-255, light ink on a dark background as MNIST's -> (N, 784)
+    return (torch.as_tensor(pixels, dtype=torch.float32).reshape(len(pixels), -1) / 255 - mean) / std
+
+
+# an example: the class probabilities of an empty image
+print(logits(inputs(torch.zeros(1, 28, 28))).softmax(dim=1))
 """
 
 
@@ -178,7 +212,7 @@ def model_card(network, description: dict, accuracy: str) -> str:
     config: Config = network.config
     architecture = "-".join(map(str, description["layers"])) + f" {config.model.activation}"
     title = network.dataset if network.plane is None else f"{network.dataset} (2-D points)"
-    example = MNIST_INPUT if network.plane is None else PLANE_INPUT
+    example = MNIST_INPUT if network.plane is None else PLANE_INPUT.format(sin_scale=PLAYGROUND_SCALE)
     names = ", ".join(map(str, network.classes))
     usage = (
         'network.predict(["seven.png"])  # class probabilities of your images'
@@ -259,6 +293,7 @@ def read_model_folder(folder: Path) -> dict:
     }
     if description.get("plane") is not None:
         contents["plane"] = description["plane"]
+    check_model_fields(config_file, contents, kind="model folder")  # what a checkpoint's fields must be, too
     return contents
 
 

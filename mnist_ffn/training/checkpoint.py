@@ -212,15 +212,16 @@ def load_checkpoint(path: Path) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
-    _check_model_fields(path, checkpoint)
+    check_model_fields(path, checkpoint)
     return checkpoint
 
 
-def _check_model_fields(path: Path, checkpoint: dict) -> None:
-    """The fields eval and predict trust: each of the right type, or the file is refused."""
+def check_model_fields(path: Path, checkpoint: dict, kind: str = "checkpoint") -> None:
+    """The fields eval and predict trust: each of the right type, or the file is refused (`kind`: what the file
+    is, in the message: a checkpoint, or a model folder's config.json)."""
 
     def fail(problem: str):
-        raise CheckpointError(f"{path}: damaged checkpoint: {problem}")
+        raise CheckpointError(f"{path}: damaged {kind}: {problem}")
 
     dataset = checkpoint["dataset"]
     if not isinstance(dataset, str) or dataset not in DATASET_NAMES:
@@ -238,6 +239,8 @@ def _check_model_fields(path: Path, checkpoint: dict) -> None:
         fail(f"normalization.std is {normalization['std']!r}, not > 0")
     classes = checkpoint["classes"]
     if dataset in DATASETS:
+        if checkpoint.get("plane") is not None:
+            fail(f"plane is given for {dataset}, a data set of images")
         expected = len(DATASETS[dataset].classes)
         if not (isinstance(classes, list) and len(classes) == expected and all(isinstance(c, str) for c in classes)):
             fail(f"classes is not a list of {expected} names")

@@ -25,13 +25,16 @@ the numbers metrics.csv holds. Event files that were deleted are written again t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
 from mnist_ffn.config import Config, to_toml
+from mnist_ffn.messages import reason
 
 EVENT_FILES = "events.out.tfevents.*"  # SummaryWriter's names
 TAGS = {
@@ -58,28 +61,15 @@ def tensorboard_installed() -> bool:
 
 
 class EventLog:
-    """One process's event file in a run folder."""
+    """One process's event file in a run folder, made at its first epoch's end (a process that stops before one, or
+    whose first save fails, leaves none). A write that fails (a full disk) is one warning line, and the run goes on
+    without its event file: metrics.csv holds every epoch."""
 
     def __init__(self, folder: Path, config: Config, history: list[dict] | None):
-        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-        from tensorboard.summary.writer.record_writer import RecordWriter
-
-        self.config = config
-        # resumed: every epoch logged before (steps >= 1) is purged and written again; the config's text (step 0,
-        # which TensorBoard's readers keep through a purge) only where no event file holds it any more
-        logged = any(path.is_file() for path in folder.glob(EVENT_FILES))
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.0"  # SummaryWriter's
-        self.records = RecordWriter(open(folder / name, "ab"))  # noqa: SIM115 (closed by close())
-        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
-        if history is not None:
-            self._write(Event(wall_time=time.time(), step=1, session_log=SessionLog(status=SessionLog.START)))
-        if history is None or not logged:
-            from torch.utils.tensorboard.summary import text
-
-            self._summary(text("config", "```toml\n" + to_toml(config) + "```"), step=0)
-        for row in history or []:
-            self.epoch(row, flush=False)
-        self.records.flush()
+        # the rows as they are now: the trainer's own list grows by the epochs this process logs itself
+        self.folder, self.config, self.history = folder, config, None if history is None else list(history)
+        self.records = None  # TensorBoard's RecordWriter on the file, once made
+        self.failed = False
 
     @classmethod
     def open(cls, folder: Path, config: Config, history: list[dict] | None) -> EventLog | None:
@@ -89,6 +79,56 @@ class EventLog:
             return None
         return cls(folder, config, history)
 
+    def epoch(self, row: dict) -> None:
+        """One epoch's row of metrics.csv, written and flushed (a kill loses at most the epoch in progress)."""
+        self._safely(lambda: (self._rows([row]), self.records.flush()))
+
+    def finish(self, summary: dict) -> None:
+        """The HParams view's row: every config key with the run's final metrics."""
+        self._safely(lambda: self._finish(summary))
+
+    def close(self) -> None:
+        if self.records is not None:
+            with contextlib.suppress(OSError):
+                self.records.close()
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def _safely(self, write) -> None:
+        if self.failed:
+            return
+        try:
+            if self.records is None:
+                self._start()
+            write()
+        except OSError as exc:
+            self.failed = True
+            self.close()
+            print(
+                f"mnist-ffn: warning: cannot write TensorBoard's event file in {self.folder} ({reason(exc)}); "
+                "training goes on without it (metrics.csv has every epoch)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _start(self) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        # resumed: every epoch logged before (steps >= 1) is purged and written again; the config's text (step 0,
+        # which TensorBoard's readers keep through a purge) only where no event file holds it any more
+        logged = any(path.is_file() for path in self.folder.glob(EVENT_FILES))
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.0"  # SummaryWriter's
+        self.records = RecordWriter(open(self.folder / name, "ab"))  # noqa: SIM115 (closed by close())
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if self.history is not None:
+            self._write(Event(wall_time=time.time(), step=1, session_log=SessionLog(status=SessionLog.START)))
+        if self.history is None or not logged:
+            from torch.utils.tensorboard.summary import text
+
+            self._summary(text("config", "```toml\n" + to_toml(self.config) + "```"), step=0)
+        self._rows(self.history or [])
+
     def _write(self, event) -> None:
         self.records.write(event.SerializeToString())
 
@@ -97,20 +137,17 @@ class EventLog:
 
         self._write(Event(wall_time=time.time(), step=step, summary=summary))
 
-    def epoch(self, row: dict, flush: bool = True) -> None:
-        """One epoch's row of metrics.csv, written and flushed (a kill loses at most the epoch in progress)."""
+    def _rows(self, rows: list[dict]) -> None:
         from torch.utils.tensorboard.summary import scalar
 
-        step = int(row["epoch"])
-        for key, value in row.items():
-            tag = TAGS.get(key) or _layer_tag(key)
-            if tag is not None and value is not None and math.isfinite(value):
-                self._summary(scalar(tag, value), step)
-        if flush:
-            self.records.flush()
+        for row in rows:
+            step = int(row["epoch"])
+            for key, value in row.items():
+                tag = TAGS.get(key) or _layer_tag(key)
+                if tag is not None and value is not None and math.isfinite(value):
+                    self._summary(scalar(tag, value), step)
 
-    def finish(self, summary: dict) -> None:
-        """The HParams view's row: every config key with the run's final metrics."""
+    def _finish(self, summary: dict) -> None:
         from torch.utils.tensorboard.summary import hparams, scalar
 
         metrics = {tag: summary[key] for key, tag in FINAL_METRICS.items() if _number(summary.get(key))}
@@ -120,9 +157,6 @@ class EventLog:
         for tag, value in metrics.items():
             self._summary(scalar(tag, value), step)
         self.records.flush()
-
-    def close(self) -> None:
-        self.records.close()
 
 
 def _layer_tag(key: str) -> str | None:
