@@ -12,8 +12,6 @@ saves a screenshot. Needs the tensorboard extra, Selenium (the test extra), Chro
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,17 +20,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/browser.py: the tests' own Chromium, with the flags it needs
+from tests.browser import CHROMEDRIVER, CHROMIUM, DIRECT, chromium, free_port  # noqa: E402
+
 # The charts' curves: SVG paths of many points, inside the dashboard's shadow roots (a document-wide query sees only
 # the icons)
 CURVES = """
@@ -41,13 +32,6 @@ const count = (root) => [...root.querySelectorAll("*")].reduce((found, element) 
         + (element.shadowRoot ? count(element.shadowRoot) : 0), 0);
 return count(document);
 """
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_compare(folder: Path, dataset: str, hidden: str) -> Path:
@@ -73,15 +57,8 @@ def wait_for_tensorboard(url: str, process: subprocess.Popen, timeout: float = 9
 
 
 def screenshot(url: str, out: Path, tags: str) -> None:
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="mnist-ffn-chromium-")
-    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-    try:
+    with chromium() as driver:
+        driver.set_window_size(1400, 1000)
         driver.get(f"{url}?darkMode=false#scalars&tagFilter={urllib.parse.quote(tags)}")
         deadline, last, steady = time.monotonic() + 90, -1, 0
         while steady < 3:  # the charts' lines drawn: their count unchanged for three seconds
@@ -92,9 +69,6 @@ def screenshot(url: str, out: Path, tags: str) -> None:
                 sys.exit("tensorboard_screenshot: the charts did not draw within 90 s")
             time.sleep(1)
         driver.save_screenshot(str(out))
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def main() -> None:
