@@ -128,7 +128,7 @@ def four_machines(spec: Path, tmp_path: Path, storage: str, workers: int = 10) -
 
 
 # Not in the one-core machine pass (.ci/run): its promise is the database's connection count, which no CPU changes,
-# and 40 workers on one core take 100 s there; the kill -9 test below runs there, with its slow-machine timing.
+# and 40 workers on one core take 100 s there.
 def test_forty_workers_through_one_sweep_server_run_every_trial_once_on_its_few_connections(small_postgres, tmp_path):
     port = free_port()
     server = start_server(small_postgres.url, port)
@@ -215,7 +215,9 @@ def running_trial_workers(url: str) -> list[int]:
     return [int(trial.user_attrs["worker"].rpartition(":")[2]) for trial in running if "worker" in trial.user_attrs]
 
 
-@pytest.mark.machine
+# Not in the one-core machine pass either (83 s there, ten trials of 150 epochs): its promise, nothing lost and
+# nothing run twice, is Optuna's and the database's bookkeeping; the one-core pass keeps kills of runs and of
+# journal sweeps (test_resilience, test_sweep), whose resume is bit for bit.
 def test_kill_9_of_a_worker_and_of_the_server_mid_sweep_loses_nothing_and_runs_nothing_twice(small_postgres, tmp_path):
     port = free_port()
     grpc_url = f"grpc://127.0.0.1:{port}"
