@@ -277,7 +277,8 @@ def test_a_database_lost_mid_sweep_is_one_line_and_the_rerun_finishes_it_with_no
         refused = run_cli(
             "sweep", spec, "--out", tmp_path / "b", "--storage", f"postgresql://me:{password}@127.0.0.1:{port}/none"
         )
-    assert_one_line_error(refused, 1, "--storage postgresql://me@127.0.0.1:")
+    assert_one_line_error(refused, 1, "--storage postgresql://me@127.0.0.1:", "cannot use the database (")
+    assert "((" not in refused.stderr and "OperationalError" not in refused.stderr  # the cause, not its class
     assert password not in refused.stderr
 
 

@@ -180,6 +180,11 @@ def test_bad_sweep_commands_are_one_line_and_create_nothing(tmp_path):
         assert_one_line_error(run_cli("sweep", spec, "--out", tmp_path / "c", "--device", "cuda"), 1, "--device cuda")
         assert not (tmp_path / "c").exists()
     assert_one_line_error(run_cli("sweep", "--report", tmp_path), 2, "not a sweep folder")
+    for extra in (["--storage", "postgresql://me@127.0.0.1:1/x"], ["--study", "other"], ["--trials", "3"], [spec]):
+        given = run_cli("sweep", "--report", tmp_path, *extra)  # a choice --report would ignore: refused, named
+        assert_one_line_error(
+            given, 2, "--report reads the sweep as it ran", f"drop {extra[0] if len(extra) > 1 else 'a spec'}"
+        )
     assert_one_line_error(run_cli("sweep"), 2, "give a sweep spec")
 
 

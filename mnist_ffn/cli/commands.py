@@ -399,8 +399,10 @@ def sweep(
     from mnist_ffn.files import strict_json
 
     if report is not None:
-        if overrides:
-            raise UsageError("--report reads the sweep as it ran; drop --set")
+        given = [name for name, value in (("--set", overrides), ("--storage", storage), ("--study", study),
+                                          ("--trials", trials), ("a spec", spec)) if value]  # fmt: skip
+        if given:  # its storage, study and spec are the ones sweep.json names: another would be ignored
+            raise UsageError(f"--report reads the sweep as it ran (sweep.json names its storage); drop {given[0]}")
         from mnist_ffn.experiments.sweep import report_folder
 
         results = report_folder(report, warn=_warn)

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import socket
 import sys
 import threading
@@ -119,6 +120,7 @@ def rdb_storage(url: str, *, pool: int | None = None, heartbeat: bool = True, ap
             if ("duplicate" in why or "already exists" in why) and attempt < attempts - 1:
                 time.sleep(random.uniform(0.05, 0.25))
                 continue
+            why = re.sub(r"^\([\w.]+\) ", "", why)  # SQLAlchemy's "(psycopg.OperationalError) " before the cause
             raise MnistFfnError(f"--storage {shown}: cannot use the database ({_hidden(why, url)[:200]})") from None
     raise AssertionError("unreachable")
 
