@@ -401,3 +401,19 @@ def test_a_worker_lost_with_its_machine_is_found_through_the_server_by_its_stopp
         assert heartbeat.enabled and not heartbeat.optuna_beats
     assert sweep_storage.BEAT_ATTR in study.get_trials()[0].user_attrs
     assert_found_dead_once_its_beats_stop(study, grace=3)
+
+
+def test_more_connections_than_the_database_lets_in_is_one_warning_and_the_server_serves(small_postgres, tmp_path):
+    from mnist_ffn.experiments.storage import open_storage
+
+    port = free_port()
+    server = start_server(small_postgres.url, port, "--connections", "40")  # max_connections is 20
+    assert isinstance(open_storage(f"grpc://127.0.0.1:{port}", tmp_path).get_all_studies(), list)  # it serves
+    server.send_signal(signal.SIGINT)
+    stopped = finish_process(server, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--connections 40:" in lines[0] and "max_connections" in lines[0], stopped.stderr
+    quiet = start_server(small_postgres.url, free_port(), "--connections", "2")
+    quiet.send_signal(signal.SIGINT)
+    assert finish_process(quiet, timeout=60).stderr == ""

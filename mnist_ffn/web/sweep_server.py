@@ -62,6 +62,9 @@ def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> Non
         exposed = exposure(host, port, shown)
         if exposed:
             warn(exposed)
+        room = too_few_connections(storage, connections, shown)
+        if room:
+            warn(room)
         log(
             f"sweep server for {shown} on {bracketed}:{port}, holding at most {connections} database connections; "
             f"workers join with --storage grpc://{bracketed}:{port}. Ctrl-C stops it."
@@ -75,6 +78,30 @@ def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> Non
         with contextlib.suppress(Exception):
             storage.engine.dispose()
     log("sweep server stopped")
+
+
+def too_few_connections(storage, connections: int, shown: str) -> str | None:
+    """A warning where the database lets fewer clients in than --connections asks for (max_connections less the
+    superuser's reserve, less the connections others hold now): the server then waits, with backoff, for room."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int, "
+        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+    )
+    try:
+        with storage.engine.connect() as connection:
+            allowed, in_use = connection.execute(query).one()
+    except Exception:  # a warning's numbers: a database that cannot say them is not refused for it
+        return None
+    free = allowed - in_use + 1  # + this query's own connection, one of the server's
+    if connections <= free:
+        return None
+    return (
+        f"--connections {connections}: {shown} lets {allowed} clients in (max_connections less the superuser's "
+        f"reserve) and {in_use - 1} other connections are open now, so at most {free} are free: the server will "
+        "wait for room; lower --connections or raise max_connections"
+    )
 
 
 def exposure(host: str, port: int, shown: str) -> str | None:
