@@ -297,7 +297,8 @@ def test_a_deep_sigmoid_networks_lowest_layer_gets_a_tiny_gradient_and_relus_doe
 
 def test_screenshot_of_a_points_chain_rule(browser, server, tmp_path):  # noqa: F811
     """The lesson page's picture:
-    MNIST_FFN_SCREENSHOT=docs/chain-rule.png python -m pytest tests/test_backprop_view.py -k screenshot"""
+    MNIST_FFN_SCREENSHOT=docs/chain-rule.png python -m pytest tests/test_backprop_view.py -k "screenshot and chain"
+    """
     open_page(browser, server, "dataset=circle&hidden=8,8&activation=tanh&lr=0.1&batch=10")
     play(browser, until=lambda page: page["epoch"] >= 60 and page["test-accuracy"] > 0.9, what="not learnt yet")
     click_plane(browser, 0.7, 0.35)
@@ -310,6 +311,21 @@ def test_screenshot_of_a_points_chain_rule(browser, server, tmp_path):  # noqa: 
         assert browser.save_screenshot(str(target))
     finally:
         browser.set_window_size(1400, 1300)
+    from PIL import Image
+
+    assert Image.open(target).size[0] >= 1000
+
+
+def test_screenshot_of_the_dl_dz_maps(browser, server, tmp_path):  # noqa: F811
+    """The lesson page's picture of the backward view:
+    MNIST_FFN_SCREENSHOT=docs/backward-maps.png python -m pytest tests/test_backprop_view.py -k dl_dz_maps"""
+    open_page(browser, server, "dataset=circle&hidden=8,8&activation=tanh&lr=0.1&batch=10")
+    play(browser, until=lambda page: page["epoch"] >= 30, what="not trained yet")
+    browser.find_element("id", "view").find_element("css selector", "option[value=backward]").click()
+    wait_for(browser, lambda: browser.find_elements("css selector", ".neuron[data-view=backward]"))
+    browser.execute_script("window.scrollTo(0, 0)")
+    target = Path(os.environ.get("MNIST_FFN_SCREENSHOT", tmp_path / "backward-maps.png"))
+    assert browser.save_screenshot(str(target))
     from PIL import Image
 
     assert Image.open(target).size[0] >= 1000
