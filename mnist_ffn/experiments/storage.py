@@ -93,10 +93,18 @@ def open_storage(url: str | None, out: Path):
     return rdb_storage(url)
 
 
-def rdb_storage(url: str, *, pool: int | None = None, heartbeat: bool = True, application: str | None = None):
+def rdb_storage(
+    url: str,
+    *,
+    pool: int | None = None,
+    heartbeat: bool = True,
+    application: str | None = None,
+    stopping: threading.Event | None = None,
+):
     """A PostgreSQL study storage. `pool=None` (a worker): no pool, a connection only while the study is read or
     written; `pool=N` (the sweep server): N connections kept open, never more. `application` names its
-    connections in pg_stat_activity (default: this machine and process)."""
+    connections in pg_stat_activity (default: this machine and process). `stopping`, once set, ends every wait
+    for room in a full database at once (a server that stops does not wait out BUSY_WAIT_SECONDS)."""
     optuna = optuna_module()
     shown = without_password(url)
     if url.startswith("postgresql://"):
@@ -106,7 +114,7 @@ def rdb_storage(url: str, *, pool: int | None = None, heartbeat: bool = True, ap
     else:
         raise UsageError(f"--storage {shown}: expected postgresql://USER@HOST:PORT/DATABASE or grpc://HOST:PORT")
     application = application or f"mnist-ffn sweep {socket.gethostname()}:{os.getpid()}"
-    connect = patient_connect("postgresql://" + driver_url.removeprefix("postgresql+psycopg://"), application)
+    connect = patient_connect("postgresql://" + driver_url.removeprefix("postgresql+psycopg://"), application, stopping)
     attempts = 10
     for attempt in range(attempts):
         try:
@@ -125,8 +133,9 @@ def rdb_storage(url: str, *, pool: int | None = None, heartbeat: bool = True, ap
     raise AssertionError("unreachable")
 
 
-def patient_connect(conninfo: str, application: str):
-    """A psycopg connect() that asks a full server again, with growing random waits, for BUSY_WAIT_SECONDS."""
+def patient_connect(conninfo: str, application: str, stopping: threading.Event | None = None):
+    """A psycopg connect() that asks a full server again, with growing random waits, for BUSY_WAIT_SECONDS (or
+    until `stopping` is set)."""
 
     def connect():
         import psycopg
@@ -139,9 +148,13 @@ def patient_connect(conninfo: str, application: str):
             except psycopg.OperationalError as exc:
                 if not any(sign in str(exc) for sign in BUSY_SIGNS):
                     raise
-                if time.monotonic() + wait > deadline:
+                if time.monotonic() + wait > deadline or (stopping is not None and stopping.is_set()):
                     raise TooManyConnections(_too_many(conninfo)) from None
-                time.sleep(random.uniform(wait / 2, wait))  # apart: workers refused together retry apart
+                pause = random.uniform(wait / 2, wait)  # apart: workers refused together retry apart
+                if stopping is not None:
+                    stopping.wait(pause)
+                else:
+                    time.sleep(pause)
                 wait = min(wait * 2, 5.0)
 
     return connect

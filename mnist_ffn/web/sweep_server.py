@@ -34,6 +34,7 @@ from mnist_ffn.web.serving import bound_addresses, check_port, is_loopback
 DEFAULT_PORT = 13000
 DEFAULT_CONNECTIONS = 4  # the study's reads are served from memory; 4 keep up with hundreds of workers' writes
 STOP_GRACE = 5.0  # seconds the requests in flight get to finish on Ctrl-C or SIGTERM
+APPLICATION = "mnist-ffn sweep-server"  # its connections' name in pg_stat_activity
 
 
 def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> None:
@@ -48,7 +49,8 @@ def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> Non
     host = host.strip("[]")  # --host "[::1]" as URLs write it, or ::1
     check_port(host, port)
     shown = without_password(url)
-    storage = rdb_storage(url, pool=connections, heartbeat=False, application="mnist-ffn sweep-server")
+    stopping = threading.Event()  # set on the way out: no request thread waits on a full database past the stop
+    storage = rdb_storage(url, pool=connections, heartbeat=False, application=APPLICATION, stopping=stopping)
     cached = optuna_module().storages.get_storage(storage)  # the study kept in memory, as Optuna's proxy docs advise
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # a failed request is our one line, not a traceback
     bracketed = grpc_target(host, port).rpartition(":")[0]
@@ -74,6 +76,7 @@ def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> Non
     except Interrupted as exc:
         log(f"stopping (signal {exc.signal_number}): answering the requests in flight")
     finally:
+        stopping.set()
         server.stop(STOP_GRACE).wait()
         with contextlib.suppress(Exception):
             storage.engine.dispose()
@@ -81,25 +84,28 @@ def serve(url: str, host: str, port: int, connections: int, *, log, warn) -> Non
 
 
 def too_few_connections(storage, connections: int, shown: str) -> str | None:
-    """A warning where the database lets fewer clients in than --connections asks for (max_connections less the
-    superuser's reserve, less the connections others hold now): the server then waits, with backoff, for room."""
+    """A warning where the database lets fewer clients in than --connections asks for (max_connections, less the
+    superuser's reserve unless the server's user is a superuser, less the connections others hold now): the server
+    then waits, with backoff, for room."""
     from sqlalchemy import text
 
     query = text(
-        "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int, "
-        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        "SELECT current_setting('max_connections')::int - CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = "
+        "current_user) THEN 0 ELSE current_setting('superuser_reserved_connections')::int END, "
+        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name <> :own)"
     )
     try:
         with storage.engine.connect() as connection:
-            allowed, in_use = connection.execute(query).one()
+            allowed, others = connection.execute(query, {"own": APPLICATION}).one()
     except Exception:  # a warning's numbers: a database that cannot say them is not refused for it
         return None
-    free = allowed - in_use + 1  # + this query's own connection, one of the server's
+    free = allowed - others  # for the server's own connections (this query's among them)
     if connections <= free:
         return None
     return (
-        f"--connections {connections}: {shown} lets {allowed} clients in (max_connections less the superuser's "
-        f"reserve) and {in_use - 1} other connections are open now, so at most {free} are free: the server will "
+        f"--connections {connections}: {shown} lets {allowed} clients of this user in (max_connections, less the "
+        f"superuser's reserve for others) and {others} other connections are open now, so at most {free} are "
+        "free: the server will "
         "wait for room; lower --connections or raise max_connections"
     )
 
