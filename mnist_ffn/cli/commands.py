@@ -459,7 +459,13 @@ def sweep_server(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 13000,
     connections: Annotated[
-        int, typer.Option("--connections", min=1, max=64, help="Database connections the server may hold.")
+        int,
+        typer.Option(
+            "--connections",
+            min=2,  # Optuna's storage opens a second connection inside a first one at times: one would wait forever
+            max=64,
+            help="Database connections the server may hold (at least 2).",
+        ),
     ] = 4,
 ) -> None:
     """Serve a study's PostgreSQL database to many sweep workers through a few connections (Optuna's gRPC proxy).
