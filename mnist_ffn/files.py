@@ -90,7 +90,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     temp_name = None
     try:
         descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600 files; a run's files are as shareable as any
+        os.chmod(temp_name, 0o666 & ~umask())  # mkstemp makes 0600 files; a run's files are as shareable as any
         with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()
@@ -143,7 +143,8 @@ def _fsync_folder(folder: Path) -> None:
             os.close(descriptor)
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask, read without changing it."""
     current = os.umask(0)
     os.umask(current)
     return current

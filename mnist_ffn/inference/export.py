@@ -166,6 +166,7 @@ def model_card_accuracy(checkpoint: Path, dataset: str) -> str:
     from mnist_ffn.data.idx import find_files
     from mnist_ffn.errors import DataError
     from mnist_ffn.inference.scores import evaluate_checkpoint
+    from mnist_ffn.training.devices import device_name
 
     data_dir = resolve_data_dir(None)
     later = "`mnist-ffn eval` on this folder measures it where the data is"
@@ -178,19 +179,5 @@ def model_card_accuracy(checkpoint: Path, dataset: str) -> str:
         return f"not measured at export ({one_line(str(exc))[:200]}); {later}"
     return (
         f"{report['accuracy']:.2%} on the {report['n']:,} test examples of {dataset} (loss {report['loss']:.4f}), "
-        f"measured at export by `mnist-ffn eval` on {processor()} with torch {torch.__version__}"
+        f"measured at export by `mnist-ffn eval` on {device_name(torch.device('cpu'))} with torch {torch.__version__}"
     )
-
-
-def processor() -> str:
-    """The CPU's model name, as `lscpu` says it (the figure names its machine)."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "this machine"

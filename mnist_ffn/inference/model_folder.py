@@ -14,7 +14,6 @@ disagrees with its tensors is one CheckpointError line, as a damaged checkpoint 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -27,9 +26,10 @@ import torch
 from mnist_ffn.catalog import PLAYGROUND_SCALE
 from mnist_ffn.config import Config, ConfigError, config_from_dict, to_toml
 from mnist_ffn.errors import CheckpointError, MnistFfnError, UsageError
-from mnist_ffn.files import names_a_folder
+from mnist_ffn.files import names_a_folder, umask
 from mnist_ffn.messages import cut, reason
 from mnist_ffn.training.checkpoint import check_model_fields
+from mnist_ffn.training.model import build_model, linear_layers
 from mnist_ffn.version import __version__
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -91,7 +91,7 @@ def write_model_folder(network, out: Path, accuracy: str, *, force: bool) -> Pat
     """Write the loaded `network` (inference.network.Network) as a model folder, whole or not at all: the files
     go into a new folder beside `out`, which then takes its place. `accuracy`: the model card's test line."""
     safetensors = _safetensors()
-    linears = [module for module in network if isinstance(module, torch.nn.Linear)]
+    linears = linear_layers(network)
     tensors = {}
     for index, layer in enumerate(linears):
         tensors[f"layers.{index}.weight"] = layer.weight.detach().float().cpu().contiguous()
@@ -102,9 +102,9 @@ def write_model_folder(network, out: Path, accuracy: str, *, force: bool) -> Pat
         safetensors.save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt", "producer": "mnist-ffn"})
         (staging / CONFIG).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(model_card(network, description, accuracy), encoding="utf-8")
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes a private folder; an export is as shareable as a run
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes a private folder; an export is as shareable as a run
         for name in (WEIGHTS, CONFIG, CARD):
-            os.chmod(staging / name, 0o666 & ~_umask())
+            os.chmod(staging / name, 0o666 & ~umask())
         if out.is_dir():  # an earlier export (check_folder_target): swapped out, then removed
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
             os.replace(out, old / "export")
@@ -116,12 +116,6 @@ def write_model_folder(network, out: Path, accuracy: str, *, force: bool) -> Pat
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def _config_json(network, linears) -> dict:
@@ -276,14 +270,14 @@ def read_model_folder(folder: Path) -> dict:
     for path in (weights, config_file):
         if not path.is_file():
             raise CheckpointError(f"{folder}: has no {path.name} (a model folder holds {WEIGHTS} and {CONFIG})")
-    description = _read_config(config_file)
+    description, config = _read_config(config_file)
     try:
         tensors = _safetensors().load_file(str(weights), device="cpu")
     except MnistFfnError:
         raise
     except Exception as exc:  # safetensors' SafetensorError, an OSError, a header that is not JSON
         raise CheckpointError(f"{weights}: damaged, or not a safetensors file ({reason(exc)})") from None
-    model_state = _model_state(tensors, description, config_file, weights)
+    model_state = _model_state(tensors, description, config, config_file, weights)
     contents = {
         "config": description["config"],
         "dataset": description["dataset"],
@@ -297,7 +291,7 @@ def read_model_folder(folder: Path) -> dict:
     return contents
 
 
-def _read_config(path: Path) -> dict:
+def _read_config(path: Path) -> tuple[dict, Config]:
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise CheckpointError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KB; not a model folder's config")
@@ -321,7 +315,7 @@ def _read_config(path: Path) -> dict:
     declared = (description["layers"][1:-1], description["activation"], description.get("dropout"))
     if declared != (list(config.model.hidden), config.model.activation, config.model.dropout):
         raise CheckpointError(f"{path}: its layers, activation and dropout disagree with the config it holds")
-    return description
+    return description, config
 
 
 def _shape_problems(description: dict) -> str:
@@ -341,34 +335,31 @@ def _shape_problems(description: dict) -> str:
     return ""
 
 
-def _model_state(tensors: dict, description: dict, config_file: Path, weights: Path) -> dict:
-    """The tensors as the nn.Sequential's state dict (Flatten, then Linear, activation and Dropout per layer)."""
-    widths = description["layers"]
-    expected = {}
-    for k, (inputs, outputs) in enumerate(itertools.pairwise(widths)):
-        expected[f"layers.{k}.weight"] = (outputs, inputs)
-        expected[f"layers.{k}.bias"] = (outputs,)
+def _model_state(tensors: dict, description: dict, config: Config, config_file: Path, weights: Path) -> dict:
+    """The tensors under the names build_model's nn.Sequential gives its Linear layers (layers.K: the K-th of them,
+    the lowest first), each of the shape that network has: the layout is build_model's own, read on the meta
+    device (no memory, no random draws)."""
+    with torch.device("meta"):
+        model = build_model(config.model, num_classes=description["layers"][-1], inputs=description["layers"][0])
+    linears = [(name, module) for name, module in model.named_children() if isinstance(module, torch.nn.Linear)]
+    expected = {}  # the file's name -> (the network's name, its shape)
+    for k, (name, layer) in enumerate(linears):
+        expected[f"layers.{k}.weight"] = (f"{name}.weight", tuple(layer.weight.shape))
+        expected[f"layers.{k}.bias"] = (f"{name}.bias", tuple(layer.bias.shape))
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
         listed = ", ".join((missing or extra)[:3])
         what = "no tensor" if missing else "tensors it does not name"
         raise CheckpointError(f"{config_file} disagrees with {weights}: {what}: {listed}")
-    for name, shape in expected.items():
+    for name, (_, shape) in expected.items():
         if tuple(tensors[name].shape) != shape or tensors[name].dtype != torch.float32:
             found = "x".join(map(str, tensors[name].shape))
             raise CheckpointError(
                 f"{config_file} disagrees with {weights}: {name} is {found} ({tensors[name].dtype}) in the file, "
                 f"float32 {'x'.join(map(str, shape))} by config.json's layers"
             )
-    # module positions in build_model's nn.Sequential: Flatten at 0, each hidden block Linear, f (and Dropout)
-    per_block = 3 if description["dropout"] > 0 else 2
-    state = {}
-    for k in range(len(widths) - 1):
-        position = 1 + per_block * k
-        state[f"{position}.weight"] = tensors[f"layers.{k}.weight"]
-        state[f"{position}.bias"] = tensors[f"layers.{k}.bias"]
-    return state
+    return {state_name: tensors[name] for name, (state_name, _) in expected.items()}
 
 
 def refuse_folder_name(out: str) -> None:

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from mnist_ffn.config import ModelConfig, OptimConfig, activation_function
 from mnist_ffn.messages import reason
+from mnist_ffn.training.model import linear_layers
 from mnist_ffn.training.optim import fused_sgd
 
 # -- activations: f and its derivative f' -------------------------------------------------------------
@@ -179,7 +180,7 @@ class BackpropEngine:
         precision: str = "fp32",  # or "bf16": the matrix products in bfloat16 (the module docstring)
         grad_norms: bool = True,  # each step's ||dL/dZ_l|| per layer into self.grad_norms
     ):
-        linears = [layer for layer in model if isinstance(layer, nn.Linear)]
+        linears = linear_layers(model)
         # detach(): the same storage as the model's parameters, without autograd's bookkeeping
         self.weights = [layer.weight.detach() for layer in linears]  # W_l: (out, in)
         self.biases = [layer.bias.detach() for layer in linears]  # b_l: (out,)

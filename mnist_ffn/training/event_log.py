@@ -17,10 +17,10 @@ machine takes turns with the training itself (scripts/bench.py --tensorboard-onl
 rate on 2 cores; this way, no thread, one write and one flush an epoch).
 
 A resumed run appends a new file whose first event purges every epoch logged before (the purge SummaryWriter's
-purge_step writes),
-then writes again the epochs its last.pt holds (metrics.csv's rows) and goes on: whatever moment the killed process
-died at (after an epoch's event and before its checkpoint, or the other way round), every epoch is read once, with
-the numbers metrics.csv holds. Event files that were deleted are written again the same way: the run resumes.
+purge_step writes), then writes again the epochs its last.pt holds (metrics.csv's rows) and goes on: whatever moment
+the killed process died at (after an epoch's event and before its checkpoint, or the other way round), every epoch
+is read once, with the numbers metrics.csv holds. Event files that were deleted are written again the same way: the
+run resumes.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 
 from mnist_ffn.config import Config, to_toml
 from mnist_ffn.messages import reason
+from mnist_ffn.training.run_folder import EVENT_FILES
 
-EVENT_FILES = "events.out.tfevents.*"  # SummaryWriter's names
 TAGS = {
     "train_loss": "loss/train",
     "val_loss": "loss/val",
@@ -81,7 +81,7 @@ class EventLog:
 
     def epoch(self, row: dict) -> None:
         """One epoch's row of metrics.csv, written and flushed (a kill loses at most the epoch in progress)."""
-        self._safely(lambda: (self._rows([row]), self.records.flush()))
+        self._safely(lambda: self._rows([row]))
 
     def finish(self, summary: dict) -> None:
         """The HParams view's row: every config key with the run's final metrics."""
@@ -101,6 +101,7 @@ class EventLog:
             if self.records is None:
                 self._start()
             write()
+            self.records.flush()
         except OSError as exc:
             self.failed = True
             self.close()
@@ -156,7 +157,6 @@ class EventLog:
             self._summary(part, step=0)
         for tag, value in metrics.items():
             self._summary(scalar(tag, value), step)
-        self.records.flush()
 
 
 def _layer_tag(key: str) -> str | None:

@@ -33,6 +33,7 @@ LOCK_FILE = ".mnist-ffn.lock"  # flock()ed while a process trains in the folder;
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 # and per layer K = 1 (the lowest) ... L (the output layer), where recorded (train.grad_norms):
 LAYER_COLUMNS = ("grad_norm_", "update_ratio_")  # mean ||dL/dz_K|| over the epoch's steps; ||W_K change|| / ||W_K||
+EVENT_FILES = "events.out.tfevents.*"  # TensorBoard's (training.event_log), named as SummaryWriter names them
 RUN_ID_HEADER = re.compile(r"^# mnist-ffn run ([0-9a-f]{32})\b")
 
 # summary.json, key by key: what `train` writes and `plot`, `compare` and people read.
@@ -98,7 +99,7 @@ class RunFolder:
 
     def event_files(self) -> list[Path]:
         """TensorBoard's event files of the run (training.event_log)."""
-        return [path for path in self.path.glob("events.out.tfevents.*") if path.is_file()]
+        return [path for path in self.path.glob(EVENT_FILES) if path.is_file()]
 
     def holds_a_run(self) -> bool:
         return any(path.exists() for path in self.run_files())

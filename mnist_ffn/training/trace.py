@@ -72,20 +72,19 @@ class Trace:
 def trace(model: nn.Sequential, config: Config, x: Tensor, labels: Tensor) -> Trace:
     """The chain rule through `model` for the points x (N, inputs) with `labels` (N,): one step of the engine on a
     float64 copy (the model itself is not touched)."""
-    copied = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+    copied, x, labels = _in_float64(model, x, labels)
     model_config = dataclasses.replace(config.model, dropout=0.0)
     optim = dataclasses.replace(config.optim, momentum=0.0, nesterov=False)
-    x = x.to(device="cpu", dtype=torch.float64).reshape(len(labels), -1)
-    labels = labels.to(device="cpu", dtype=torch.int64)
     engine = BackpropEngine(
         copied, model_config, optim, config.train.label_smoothing, len(labels), cuda_graph=False, grad_norms=False
     )
-    before = [(layer.weight.detach().clone(), layer.bias.detach().clone()) for layer in linear_layers(copied)]
+    linears = linear_layers(copied)
+    before = [(layer.weight.detach().clone(), layer.bias.detach().clone()) for layer in linears]
     engine.trace = [{} for _ in before]
     loss, _ = engine.step(x.clone(), labels, optim.lr)
     buffers = engine.buffers(len(labels))
     layers = []
-    for index, (layer, (weight, bias)) in enumerate(zip(linear_layers(copied), before, strict=True)):
+    for index, (layer, (weight, bias)) in enumerate(zip(linears, before, strict=True)):
         kept = engine.trace[index]
         hidden = index < len(before) - 1
         a = buffers.a[index].clone() if hidden else None
@@ -112,6 +111,13 @@ def trace(model: nn.Sequential, config: Config, x: Tensor, labels: Tensor) -> Tr
         target=buffers.target.clone(),
         lr=optim.lr,
     )
+
+
+def _in_float64(model: nn.Sequential, x: Tensor, labels: Tensor) -> tuple[nn.Sequential, Tensor, Tensor]:
+    """A float64 copy of the model on the CPU, in evaluation mode, and the points and labels to go with it."""
+    copied = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+    x = x.to(device="cpu", dtype=torch.float64).reshape(len(labels), -1)
+    return copied, x, labels.to(device="cpu", dtype=torch.int64)
 
 
 def _slope(engine: BackpropEngine, z: Tensor, a: Tensor) -> Tensor:
@@ -157,9 +163,7 @@ def _agree(exact: Tensor, estimate: Tensor) -> Tensor:
 def finite_differences(model: nn.Sequential, config: Config, x: Tensor, labels: Tensor) -> GradientCheck:
     """dL/dW and dL/db of the mean loss over the points, estimated by central differences: the loss computed by the
     model's own modules (without dropout) with each weight moved by +h and -h, one at a time."""
-    copied = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
-    x = x.to(device="cpu", dtype=torch.float64).reshape(len(labels), -1)
-    labels = labels.to(device="cpu", dtype=torch.int64)
+    copied, x, labels = _in_float64(model, x, labels)
     smoothing = config.train.label_smoothing
     modules = list(copied)
     weights, biases = [], []

@@ -25,7 +25,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from torch import nn
 
 from mnist_ffn.catalog import FEATURES, PLANE_SETS, POINTS
 from mnist_ffn.config import ACTIVATION_FUNCTIONS, VALIDATION_SHARE, Config, config_from_dict
@@ -38,7 +37,7 @@ from mnist_ffn.quoting import command_line
 from mnist_ffn.training.checkpoint import load_checkpoint, save_checkpoint
 from mnist_ffn.training.devices import GLOBAL_RANDOM
 from mnist_ffn.training.metrics import evaluate
-from mnist_ffn.training.model import forward_with_activations
+from mnist_ffn.training.model import forward_with_activations, linear_layers
 from mnist_ffn.training.run_folder import RunFolder, gradient_layers
 from mnist_ffn.training.trace import ABSOLUTE, RELATIVE, STEP, Trace, finite_differences, trace
 from mnist_ffn.training.trainer import Trainer
@@ -333,8 +332,7 @@ class Session:
         self.boundary_inputs = self._grid_inputs(BOUNDARY_CELLS, extent)
         self.neuron_inputs = self._grid_inputs(NEURON_CELLS, extent)
         # the backward view's labels over the plane: each cell's nearest training point's
-        nearest = torch.cdist(plane_grid(extent, NEURON_CELLS), self.raw.train_points.float()).argmin(dim=1)
-        self.neuron_labels = self.raw.train_labels[nearest]
+        self.neuron_labels = self._nearest_labels(plane_grid(extent, NEURON_CELLS))
 
     @property
     def epoch(self) -> int:
@@ -354,12 +352,19 @@ class Session:
                 self.random_state = torch.get_rng_state()
                 torch.set_rng_state(others)
 
+    def _finite(self) -> bool:
+        return all(bool(torch.isfinite(parameter).all()) for parameter in self.trainer.model.parameters())
+
     def _check_finite(self) -> None:
-        if not all(bool(torch.isfinite(parameter).all()) for parameter in self.trainer.model.parameters()):
+        if not self._finite():
             raise UsageError(
                 "this network diverged and its weights are no longer numbers: nothing to download or save; "
                 "lower the learning rate"
             )
+
+    def _nearest_labels(self, xy: torch.Tensor) -> torch.Tensor:
+        """The label of each point's nearest training point: what a point of the plane is taken to be."""
+        return self.raw.train_labels[torch.cdist(xy.float(), self.raw.train_points.float()).argmin(dim=1)]
 
     def _grid_inputs(self, cells: int, extent: float) -> torch.Tensor:
         """The network's inputs over the plane, rows from the bottom up as the page's y axis."""
@@ -422,7 +427,7 @@ class Session:
             boundary_class=winner.to(torch.uint8).numpy().tobytes(),
             boundary_confidence=(confidence * 255).round().to(torch.uint8).numpy().tobytes(),
             neurons=neurons,
-            weights=[_weights(layer.weight) for layer in model if isinstance(layer, nn.Linear)],
+            weights=[_weights(layer.weight) for layer in linear_layers(model)],
             gradient_norms=self._gradient_norms(),
             **(self._backward_view() if backward else {}),
         )
@@ -438,7 +443,7 @@ class Session:
         of that one point: the mean's dL/dz times the cells) and dL/dW of the training loss: one step of the engine
         each, on copies (training.trace)."""
         model = self.trainer.model
-        if not all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters()):
+        if not self._finite():
             return {"backward": [], "weight_gradients": []}
         grid = trace(model, self.config, self.neuron_inputs, self.neuron_labels)
         maps = [_neuron_maps(layer.grad_z * len(self.neuron_labels)) for layer in grid.layers[:-1]]
@@ -481,8 +486,7 @@ class Session:
         xy = torch.tensor(point, dtype=torch.float32)
         label = values.get("label")
         if label is None:
-            nearest = int((self.raw.train_points - xy).pow(2).sum(dim=1).argmin())
-            return xy, int(self.raw.train_labels[nearest]), "its nearest training point's"
+            return xy, int(self._nearest_labels(xy.reshape(1, 2))[0]), "its nearest training point's"
         if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < classes:
             raise UsageError(f"label: a class number, 0 to {classes - 1}, got {cut(repr(label))}")
         return xy, label, "chosen"
@@ -557,7 +561,7 @@ def _chain_rule_json(traced: Trace, check, point: torch.Tensor, label: int, labe
     for number, (layer, estimate_w, estimate_b, (rel_w, rel_b), (ok_w, ok_b)) in enumerate(
         zip(traced.layers, check.weight, check.bias, differences, agreements, strict=True), 1
     ):
-        vector, matrix = _vector, _shown_matrix
+        vector, matrix = _vector, _shown_matrix  # short names: a table of 20 lines
         layers.append({
             "layer": number,
             "rows": layer.weight.shape[0],

@@ -105,8 +105,7 @@ def too_few_connections(storage, connections: int, shown: str) -> str | None:
     return (
         f"--connections {connections}: {shown} lets {allowed} clients of this user in (max_connections, less the "
         f"superuser's reserve for others) and {others} other connections are open now, so at most {free} are "
-        "free: the server will "
-        "wait for room; lower --connections or raise max_connections"
+        "free: the server will wait for room; lower --connections or raise max_connections"
     )
 
 
