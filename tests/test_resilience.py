@@ -339,6 +339,17 @@ def test_two_ctrl_c_between_the_first_best_pt_and_the_first_last_pt_leave_a_fold
     assert again.returncode == 0, again.stderr
 
 
+def test_two_ctrl_c_while_config_toml_is_written_leave_a_folder_to_start_again(tiny_data, tmp_path):
+    """Two SIGINTs at the run's 2nd fsync, inside config.toml's atomic write (renamed, the folder not yet synced): the
+    run has not been told its identity yet, and what it wrote is removed all the same."""
+    out = tmp_path / "run"
+    twice = functools.partial(stop_itself_at, "fsync", 2, (signal.SIGINT, signal.SIGINT))
+    process = start_forked("train", "--data-dir", tiny_data, "--out", out, *LONG_RUN, preexec_fn=twice)
+    assert_one_line_error(finish_process(process), 130, "SIGINT", "nothing was saved")
+    again = run_cli("train", "--data-dir", tiny_data, "--out", out, "--quiet", *TINY_FLAGS)
+    assert again.returncode == 0, again.stderr
+
+
 def test_ctrl_c_and_sigterm_during_eval_give_a_line(tiny_run, tiny_data):
     """Each signal is sent the moment the command has taken over SIGTERM (its handlers are in place, and torch's
     import and the evaluation are still ahead of it), however fast or slow the machine."""

@@ -533,7 +533,8 @@ def train(
                 trainer.events.finish(summary)
             return summary
     except Interrupted as exc:
-        raise TrainingInterrupted(_interrupted(run, trainer, exc.signal_number, command), exc.signal_number) from None
+        why = _interrupted(run, trainer, exc.signal_number, command, new_run=not resume)
+        raise TrainingInterrupted(why, exc.signal_number) from None
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not isinstance(exc, torch.OutOfMemoryError) and "alloc" not in str(exc).lower():
             raise
@@ -549,7 +550,7 @@ def train(
             torch.set_num_threads(threads)
 
 
-def _interrupted(run: RunFolder, trainer: Trainer | None, signal_number: int, command: str) -> str:
+def _interrupted(run: RunFolder, trainer: Trainer | None, signal_number: int, command: str, *, new_run: bool) -> str:
     """What a signal that could not wait for a checkpoint left behind, said truthfully."""
     name = signal.Signals(signal_number).name
     if trainer is not None and trainer.finished:
@@ -559,7 +560,7 @@ def _interrupted(run: RunFolder, trainer: Trainer | None, signal_number: int, co
         )
     if run.last_checkpoint.exists():
         return f"stopped by {name}; {run.last_checkpoint} holds the last checkpoint; resume with: {command}"
-    if trainer is not None and trainer.run_id is not None:
+    if trainer is not None and new_run:  # not only once run.create returned: it may have written config.toml first
         run.clear_unstarted_run()
     return f"stopped by {name} before the first checkpoint; nothing was saved"
 
