@@ -86,6 +86,7 @@ def stop_itself_at(moment: str, count: int, signals: tuple[int, ...] = (signal.S
     the temporary file is written and before its rename, or after the rename and before the folder's fsync). A test
     then kills it there with SIGKILL: a moment chosen by what the run has done, not by a clock, so it is the same
     moment on a fast machine and a slow one."""
+    from mnist_ffn.training.autograd import AutogradEngine
     from mnist_ffn.training.backprop import BackpropEngine
 
     done = 0
@@ -101,8 +102,9 @@ def stop_itself_at(moment: str, count: int, signals: tuple[int, ...] = (signal.S
 
         return call
 
-    if moment == "step":
+    if moment == "step":  # whichever engine the run's timed choice (cached per machine) picked
         BackpropEngine.step = counted(BackpropEngine.step)
+        AutogradEngine.step = counted(AutogradEngine.step)
     else:
         os.fsync = counted(os.fsync)
 
